@@ -1,0 +1,322 @@
+//! The service's one YAML config file, validated once at load.
+//!
+//! Paths in the config are relative to the config file's folder, so `deploy/triage.yaml`
+//! works from the repository root and from `/etc/triage` alike. Secrets are never read from
+//! here: the config only names the environment variable or file that holds them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::problems::{Problem, Problems};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub desk: Desk,
+    #[serde(default)]
+    pub trust: Trust,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Folder of `*.yaml` rule files, read in file-name order.
+    pub rules: PathBuf,
+    /// Folder of response templates (`*.txt`).
+    pub templates: PathBuf,
+    pub directory: DirectoryConfig,
+    #[serde(default)]
+    pub folders: Folders,
+    #[serde(default)]
+    pub imap: Option<ImapConfig>,
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    #[serde(default)]
+    pub service: ServiceConfig,
+    /// Where the file was read from; paths above are resolved against its folder.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Desk {
+    /// Shown in templates ("Partner Help Desk").
+    pub name: String,
+    /// The shared mailbox the service answers as (partnersupport@).
+    pub address: String,
+    /// Partner Order Operations (partnerorderops@): its presence among the recipients
+    /// decides case A versus case B of the order procedure.
+    pub order_ops: String,
+    /// Where billing questions are pointed (out of the desk's scope).
+    #[serde(default)]
+    pub billing_ops: Option<String>,
+    /// Every address of the desk itself: mail from these is never answered.
+    #[serde(default)]
+    pub own_addresses: Vec<String>,
+    /// Domain for the Message-IDs the service generates; a reply in a thread that carries
+    /// one of them is a reply to us and is never answered automatically (RFC 3834).
+    pub message_id_domain: String,
+    /// Signature appended by templates as `{{ desk.signature }}`.
+    #[serde(default)]
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// authserv-id of the receiving server whose Authentication-Results count. Headers
+    /// from anyone else can be forged by the sender and are ignored.
+    #[serde(default)]
+    pub authserv_id: Option<String>,
+    /// Without a verifiable DMARC pass from that server, nothing is sent automatically.
+    #[serde(default = "yes")]
+    pub require_authentication: bool,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            authserv_id: None,
+            require_authentication: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Larger messages are left for a human without being parsed.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    25 * 1024 * 1024
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// Folder holding partners.csv, opportunities.csv and deal_registrations.csv.
+    pub path: PathBuf,
+    /// Per file, our column name -> the export's own header, for exports whose headers
+    /// differ from the defaults.
+    #[serde(default)]
+    pub columns: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Folders {
+    /// Where messages left for a human go; unset means they stay in the inbox, flagged.
+    #[serde(default)]
+    pub human: Option<String>,
+    /// Where the original is filed once its plan is done, per category; a rule's own
+    /// `folder` wins. Unset means it stays in the inbox, marked seen.
+    #[serde(default)]
+    pub by_category: BTreeMap<String, String>,
+    /// The mailbox's Sent folder, where copies of our replies go.
+    #[serde(default = "default_sent")]
+    pub sent: String,
+    /// The folder watched for new mail.
+    #[serde(default = "default_inbox")]
+    pub inbox: String,
+}
+
+fn default_sent() -> String {
+    "Sent".into()
+}
+fn default_inbox() -> String {
+    "INBOX".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (993 / 465).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS (143 / 587).
+    Starttls,
+    /// No TLS at all: only for loopback test stacks, and only when said explicitly.
+    Plain,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (trailing newline ignored).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// PEM file of the CA to trust instead of the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password: Secret,
+    /// Seconds between checks when the server has no IDLE.
+    #[serde(default = "default_poll")]
+    pub poll_seconds: u64,
+    /// Seconds for any one network operation.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Unset: no AUTH (loopback relay).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_poll() -> u64 {
+    30
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// SQLite journal (state of every message, audit log).
+    #[serde(default = "default_state")]
+    pub state: PathBuf,
+    /// Where documents kept for the CRM are written (under the opportunity or deal id).
+    #[serde(default = "default_documents")]
+    pub documents: PathBuf,
+}
+
+fn default_state() -> PathBuf {
+    "state/triage.sqlite".into()
+}
+fn default_documents() -> PathBuf {
+    "state/documents".into()
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            state: default_state(),
+            documents: default_documents(),
+        }
+    }
+}
+
+impl Secret {
+    /// Reads the secret. The error names where it looked, never the value.
+    pub fn read(&self) -> Result<String, String> {
+        if let Some(var) = &self.env {
+            return std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set"));
+        }
+        if let Some(path) = &self.file {
+            return std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()));
+        }
+        Err("neither `env` nor `file` is set".into())
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file. Paths come back resolved.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Problems::one(Problem::file(path, format!("cannot read config: {e}"))))?;
+        let mut config: Config =
+            serde_yaml::from_str(&text).map_err(|e| Problems::one(Problem::yaml(path, &e)))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        config.rules = resolve(&config.rules);
+        config.templates = resolve(&config.templates);
+        config.directory.path = resolve(&config.directory.path);
+        config.service.state = resolve(&config.service.state);
+        config.service.documents = resolve(&config.service.documents);
+        for secret in [
+            config.imap.as_mut().map(|i| &mut i.password),
+            config.smtp.as_mut().and_then(|s| s.password.as_mut()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(f) = &secret.file {
+                secret.file = Some(resolve(f));
+            }
+        }
+        if let Some(imap) = config.imap.as_mut() {
+            imap.ca_file = imap.ca_file.as_deref().map(resolve);
+        }
+        if let Some(smtp) = config.smtp.as_mut() {
+            smtp.ca_file = smtp.ca_file.as_deref().map(resolve);
+        }
+        config.source = path.to_path_buf();
+        let mut problems = Problems::default();
+        for (field, value) in [
+            ("desk.address", &config.desk.address),
+            ("desk.order_ops", &config.desk.order_ops),
+        ] {
+            if !value.contains('@') {
+                problems.push(Problem::at_text(
+                    path,
+                    &text,
+                    value,
+                    format!("{field}: expected an email address, got {value:?}"),
+                ));
+            }
+        }
+        problems.into_result(config)
+    }
+
+    /// Every address the desk itself sends from, lower case.
+    pub fn own_addresses(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .desk
+            .own_addresses
+            .iter()
+            .map(|a| a.to_lowercase())
+            .collect();
+        all.push(self.desk.address.to_lowercase());
+        all.push(self.desk.order_ops.to_lowercase());
+        all.sort();
+        all.dedup();
+        all
+    }
+}

@@ -1,0 +1,535 @@
+//! Who is who: the CRM report exports (partners, opportunities, deal registrations).
+//!
+//! Lookups go from the most specific evidence to the least, and never guess: two
+//! candidates are as much a reason to stop as none.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::problems::{Problem, Problems};
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Partner {
+    pub partner_domain: String,
+    pub partner_name: String,
+    pub geo: String,
+    pub segment: String,
+    pub area: String,
+    pub cam_email: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Opportunity {
+    pub opportunity_id: String,
+    pub opportunity_name: String,
+    pub account_name: String,
+    pub partner_domain: String,
+    pub owner_email: String,
+    pub isr_email: String,
+    pub cam_email: String,
+    pub quote_number: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DealRegistration {
+    pub deal_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub partner_domain: String,
+    pub partner_name: String,
+    pub customer_name: String,
+    pub status: String,
+    pub channel_manager_email: String,
+    pub linked_opportunity_id: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub partners: Vec<Partner>,
+    pub opportunities: Vec<Opportunity>,
+    pub deals: Vec<DealRegistration>,
+    /// Every known id, lower-cased, for finding them in free text in one pass.
+    ids: IdIndex,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum IdHit {
+    Opportunity(usize),
+    Deal(usize),
+    Quote(usize),
+}
+
+#[derive(Debug, Clone, Default)]
+struct IdIndex {
+    by_token: HashMap<String, Vec<IdHit>>,
+    longest: usize,
+}
+
+impl IdIndex {
+    fn build(opportunities: &[Opportunity], deals: &[DealRegistration]) -> IdIndex {
+        let mut index = IdIndex::default();
+        let mut add = |id: &str, hit: IdHit| {
+            let id = id.trim();
+            if id.len() >= 3 {
+                index.longest = index.longest.max(id.len());
+                index
+                    .by_token
+                    .entry(id.to_ascii_lowercase())
+                    .or_default()
+                    .push(hit);
+            }
+        };
+        for (i, o) in opportunities.iter().enumerate() {
+            add(&o.opportunity_id, IdHit::Opportunity(i));
+            if o.opportunity_id.len() == 18 {
+                add(&o.opportunity_id[..15], IdHit::Opportunity(i));
+            }
+            add(&o.quote_number, IdHit::Quote(i));
+        }
+        for (i, d) in deals.iter().enumerate() {
+            add(&d.deal_id, IdHit::Deal(i));
+        }
+        index
+    }
+}
+
+const PARTNER_COLUMNS: &[&str] = &[
+    "partner_domain",
+    "partner_name",
+    "geo",
+    "segment",
+    "area",
+    "cam_email",
+];
+const OPPORTUNITY_COLUMNS: &[&str] = &[
+    "opportunity_id",
+    "opportunity_name",
+    "account_name",
+    "partner_domain",
+    "owner_email",
+    "isr_email",
+    "cam_email",
+    "quote_number",
+];
+const DEAL_COLUMNS: &[&str] = &[
+    "deal_id",
+    "type",
+    "partner_domain",
+    "partner_name",
+    "customer_name",
+    "status",
+    "channel_manager_email",
+    "linked_opportunity_id",
+];
+/// Columns that may be blank in a row: a blank ISR is not an error, we cc the rest.
+const OPTIONAL: &[&str] = &[
+    "isr_email",
+    "cam_email",
+    "quote_number",
+    "geo",
+    "segment",
+    "area",
+    "linked_opportunity_id",
+    "opportunity_name",
+];
+
+/// Reads one export into rows of our column names. `mapping` maps our name to the export's.
+fn read_csv(
+    path: &Path,
+    columns: &[&str],
+    mapping: Option<&BTreeMap<String, String>>,
+    problems: &mut Problems,
+) -> Vec<HashMap<&'static str, String>>
+where
+{
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(Problem::file(
+                path,
+                format!("cannot read directory export: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let headers: Vec<String> = match reader.headers() {
+        Ok(h) => h
+            .iter()
+            .map(|s| s.trim_start_matches('\u{feff}').to_string())
+            .collect(),
+        Err(e) => {
+            problems.push(Problem::at(
+                path,
+                1,
+                1,
+                format!("cannot read the header row: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    if let Some(mapping) = mapping {
+        for ours in mapping.keys() {
+            if !columns.contains(&ours.as_str()) {
+                problems.push(Problem::file(
+                    path,
+                    format!(
+                        "column mapping names unknown column {ours:?}; expected one of {}",
+                        columns.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let mut index = Vec::new();
+    let mut ok = true;
+    for &col in columns {
+        let theirs = mapping
+            .and_then(|m| m.get(col))
+            .map(String::as_str)
+            .unwrap_or(col);
+        match headers.iter().position(|h| h.eq_ignore_ascii_case(theirs)) {
+            Some(i) => index.push((leak(col), i)),
+            None => {
+                ok = false;
+                problems.push(Problem::at(
+                    path,
+                    1,
+                    1,
+                    format!(
+                        "missing column {theirs:?}{}; the header row has: {}",
+                        if theirs != col {
+                            format!(" (mapped from {col})")
+                        } else {
+                            String::new()
+                        },
+                        headers.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if !ok {
+        return Vec::new();
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        match record {
+            Ok(rec) => {
+                let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+                let mut row = HashMap::new();
+                for (col, i) in &index {
+                    let value = rec.get(*i).unwrap_or("").to_string();
+                    if value.is_empty() && !OPTIONAL.contains(col) {
+                        problems.push(Problem::at(path, line, 1, format!("column {col} is blank")));
+                    }
+                    row.insert(*col, value);
+                }
+                rows.push(row);
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                problems.push(Problem::at(path, line, 1, format!("unreadable row: {e}")));
+            }
+        }
+    }
+    rows
+}
+
+/// Column names are a small fixed set; this maps a `&str` to its `'static` twin.
+fn leak(col: &str) -> &'static str {
+    PARTNER_COLUMNS
+        .iter()
+        .chain(OPPORTUNITY_COLUMNS)
+        .chain(DEAL_COLUMNS)
+        .find(|c| **c == col)
+        .copied()
+        .unwrap_or("")
+}
+
+fn take(row: &mut HashMap<&'static str, String>, col: &str) -> String {
+    row.remove(col).unwrap_or_default()
+}
+
+impl Directory {
+    pub fn load(
+        dir: &Path,
+        columns: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<Directory, Problems> {
+        let mut problems = Problems::default();
+        for file in columns.keys() {
+            if !["partners", "opportunities", "deal_registrations"].contains(&file.as_str()) {
+                problems.push(Problem::file(
+                    dir,
+                    format!("directory.columns names unknown export {file:?}; expected partners, opportunities or deal_registrations"),
+                ));
+            }
+        }
+        let partners = read_csv(
+            &dir.join("partners.csv"),
+            PARTNER_COLUMNS,
+            columns.get("partners"),
+            &mut problems,
+        )
+        .into_iter()
+        .map(|mut r| Partner {
+            partner_domain: take(&mut r, "partner_domain").to_lowercase(),
+            partner_name: take(&mut r, "partner_name"),
+            geo: take(&mut r, "geo"),
+            segment: take(&mut r, "segment"),
+            area: take(&mut r, "area"),
+            cam_email: take(&mut r, "cam_email").to_lowercase(),
+        })
+        .collect();
+        let opportunities: Vec<Opportunity> = read_csv(
+            &dir.join("opportunities.csv"),
+            OPPORTUNITY_COLUMNS,
+            columns.get("opportunities"),
+            &mut problems,
+        )
+        .into_iter()
+        .map(|mut r| Opportunity {
+            opportunity_id: take(&mut r, "opportunity_id"),
+            opportunity_name: take(&mut r, "opportunity_name"),
+            account_name: take(&mut r, "account_name"),
+            partner_domain: take(&mut r, "partner_domain").to_lowercase(),
+            owner_email: take(&mut r, "owner_email").to_lowercase(),
+            isr_email: take(&mut r, "isr_email").to_lowercase(),
+            cam_email: take(&mut r, "cam_email").to_lowercase(),
+            quote_number: take(&mut r, "quote_number"),
+        })
+        .collect();
+        let deals: Vec<DealRegistration> = read_csv(
+            &dir.join("deal_registrations.csv"),
+            DEAL_COLUMNS,
+            columns.get("deal_registrations"),
+            &mut problems,
+        )
+        .into_iter()
+        .map(|mut r| DealRegistration {
+            deal_id: take(&mut r, "deal_id"),
+            kind: take(&mut r, "type").to_lowercase().replace(['-', ' '], "_"),
+            partner_domain: take(&mut r, "partner_domain").to_lowercase(),
+            partner_name: take(&mut r, "partner_name"),
+            customer_name: take(&mut r, "customer_name"),
+            status: take(&mut r, "status"),
+            channel_manager_email: take(&mut r, "channel_manager_email").to_lowercase(),
+            linked_opportunity_id: take(&mut r, "linked_opportunity_id"),
+        })
+        .collect();
+        let ids = IdIndex::build(&opportunities, &deals);
+        problems.into_result(Directory {
+            partners,
+            opportunities,
+            deals,
+            ids,
+        })
+    }
+
+    pub fn partner(&self, domain: &str) -> Option<&Partner> {
+        self.partners
+            .iter()
+            .find(|p| domain_matches(domain, &p.partner_domain))
+    }
+
+    pub fn opportunities_by_id(&self, id: &str) -> Vec<&Opportunity> {
+        self.opportunities
+            .iter()
+            .filter(|o| same_salesforce_id(&o.opportunity_id, id))
+            .collect()
+    }
+
+    pub fn opportunities_by_quote(&self, quote: &str) -> Vec<&Opportunity> {
+        let q = normalize_token(quote);
+        self.opportunities
+            .iter()
+            .filter(|o| !o.quote_number.is_empty() && normalize_token(&o.quote_number) == q)
+            .collect()
+    }
+
+    pub fn opportunities_by_customer(
+        &self,
+        customer: &str,
+        partner_domain: &str,
+    ) -> Vec<&Opportunity> {
+        let c = normalize_name(customer);
+        self.opportunities
+            .iter()
+            .filter(|o| {
+                normalize_name(&o.account_name) == c
+                    && domain_matches(partner_domain, &o.partner_domain)
+            })
+            .collect()
+    }
+
+    pub fn deals_by_id(&self, id: &str) -> Vec<&DealRegistration> {
+        let d = normalize_token(id);
+        self.deals
+            .iter()
+            .filter(|r| normalize_token(&r.deal_id) == d)
+            .collect()
+    }
+
+    /// Known identifiers that appear in the texts as whole tokens: what a specialist finds
+    /// by pasting the message into the CRM search box. Used when no extractor pattern
+    /// matched, so that ids in an export's own format are still found.
+    pub fn known_ids_in<'a>(&'a self, texts: &[&str]) -> KnownIds<'a> {
+        let mut found = KnownIds {
+            opportunity_ids: Vec::new(),
+            deal_ids: Vec::new(),
+            quote_numbers: Vec::new(),
+        };
+        let mut buf = String::new();
+        for text in texts {
+            for token in
+                text.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_' || c == '/'))
+            {
+                let token = token.trim_matches(['-', '_', '/']);
+                if token.len() < 3 || token.len() > self.ids.longest {
+                    continue;
+                }
+                buf.clear();
+                buf.push_str(token);
+                buf.make_ascii_lowercase();
+                let Some(hits) = self.ids.by_token.get(buf.as_str()) else {
+                    continue;
+                };
+                for hit in hits {
+                    let (list, value) = match *hit {
+                        IdHit::Opportunity(i) => {
+                            let id = &self.opportunities[i].opportunity_id;
+                            // 15-character ids are case-sensitive: "006abc" is not "006ABC".
+                            if !(token == id.as_str()
+                                || (id.len() == 18 && token.len() == 15 && token == &id[..15])
+                                || (token.len() == 18 && id.eq_ignore_ascii_case(token)))
+                            {
+                                continue;
+                            }
+                            (&mut found.opportunity_ids, id.as_str())
+                        }
+                        IdHit::Deal(i) => (&mut found.deal_ids, self.deals[i].deal_id.as_str()),
+                        IdHit::Quote(i) => (
+                            &mut found.quote_numbers,
+                            self.opportunities[i].quote_number.as_str(),
+                        ),
+                    };
+                    if !list.iter().any(|x: &&str| x.eq_ignore_ascii_case(value)) {
+                        list.push(value);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Account names of the partner's own opportunities that the text mentions.
+    pub fn customers_in(&self, text: &str, partner_domain: &str) -> Vec<&str> {
+        let hay = format!(" {} ", normalize_name(text));
+        dedup(
+            self.opportunities
+                .iter()
+                .filter(|o| domain_matches(partner_domain, &o.partner_domain))
+                .filter(|o| {
+                    let n = normalize_name(&o.account_name);
+                    !n.is_empty() && hay.contains(&format!(" {n} "))
+                })
+                .map(|o| o.account_name.as_str()),
+        )
+    }
+}
+
+pub struct KnownIds<'a> {
+    pub opportunity_ids: Vec<&'a str>,
+    pub deal_ids: Vec<&'a str>,
+    pub quote_numbers: Vec<&'a str>,
+}
+
+fn dedup<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for s in it {
+        if !v.iter().any(|x| x.eq_ignore_ascii_case(s)) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+/// A sender's domain belongs to a partner when it is the partner's domain or a subdomain of it.
+pub fn domain_matches(sender_domain: &str, partner_domain: &str) -> bool {
+    let s = sender_domain.to_ascii_lowercase();
+    let p = partner_domain.to_ascii_lowercase();
+    !p.is_empty() && (s == p || s.ends_with(&format!(".{p}")))
+}
+
+/// Salesforce ids: 15 characters case-sensitive, or 18 with a case-insensitive suffix.
+pub fn same_salesforce_id(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    if a.len() >= 15
+        && b.len() >= 15
+        && (a.len() == 18 || a.len() == 15)
+        && (b.len() == 18 || b.len() == 15)
+    {
+        a[..15] == b[..15]
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
+}
+
+fn normalize_token(s: &str) -> String {
+    s.trim().trim_start_matches('#').to_ascii_lowercase()
+}
+
+/// Company names as people write them: case, punctuation and legal suffixes vary.
+pub fn normalize_name(s: &str) -> String {
+    const SUFFIXES: &[&str] = &[
+        "inc",
+        "llc",
+        "ltd",
+        "limited",
+        "gmbh",
+        "ag",
+        "sa",
+        "sas",
+        "sarl",
+        "ltda",
+        "corp",
+        "corporation",
+        "co",
+        "kk",
+        "plc",
+        "bv",
+        "nv",
+        "srl",
+        "spa",
+    ];
+    let lowered = s.to_lowercase();
+    let words: Vec<&str> = lowered
+        .split(|c: char| !c.is_alphanumeric() && c != '&')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut words: Vec<&str> = words;
+    while words.len() > 1 && words.last().is_some_and(|w| SUFFIXES.contains(w)) {
+        words.pop();
+    }
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ids_compare_as_people_write_them() {
+        assert_eq!(normalize_name("Acme Corp."), "acme");
+        assert_eq!(normalize_name("ACME, Inc"), "acme");
+        assert!(same_salesforce_id("0065e00000AbCdE", "0065e00000AbCdEXYZ"));
+        assert!(!same_salesforce_id("0065e00000AbCdE", "0065e00000abcde"));
+        assert!(domain_matches("emea.reseller.example", "reseller.example"));
+        assert!(!domain_matches("evilreseller.example", "reseller.example"));
+    }
+}

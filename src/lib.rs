@@ -1,0 +1,16 @@
+//! triage: the partner help desk's shared mailbox, sorted and answered unattended.
+//!
+//! The decision core is pure: [`message`] reads a message, [`guard`] decides whether it may
+//! be answered at all, [`rules`] classifies it, [`directory`] finds the people, [`templates`]
+//! writes the answer, and [`plan`] puts it together as one serializable [`plan::Plan`].
+//! The service around it (IMAP, SMTP, journal) only executes plans.
+
+pub mod casebook;
+pub mod config;
+pub mod directory;
+pub mod guard;
+pub mod message;
+pub mod plan;
+pub mod problems;
+pub mod rules;
+pub mod templates;

@@ -1,0 +1,365 @@
+//! A partner's message, parsed once into what the rest of the decision needs.
+//!
+//! mail-parser does the MIME work (charsets, RFC 2047/2231, HTML to text). What we add is
+//! the help-desk reading of it: which part of the body is the partner's *new* text, as
+//! opposed to quoted history, forwarded headers and signatures, so that a keyword that only
+//! appears in an old message of the thread does not decide the category.
+
+use std::sync::LazyLock;
+
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders, PartType};
+use regex::Regex;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+impl Mailbox {
+    pub fn domain(&self) -> &str {
+        domain_of(&self.address)
+    }
+}
+
+pub fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+}
+
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    /// Decoded text for text/* documents (plain, CSV): fields may only be written there.
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub message_id: Option<String>,
+    pub from: Option<Mailbox>,
+    pub reply_to: Vec<Mailbox>,
+    pub sender: Option<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub subject: String,
+    pub date: Option<String>,
+    /// The whole body as text (HTML converted), quoted history included.
+    pub text: String,
+    /// Only what the partner wrote in this message.
+    pub new_text: String,
+    pub attachments: Vec<Attachment>,
+    /// Top-level headers in order, names as written, values unfolded and trimmed.
+    pub headers: Vec<(String, String)>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    /// Top-level Content-Type, e.g. `multipart/report`.
+    pub content_type: String,
+    pub size: usize,
+}
+
+/// Parsing failed in a way that leaves nothing to decide on.
+#[derive(Debug, Clone)]
+pub struct Unreadable(pub String);
+
+impl Mail {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn recipients(&self) -> impl Iterator<Item = &Mailbox> {
+        self.to.iter().chain(self.cc.iter())
+    }
+
+    pub fn parse(raw: &[u8]) -> Result<Mail, Unreadable> {
+        if raw.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(Unreadable("the message is empty".into()));
+        }
+        let parsed = MessageParser::default()
+            .parse(raw)
+            .ok_or_else(|| Unreadable("no message headers could be read".into()))?;
+        let headers: Vec<(String, String)> = parsed
+            .headers_raw()
+            .map(|(n, v)| (n.to_string(), unfold(v)))
+            .collect();
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("from")) {
+            return Err(Unreadable("the message has no From header".into()));
+        }
+
+        let text = body_text(&parsed);
+        let new_text = new_text(&text);
+        let mut attachments = Vec::new();
+        for part in parsed.attachments() {
+            collect_attachment(part, &mut attachments);
+        }
+        let subject = parsed.subject().unwrap_or("").trim().to_string();
+        let content_type = parsed
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                None => ct.ctype().to_string(),
+            })
+            .unwrap_or_else(|| "text/plain".into())
+            .to_ascii_lowercase();
+
+        Ok(Mail {
+            message_id: parsed.message_id().map(|s| s.to_string()),
+            from: first(parsed.from()),
+            reply_to: all(parsed.reply_to()),
+            sender: first(parsed.sender()),
+            to: all(parsed.to()),
+            cc: all(parsed.cc()),
+            subject,
+            date: parsed.date().map(|d| d.to_rfc3339()),
+            text,
+            new_text,
+            attachments,
+            headers,
+            in_reply_to: ids(parsed.in_reply_to()),
+            references: ids(parsed.references()),
+            content_type,
+            size: raw.len(),
+        })
+    }
+}
+
+fn unfold(v: &str) -> String {
+    v.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn mailbox(addr: &mail_parser::Addr<'_>) -> Option<Mailbox> {
+    let address = addr.address()?.trim().to_lowercase();
+    if !address.contains('@') {
+        return None;
+    }
+    Some(Mailbox {
+        name: addr
+            .name()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
+        address,
+    })
+}
+
+fn all(address: Option<&Address<'_>>) -> Vec<Mailbox> {
+    address
+        .map(|a| a.iter().filter_map(mailbox).collect())
+        .unwrap_or_default()
+}
+
+fn first(address: Option<&Address<'_>>) -> Option<Mailbox> {
+    all(address).into_iter().next()
+}
+
+fn ids(value: &HeaderValue<'_>) -> Vec<String> {
+    match value {
+        HeaderValue::Text(t) => vec![t.to_string()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// All text bodies joined. An HTML-only body is converted here rather than by
+/// mail-parser's `body_text`, which keeps block elements on one line: we need Outlook's
+/// reply header and `<blockquote>` history on lines of their own to tell them apart.
+fn body_text(parsed: &mail_parser::Message<'_>) -> String {
+    let mut out = String::new();
+    for part in parsed.text_bodies() {
+        let t = match &part.body {
+            PartType::Html(html) => html_text(html),
+            PartType::Text(text) => text.to_string(),
+            _ => continue,
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&t);
+    }
+    out.replace("\r\n", "\n").replace('\u{a0}', " ")
+}
+
+static HTML_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)<(?:/?(?:div|tr|li|h[1-6]|table|p)\b[^>]*|(?:hr|blockquote)\b[^>]*|[^>]*\b(?:id|class)\s*=\s*.?(?:divRplyFwdMsg|gmail_quote|moz-cite-prefix|OutlookMessageHeader)[^>]*)>")
+        .expect("html block pattern")
+});
+
+pub fn html_text(html: &str) -> String {
+    let marked = HTML_BLOCK.replace_all(html, |c: &regex::Captures<'_>| {
+        let tag = c[0].to_ascii_lowercase();
+        let history = tag.starts_with("<hr")
+            || tag.starts_with("<blockquote")
+            || [
+                "divrplyfwdmsg",
+                "gmail_quote",
+                "moz-cite-prefix",
+                "outlookmessageheader",
+            ]
+            .iter()
+            .any(|k| tag.contains(k));
+        if history {
+            format!("<br>{HISTORY_RULE}<br>{}", &c[0])
+        } else {
+            format!("<br>{}", &c[0])
+        }
+    });
+    let text = mail_parser::decoders::html::html_to_text(&marked);
+    // Collapse the blank lines that block elements leave behind.
+    let mut out = String::with_capacity(text.len());
+    let mut blank = 0;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        out.push_str(line.trim_start());
+        out.push('\n');
+    }
+    out
+}
+
+/// A line that marks where quoted history starts in converted HTML.
+const HISTORY_RULE: &str = "________________________________";
+
+fn collect_attachment(part: &mail_parser::MessagePart<'_>, out: &mut Vec<Attachment>) {
+    let content_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase();
+    // Logos and pictures pasted into a signature are not documents the partner sent.
+    let inline_picture = content_type.starts_with("image/")
+        && part.content_id().is_some()
+        && !part
+            .content_disposition()
+            .is_some_and(|cd| cd.is_attachment());
+    if inline_picture {
+        return;
+    }
+    let name = match part.attachment_name() {
+        Some(n) if !n.trim().is_empty() => sanitize_name(n),
+        _ => match &part.body {
+            PartType::Message(m) => {
+                let subject = m.subject().unwrap_or("message");
+                format!("{}.eml", sanitize_name(subject))
+            }
+            _ => format!("attachment-{}", out.len() + 1),
+        },
+    };
+    let text = match &part.body {
+        PartType::Text(t) => Some(t.to_string()),
+        _ => None,
+    };
+    out.push(Attachment {
+        name,
+        content_type,
+        bytes: part.contents().to_vec(),
+        text,
+    });
+}
+
+/// File names come from the sender: keep them readable but never a path.
+fn sanitize_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_string();
+    if cleaned.is_empty() {
+        "attachment".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Lines that start quoted history in the mail clients partners use, in the desk's languages.
+static HISTORY_START: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)^\s*(?:
+            -{2,}\s*(?:original\s+message|forwarded\s+message|ursprüngliche\s+nachricht|weitergeleitete\s+nachricht
+                |message\s+d'origine|message\s+transféré|mensagem\s+original|mensagem\s+encaminhada|元のメッセージ|転送されたメッセージ)\s*-{2,}
+          | _{10,}
+          | (?:on|am|le|em|el)\s.+(?:wrote|schrieb|a\s+écrit|escreveu|escribió)\s*:
+          | .+(?:のメッセージ|が書きました)\s*[:：]?
+          | begin\s+forwarded\s+message:
+        )\s*$",
+    )
+    .expect("history pattern")
+});
+
+/// The first line of an Outlook-style header block ("From: … / Sent: …").
+static OUTLOOK_FROM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*\*?(?:from|von|de|差出人|送信者)\s*\*?\s*[:：]").expect("from pattern")
+});
+static OUTLOOK_NEXT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*\*?(?:sent|date|to|subject|gesendet|datum|an|betreff|envoyé|date|à|objet|enviado|enviada|data|para|assunto|送信日時|日付|宛先|件名)\s*\*?\s*[:：]")
+        .expect("next pattern")
+});
+
+/// The partner's new text: everything before the quoted history, without `>` lines and
+/// without the signature.
+pub fn new_text(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<&str> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if *line == "-- " || line.trim_end() == "--" {
+            break;
+        }
+        if HISTORY_START.is_match(line) {
+            break;
+        }
+        if OUTLOOK_FROM.is_match(line)
+            && lines[i + 1..]
+                .iter()
+                .take(3)
+                .any(|l| OUTLOOK_NEXT.is_match(l))
+        {
+            break;
+        }
+        if line.trim_start().starts_with('>') {
+            continue;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_history_is_not_new_text() {
+        let text = "Please send the quote.\n\nOn Mon, 3 Nov 2026 at 10:00, Bob <b@x.com> wrote:\n> here is the PO\n";
+        assert_eq!(new_text(text), "Please send the quote.");
+        let outlook = "Wo steht unsere Bestellung?\n\nVon: Max <m@x.de>\nGesendet: Montag\nAn: y\nBetreff: Angebot\nbitte Angebot";
+        assert_eq!(new_text(outlook), "Wo steht unsere Bestellung?");
+        let fr = "Merci.\nLe lun. 3 nov. 2026 à 10:00, Paul <p@x.fr> a écrit :\n> devis";
+        assert_eq!(new_text(fr), "Merci.");
+        let sig = "Hello\n-- \nJohn\nPurchase Order Dept";
+        assert_eq!(new_text(sig), "Hello");
+        let inline = "Hi\n> old quote text\nnew line";
+        assert_eq!(new_text(inline), "Hi\nnew line");
+    }
+}

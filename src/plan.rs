@@ -1,0 +1,910 @@
+//! The decision for one message, as one plain value: what to send to whom, with which
+//! documents, and where the original goes. Built by pure functions from the message bytes,
+//! the rules, the templates, the directory and the config; the service only executes it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::directory::{domain_matches, DealRegistration, Directory, Opportunity};
+use crate::guard;
+use crate::message::{Mail, Mailbox};
+use crate::problems::Problems;
+use crate::rules::{
+    self, Action, Category, Facts, Lookup, Respond, Role, Rule, Rulebook, StatusChange,
+};
+use crate::templates::Templates;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Reply,
+    Forward,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outgoing {
+    pub kind: Kind,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub template: String,
+    pub subject: String,
+    /// File names of the partner's documents attached to this message.
+    pub attachments: Vec<String>,
+    /// Positions of those documents in the original's attachment list.
+    pub attachment_index: Vec<usize>,
+    pub body: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+}
+
+/// A document kept for the CRM (the PO for the opportunity, the PoE for the deal).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeptDocument {
+    pub name: String,
+    pub attachment_index: usize,
+    /// e.g. `opportunity/0065e00000AbCdEAAX` or `deal/DR-2026-0042`.
+    pub under: String,
+    pub sha256: String,
+}
+
+/// A change the CRM should record (the service cannot write to the CRM; it says what to do).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CrmUpdate {
+    pub record: String,
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Where the original message goes when its plan is done.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Filing {
+    /// Left visible for a human (flagged, or in the human folder).
+    pub human: bool,
+    /// Target folder; None means it stays in the inbox.
+    pub folder: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub subject: String,
+    pub category: Category,
+    pub rule: Option<String>,
+    pub respond: Respond,
+    pub reason: String,
+    /// The conditions that held for the matching rule.
+    pub conditions: Vec<String>,
+    /// Why automatic answers are off for this message (loop bait, trust).
+    pub guards: Vec<String>,
+    pub fields: BTreeMap<String, String>,
+    /// Where each field came from and how the directory lookup went.
+    pub evidence: Vec<String>,
+    pub missing: Vec<String>,
+    pub outgoing: Vec<Outgoing>,
+    pub keep_documents: Vec<KeptDocument>,
+    pub crm_updates: Vec<CrmUpdate>,
+    pub original: Filing,
+}
+
+/// Everything the desk knows, loaded and validated together: the service swaps it whole.
+#[derive(Debug)]
+pub struct Playbook {
+    pub config: Config,
+    pub rules: Rulebook,
+    pub templates: Templates,
+    pub directory: Directory,
+}
+
+/// Human-readable names of required fields, for the reply that asks for them.
+pub fn field_label(field: &str) -> String {
+    match field {
+        "partner_name" => "Partner Name".into(),
+        "customer_name" => "Customer Name".into(),
+        "deal_id" => "Service Attach Deal ID".into(),
+        "opportunity_id" => "Opportunity ID".into(),
+        "quote_number" => "Quote Number".into(),
+        "po_number" => "PO Number".into(),
+        other => other
+            .split('_')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+impl Playbook {
+    /// Loads rules, templates and directory, collecting every problem; then renders each
+    /// template with the variables its rules provide, so an undefined variable is found now.
+    pub fn load(config: Config, directory_override: Option<&Path>) -> Result<Playbook, Problems> {
+        let mut problems = Problems::default();
+        let rules = Rulebook::load(&config.rules)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        let templates = Templates::load(&config.templates)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        let dir = directory_override.unwrap_or(&config.directory.path);
+        let directory = Directory::load(dir, &config.directory.columns)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        let (Some(rules), Some(templates), Some(directory)) = (rules, templates, directory) else {
+            return Err(problems);
+        };
+        let book = Playbook {
+            config,
+            rules,
+            templates,
+            directory,
+        };
+        book.check_templates(&mut problems);
+        problems.into_result(book)
+    }
+
+    fn check_templates(&self, problems: &mut Problems) {
+        for rule in &self.rules.rules {
+            let a = &rule.then;
+            let uses = [
+                (a.template.as_deref(), false),
+                (a.missing_template.as_deref(), true),
+                (a.forward.as_ref().map(|f| f.template.as_str()), false),
+            ];
+            for (name, missing) in uses.into_iter().filter_map(|(n, m)| n.map(|n| (n, m))) {
+                if !self.templates.names.contains(name) {
+                    problems.push(self.rules.locate(
+                        rule,
+                        name,
+                        format!(
+                            "rule {:?}: template {name:?} does not exist in {}; available: {}",
+                            rule.name,
+                            self.templates.dir.display(),
+                            self.templates.names.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                    continue;
+                }
+                let ctx = sample_context(&self.config, a, missing);
+                if let Err(p) = self.templates.render(name, &ctx) {
+                    let mut p = p;
+                    p.message = format!("{} (as used by rule {:?})", p.message, rule.name);
+                    problems.push(p);
+                }
+            }
+        }
+    }
+
+    /// The decision for one raw message. Never panics on bad input: anything it cannot
+    /// handle becomes a plan that leaves the message for a human, with the reason.
+    pub fn decide(&self, raw: &[u8]) -> Plan {
+        let limit = self.config.limits.max_message_bytes;
+        if raw.len() > limit {
+            return Plan::for_human(
+                None,
+                format!(
+                    "message is {} bytes, over the limit of {limit} bytes",
+                    raw.len()
+                ),
+                &self.config,
+            );
+        }
+        let mail = match Mail::parse(raw) {
+            Ok(m) => m,
+            Err(e) => {
+                return Plan::for_human(
+                    None,
+                    format!("cannot read the message: {}", e.0),
+                    &self.config,
+                )
+            }
+        };
+        self.decide_mail(&mail)
+    }
+
+    pub fn decide_mail(&self, mail: &Mail) -> Plan {
+        let evidence = rules::extract(&self.rules, mail);
+        let mut fields: BTreeMap<String, String> = evidence
+            .iter()
+            .map(|e| (e.field.clone(), e.value.clone()))
+            .collect();
+        let mut notes: Vec<String> = evidence
+            .iter()
+            .map(|e| format!("{} {:?} from {}", e.field, e.value, e.source))
+            .collect();
+        self.fill_from_directory(mail, &mut fields, &mut notes);
+
+        let facts = Facts {
+            mail,
+            order_ops: &self.config.desk.order_ops,
+            fields: &fields,
+        };
+        let mut plan = Plan {
+            message_id: mail.message_id.clone(),
+            from: mail.from.as_ref().map(|m| m.address.clone()),
+            subject: mail.subject.clone(),
+            category: Category::Other,
+            rule: None,
+            respond: Respond::None,
+            reason: String::new(),
+            conditions: Vec::new(),
+            guards: Vec::new(),
+            fields: fields.clone(),
+            evidence: notes,
+            missing: Vec::new(),
+            outgoing: Vec::new(),
+            keep_documents: Vec::new(),
+            crm_updates: Vec::new(),
+            original: Filing {
+                human: true,
+                folder: self.config.folders.human.clone(),
+            },
+        };
+        let Some((rule, trail)) = self.rules.first_match(&facts) else {
+            plan.reason = "no rule matched: left for a human".into();
+            return plan;
+        };
+        plan.category = rule.then.category;
+        plan.rule = Some(rule.name.clone());
+        plan.conditions = trail;
+
+        plan.guards = guard::loop_bait(mail, &self.config);
+        if !plan.guards.is_empty() {
+            plan.reason = format!("no automatic answer: {}", plan.guards.join("; "));
+            return plan;
+        }
+        if rule.then.respond == Respond::None {
+            plan.reason = rule
+                .then
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("rule {} leaves this for a human", rule.name));
+            return plan;
+        }
+        let sender = guard::sender(mail, &self.config);
+        plan.evidence
+            .push(format!("sender authentication: {}", sender.evidence));
+        let Some(sender_domain) = sender.domain else {
+            let problem = sender.problem.unwrap_or_default();
+            plan.guards.push(problem.clone());
+            plan.reason = format!("no automatic answer: {problem}");
+            return plan;
+        };
+        match self.carry_out(mail, rule, &sender_domain, &mut plan) {
+            Ok(()) => {
+                plan.respond = Respond::Auto;
+                plan.original = Filing {
+                    human: false,
+                    folder: rule.then.folder.clone().or_else(|| {
+                        self.config
+                            .folders
+                            .by_category
+                            .get(plan.category.as_str())
+                            .cloned()
+                    }),
+                };
+            }
+            Err(reason) => {
+                plan.outgoing.clear();
+                plan.keep_documents.clear();
+                plan.crm_updates.clear();
+                plan.reason = reason;
+            }
+        }
+        plan
+    }
+
+    /// Ids the extractors missed but the directory knows, found as whole tokens in the text.
+    fn fill_from_directory(
+        &self,
+        mail: &Mail,
+        fields: &mut BTreeMap<String, String>,
+        notes: &mut Vec<String>,
+    ) {
+        let mut texts: Vec<&str> = vec![&mail.subject, &mail.text];
+        for a in &mail.attachments {
+            texts.push(&a.name);
+            texts.extend(a.text.as_deref());
+        }
+        let known = self.directory.known_ids_in(&texts);
+        for (field, found) in [
+            ("opportunity_id", &known.opportunity_ids),
+            ("deal_id", &known.deal_ids),
+            ("quote_number", &known.quote_numbers),
+        ] {
+            if fields.contains_key(field) {
+                continue;
+            }
+            if found.len() == 1 {
+                fields.insert(field.into(), found[0].to_string());
+                notes.push(format!(
+                    "{field} {:?} found in the text (known to the directory)",
+                    found[0]
+                ));
+            } else if found.len() > 1 {
+                notes.push(format!(
+                    "several known {field}s in the text: {}",
+                    found.join(", ")
+                ));
+            }
+        }
+    }
+
+    /// Follows the rule's procedure. Err is the reason to leave the message for a human.
+    fn carry_out(
+        &self,
+        mail: &Mail,
+        rule: &Rule,
+        sender_domain: &str,
+        plan: &mut Plan,
+    ) -> Result<(), String> {
+        let a = &rule.then;
+        let partner_to = reply_address(mail);
+
+        // Procedure C, step 1: the document must carry the required fields.
+        let missing: Vec<String> = a
+            .required_fields
+            .iter()
+            .filter(|f| !plan.fields.contains_key(*f))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            plan.missing = missing.clone();
+            let template = a
+                .missing_template
+                .as_deref()
+                .ok_or("rule has no missing_template")?;
+            let mut ctx = self.context(mail, a, &plan.fields, None, None, sender_domain);
+            ctx["missing"] = json!(missing.iter().map(|f| field_label(f)).collect::<Vec<_>>());
+            ctx["missing_fields"] = json!(missing);
+            let body = self.render(template, &ctx)?;
+            plan.outgoing.push(reply(
+                mail,
+                &partner_to,
+                Vec::new(),
+                template,
+                body,
+                Vec::new(),
+            ));
+            plan.reason = format!(
+                "{} is missing: asked the partner for it",
+                missing
+                    .iter()
+                    .map(|f| field_label(f))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(());
+        }
+
+        let mut opportunity: Option<&Opportunity> = None;
+        let mut deal: Option<&DealRegistration> = None;
+        match a.lookup {
+            Some(Lookup::Opportunity) => {
+                let (opp, how) = self.find_opportunity(&plan.fields, sender_domain)?;
+                plan.evidence.push(how);
+                if !domain_matches(sender_domain, &opp.partner_domain) {
+                    return Err(format!(
+                        "opportunity {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
+                        opp.opportunity_id, opp.partner_domain
+                    ));
+                }
+                opportunity = Some(opp);
+            }
+            Some(Lookup::DealRegistration) => {
+                let id = plan
+                    .fields
+                    .get("deal_id")
+                    .ok_or("no deal registration id in the message")?;
+                let found = self.directory.deals_by_id(id);
+                let d = match found.as_slice() {
+                    [] => return Err(format!("deal registration {id} is not in the directory")),
+                    [d] => *d,
+                    _ => {
+                        return Err(format!(
+                            "deal registration {id} appears {} times in the directory",
+                            found.len()
+                        ))
+                    }
+                };
+                plan.evidence
+                    .push(format!("deal registration {} found by deal_id", d.deal_id));
+                if !domain_matches(sender_domain, &d.partner_domain) {
+                    return Err(format!(
+                        "deal registration {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
+                        d.deal_id, d.partner_domain
+                    ));
+                }
+                if let Some(kind) = &a.deal_type {
+                    if !d.kind.eq_ignore_ascii_case(kind) {
+                        return Err(format!(
+                            "deal registration {} is of type {}, expected {kind}",
+                            d.deal_id, d.kind
+                        ));
+                    }
+                }
+                if let Some(StatusChange { from, .. }) = &a.deal_status {
+                    if !d.status.eq_ignore_ascii_case(from) {
+                        return Err(format!(
+                            "deal registration {} has status {:?}, expected {from:?}",
+                            d.deal_id, d.status
+                        ));
+                    }
+                }
+                if let Some(p) = plan.fields.get("partner_name") {
+                    if crate::directory::normalize_name(p)
+                        != crate::directory::normalize_name(&d.partner_name)
+                    {
+                        return Err(format!(
+                            "the document names partner {p:?} but deal registration {} is for {:?}",
+                            d.deal_id, d.partner_name
+                        ));
+                    }
+                }
+                if let Some(c) = plan.fields.get("customer_name") {
+                    if !d.customer_name.is_empty()
+                        && crate::directory::normalize_name(c)
+                            != crate::directory::normalize_name(&d.customer_name)
+                    {
+                        return Err(format!("the document names customer {c:?} but deal registration {} is for {:?}", d.deal_id, d.customer_name));
+                    }
+                }
+                deal = Some(d);
+            }
+            None => {}
+        }
+
+        let documents = documents(mail);
+        let names = |idx: &[usize]| {
+            idx.iter()
+                .map(|i| mail.attachments[*i].name.clone())
+                .collect::<Vec<_>>()
+        };
+
+        // Forward first: the channel manager must get the document before we tell the
+        // partner it was submitted.
+        if let Some(fwd) = &a.forward {
+            let to = self.role_address(fwd.to, opportunity, deal, sender_domain);
+            let Some(to) = to else {
+                return Err(format!("no address for {:?} in the directory", fwd.to));
+            };
+            let ctx = self.context(mail, a, &plan.fields, opportunity, deal, sender_domain);
+            let body = self.render(&fwd.template, &ctx)?;
+            let idx = if fwd.attach {
+                documents.clone()
+            } else {
+                Vec::new()
+            };
+            plan.outgoing.push(Outgoing {
+                kind: Kind::Forward,
+                to: vec![to],
+                cc: Vec::new(),
+                template: fwd.template.clone(),
+                subject: format!("Fwd: {}", mail.subject),
+                attachments: names(&idx),
+                attachment_index: idx,
+                body,
+                in_reply_to: None,
+                references: Vec::new(),
+            });
+        }
+
+        if let Some(template) = &a.template {
+            let mut cc: Vec<String> = Vec::new();
+            for role in &a.cc {
+                if let Some(addr) = self.role_address(*role, opportunity, deal, sender_domain) {
+                    if !cc.contains(&addr) && !partner_to.contains(&addr) {
+                        cc.push(addr);
+                    }
+                }
+            }
+            let ctx = self.context(mail, a, &plan.fields, opportunity, deal, sender_domain);
+            let body = self.render(template, &ctx)?;
+            let idx = if a.reattach {
+                documents.clone()
+            } else {
+                Vec::new()
+            };
+            plan.outgoing.push(reply(
+                mail,
+                &partner_to,
+                cc,
+                template,
+                body,
+                idx.iter()
+                    .map(|i| (*i, mail.attachments[*i].name.clone()))
+                    .collect(),
+            ));
+        }
+
+        if a.keep_documents {
+            let under = match (opportunity, deal) {
+                (Some(o), _) => format!("opportunity/{}", o.opportunity_id),
+                (None, Some(d)) => format!("deal/{}", d.deal_id),
+                _ => return Err("keep_documents without a looked-up record".into()),
+            };
+            if documents.is_empty() && a.category == Category::PurchaseOrder {
+                return Err("a purchase order without the PO document attached".into());
+            }
+            for i in &documents {
+                let att = &mail.attachments[*i];
+                plan.keep_documents.push(KeptDocument {
+                    name: att.name.clone(),
+                    attachment_index: *i,
+                    under: under.clone(),
+                    sha256: hex(&Sha256::digest(&att.bytes)),
+                });
+            }
+        }
+        if let (Some(change), Some(d)) = (&a.deal_status, deal) {
+            plan.crm_updates.push(CrmUpdate {
+                record: format!("deal_registration/{}", d.deal_id),
+                field: "status".into(),
+                from: change.from.clone(),
+                to: change.to.clone(),
+            });
+        }
+        plan.reason = match (opportunity, deal) {
+            (Some(o), _) => format!(
+                "{} for opportunity {} ({})",
+                plan.category, o.opportunity_id, o.account_name
+            ),
+            (None, Some(d)) => format!(
+                "{} for deal registration {} ({})",
+                plan.category, d.deal_id, d.customer_name
+            ),
+            _ => format!(
+                "{} answered with template {}",
+                plan.category,
+                a.template.as_deref().unwrap_or("-")
+            ),
+        };
+        Ok(())
+    }
+
+    /// The opportunity, from the most specific evidence to the least. Ambiguity stops.
+    fn find_opportunity(
+        &self,
+        fields: &BTreeMap<String, String>,
+        sender_domain: &str,
+    ) -> Result<(&Opportunity, String), String> {
+        let d = &self.directory;
+        let mut tried = Vec::new();
+        if let Some(id) = fields.get("opportunity_id") {
+            match d.opportunities_by_id(id).as_slice() {
+                [o] => {
+                    return Ok((
+                        o,
+                        format!("opportunity {} found by opportunity id", o.opportunity_id),
+                    ))
+                }
+                [] => tried.push(format!("opportunity id {id} is not in the directory")),
+                many => {
+                    return Err(format!(
+                        "opportunity id {id} matches {} opportunities",
+                        many.len()
+                    ))
+                }
+            }
+        }
+        if let Some(id) = fields.get("deal_id") {
+            let deals = d.deals_by_id(id);
+            match deals.as_slice() {
+                [reg] if !reg.linked_opportunity_id.is_empty() => {
+                    match d.opportunities_by_id(&reg.linked_opportunity_id).as_slice() {
+                        [o] => {
+                            return Ok((
+                                o,
+                                format!(
+                                    "opportunity {} found through deal registration {}",
+                                    o.opportunity_id, reg.deal_id
+                                ),
+                            ))
+                        }
+                        [] => tried.push(format!(
+                            "deal registration {id} links to unknown opportunity {}",
+                            reg.linked_opportunity_id
+                        )),
+                        many => {
+                            return Err(format!(
+                                "deal registration {id} links to {} opportunities",
+                                many.len()
+                            ))
+                        }
+                    }
+                }
+                [_] => tried.push(format!("deal registration {id} has no linked opportunity")),
+                [] => tried.push(format!("deal registration {id} is not in the directory")),
+                many => {
+                    return Err(format!(
+                        "deal registration {id} appears {} times",
+                        many.len()
+                    ))
+                }
+            }
+        }
+        if let Some(q) = fields.get("quote_number") {
+            match d.opportunities_by_quote(q).as_slice() {
+                [o] => {
+                    return Ok((
+                        o,
+                        format!("opportunity {} found by quote number {q}", o.opportunity_id),
+                    ))
+                }
+                [] => tried.push(format!("quote {q} is not in the directory")),
+                many => {
+                    return Err(format!(
+                        "quote {q} matches {} opportunities ({}): ambiguous",
+                        many.len(),
+                        many.iter()
+                            .map(|o| o.opportunity_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            }
+        }
+        let customers: Vec<String> = match fields.get("customer_name") {
+            Some(c) => vec![c.clone()],
+            None => Vec::new(),
+        };
+        for c in &customers {
+            match d.opportunities_by_customer(c, sender_domain).as_slice() {
+                [o] => return Ok((
+                    o,
+                    format!(
+                        "opportunity {} found by customer {c:?} and partner domain {sender_domain}",
+                        o.opportunity_id
+                    ),
+                )),
+                [] => tried.push(format!(
+                    "no opportunity of {sender_domain} for customer {c:?}"
+                )),
+                many => {
+                    return Err(format!(
+                        "customer {c:?} has {} opportunities with {sender_domain} ({}): ambiguous",
+                        many.len(),
+                        many.iter()
+                            .map(|o| o.opportunity_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            }
+        }
+        if tried.is_empty() {
+            Err("no opportunity id, deal registration, quote number or customer name in the message to look the opportunity up".into())
+        } else {
+            Err(format!("opportunity not found: {}", tried.join("; ")))
+        }
+    }
+
+    fn role_address(
+        &self,
+        role: Role,
+        opp: Option<&Opportunity>,
+        deal: Option<&DealRegistration>,
+        sender_domain: &str,
+    ) -> Option<String> {
+        let v = match role {
+            Role::SalesRep => opp.map(|o| o.owner_email.clone()),
+            Role::Isr => opp.map(|o| o.isr_email.clone()),
+            Role::OpportunityCam => opp.map(|o| o.cam_email.clone()),
+            Role::PartnerCam => self
+                .directory
+                .partner(sender_domain)
+                .map(|p| p.cam_email.clone()),
+            Role::Partnerorderops => Some(self.config.desk.order_ops.to_lowercase()),
+            Role::ChannelManager => deal.map(|d| d.channel_manager_email.clone()),
+        };
+        v.filter(|s| s.contains('@'))
+    }
+
+    fn render(&self, template: &str, ctx: &serde_json::Value) -> Result<String, String> {
+        self.templates
+            .render(template, ctx)
+            .map_err(|p| format!("template problem, nothing sent: {p}"))
+    }
+
+    fn context(
+        &self,
+        mail: &Mail,
+        action: &Action,
+        fields: &BTreeMap<String, String>,
+        opp: Option<&Opportunity>,
+        deal: Option<&DealRegistration>,
+        sender_domain: &str,
+    ) -> serde_json::Value {
+        let from = mail.from.clone().unwrap_or(Mailbox {
+            name: None,
+            address: String::new(),
+        });
+        let partner = self.directory.partner(sender_domain);
+        let mut ctx = base_context(&self.config, action);
+        ctx["partner"] = json!({
+            "name": from.name.clone().unwrap_or_else(|| from.address.clone()),
+            "first_name": first_name(from.name.as_deref()),
+            "email": from.address,
+            "domain": sender_domain,
+            "company": partner.map(|p| p.partner_name.clone()).or_else(|| fields.get("partner_name").cloned()).unwrap_or_else(|| sender_domain.to_string()),
+        });
+        ctx["subject"] = json!(mail.subject);
+        ctx["fields"] = json!(fields);
+        ctx["attachments"] = json!(documents(mail)
+            .iter()
+            .map(|i| mail.attachments[*i].name.clone())
+            .collect::<Vec<_>>());
+        ctx["original"] = json!({
+            "from": from.address,
+            "date": mail.date.clone().unwrap_or_default(),
+            "message_id": mail.message_id.clone().unwrap_or_default(),
+            "text": mail.new_text,
+        });
+        if let Some(o) = opp {
+            ctx["opportunity"] = json!(o);
+        }
+        if let Some(d) = deal {
+            ctx["deal"] = json!(d);
+        }
+        ctx
+    }
+}
+
+/// The variables every template gets; `opportunity` and `deal` only with their lookup.
+fn base_context(config: &Config, action: &Action) -> serde_json::Value {
+    json!({
+        "desk": {
+            "name": config.desk.name,
+            "address": config.desk.address,
+            "order_ops": config.desk.order_ops,
+            "billing_ops": config.desk.billing_ops.clone().unwrap_or_default(),
+            "signature": config.desk.signature,
+        },
+        "category": action.category.as_str(),
+    })
+}
+
+/// The context `triage check` renders every template with, shaped like the real one.
+fn sample_context(config: &Config, action: &Action, missing: bool) -> serde_json::Value {
+    let mut ctx = base_context(config, action);
+    ctx["partner"] = json!({"name": "Alex Partner", "first_name": "Alex", "email": "alex@partner.example", "domain": "partner.example", "company": "Partner Co"});
+    ctx["subject"] = json!("Sample subject");
+    ctx["fields"] = json!({"opportunity_id": "0065e00000AbCdEAAX", "deal_id": "DR-1", "quote_number": "Q-1", "po_number": "PO-1", "customer_name": "Customer Inc", "partner_name": "Partner Co"});
+    ctx["attachments"] = json!(["document.pdf"]);
+    ctx["original"] =
+        json!({"from": "alex@partner.example", "date": "", "message_id": "<x@y>", "text": "..."});
+    if missing {
+        ctx["missing"] = json!(["Customer Name"]);
+        ctx["missing_fields"] = json!(["customer_name"]);
+    }
+    match action.lookup {
+        Some(Lookup::Opportunity) => ctx["opportunity"] = json!(Opportunity::default()),
+        Some(Lookup::DealRegistration) => ctx["deal"] = json!(DealRegistration::default()),
+        None => {}
+    }
+    ctx
+}
+
+fn first_name(name: Option<&str>) -> String {
+    let Some(n) = name else { return String::new() };
+    // "Doe, Jane" is how Outlook address books often write it.
+    if let Some((_, first)) = n.split_once(',') {
+        return first.split_whitespace().next().unwrap_or("").to_string();
+    }
+    n.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// Indexes of the attachments that are the partner's documents.
+fn documents(mail: &Mail) -> Vec<usize> {
+    (0..mail.attachments.len()).collect()
+}
+
+/// The partner's address for the reply: Reply-To when it is set (the guard already
+/// checked it is on the From domain), otherwise From.
+fn reply_address(mail: &Mail) -> Vec<String> {
+    if !mail.reply_to.is_empty() {
+        return mail.reply_to.iter().map(|m| m.address.clone()).collect();
+    }
+    mail.from.iter().map(|m| m.address.clone()).collect()
+}
+
+fn reply(
+    mail: &Mail,
+    to: &[String],
+    cc: Vec<String>,
+    template: &str,
+    body: String,
+    attachments: Vec<(usize, String)>,
+) -> Outgoing {
+    let subject = if mail.subject.to_ascii_lowercase().starts_with("re:") {
+        mail.subject.clone()
+    } else {
+        format!("Re: {}", mail.subject)
+    };
+    let mut references = mail.references.clone();
+    if references.is_empty() {
+        references.extend(mail.in_reply_to.iter().cloned());
+    }
+    if let Some(id) = &mail.message_id {
+        if !references.contains(id) {
+            references.push(id.clone());
+        }
+    }
+    Outgoing {
+        kind: Kind::Reply,
+        to: to.to_vec(),
+        cc,
+        template: template.into(),
+        subject,
+        attachments: attachments.iter().map(|(_, n)| n.clone()).collect(),
+        attachment_index: attachments.iter().map(|(i, _)| *i).collect(),
+        body,
+        in_reply_to: mail.message_id.clone(),
+        references,
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Plan {
+    pub fn for_human(message_id: Option<String>, reason: String, config: &Config) -> Plan {
+        Plan {
+            message_id,
+            from: None,
+            subject: String::new(),
+            category: Category::Other,
+            rule: None,
+            respond: Respond::None,
+            reason,
+            conditions: Vec::new(),
+            guards: Vec::new(),
+            fields: BTreeMap::new(),
+            evidence: Vec::new(),
+            missing: Vec::new(),
+            outgoing: Vec::new(),
+            keep_documents: Vec::new(),
+            crm_updates: Vec::new(),
+            original: Filing {
+                human: true,
+                folder: config.folders.human.clone(),
+            },
+        }
+    }
+}
+
+/// What `triage check` validates: the config, then everything it names. Secrets the
+/// service will need are reported as warnings (never their values): `check` also runs on
+/// a workstation where they are not set.
+pub fn check(
+    config_path: &Path,
+    directory_override: Option<&Path>,
+) -> Result<(Playbook, Vec<String>), Problems> {
+    let config = Config::load(config_path)?;
+    let mut warnings = Vec::new();
+    for (what, secret) in [
+        ("imap.password", config.imap.as_ref().map(|i| &i.password)),
+        (
+            "smtp.password",
+            config.smtp.as_ref().and_then(|s| s.password.as_ref()),
+        ),
+    ] {
+        if let Some(Err(e)) = secret.map(|s| s.read()) {
+            warnings.push(format!(
+                "{}: {what}: {e} (needed by `triage run`)",
+                config_path.display()
+            ));
+        }
+    }
+    Playbook::load(config, directory_override).map(|b| (b, warnings))
+}

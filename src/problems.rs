@@ -1,0 +1,141 @@
+//! Errors in operator-edited files, each naming file:line:col and what was expected.
+//!
+//! `triage check` collects all of them at once rather than stopping at the first, so a
+//! rule editor fixes a whole change in one pass.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn file(file: &Path, message: impl Into<String>) -> Problem {
+        Problem {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn at(file: &Path, line: usize, column: usize, message: impl Into<String>) -> Problem {
+        Problem {
+            file: file.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+
+    /// A YAML syntax or shape error; serde_norway knows where it happened.
+    pub fn yaml(file: &Path, error: &serde_yaml::Error) -> Problem {
+        let message = error.to_string();
+        // serde's message repeats the position ("... at line 3 column 5"); we lead with it.
+        let message = match message.rfind(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        match error.location() {
+            Some(loc) => Problem::at(file, loc.line(), loc.column(), message),
+            None => Problem::file(file, message),
+        }
+    }
+
+    /// A problem found after parsing: point at the first place the offending text stands,
+    /// searching from `after` (a byte offset, e.g. where the rule starts).
+    pub fn at_text_after(
+        file: &Path,
+        text: &str,
+        after: usize,
+        needle: &str,
+        message: impl Into<String>,
+    ) -> Problem {
+        let start = after.min(text.len());
+        let found = text[start..]
+            .find(needle)
+            .map(|i| i + start)
+            .or_else(|| text.find(needle));
+        match found {
+            Some(offset) => {
+                let (line, column) = line_column(text, offset);
+                Problem::at(file, line, column, message)
+            }
+            None => Problem::file(file, message),
+        }
+    }
+
+    pub fn at_text(file: &Path, text: &str, needle: &str, message: impl Into<String>) -> Problem {
+        Problem::at_text_after(file, text, 0, needle, message)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn one(problem: Problem) -> Problems {
+        Problems(vec![problem])
+    }
+    pub fn push(&mut self, problem: Problem) {
+        self.0.push(problem);
+    }
+    pub fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn into_result<T>(self, value: T) -> Result<T, Problems> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}

@@ -1,0 +1,266 @@
+//! The decision core, without any network: the shipped rules against the shipped cases,
+//! and the errors a rule editor sees for broken files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use triage::casebook;
+use triage::config::Config;
+use triage::plan::Playbook;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn playbook() -> Playbook {
+    let config = Config::load(&repo().join("deploy/triage.yaml")).expect("config loads");
+    Playbook::load(config, None).expect("shipped rules, templates and directory are valid")
+}
+
+#[test]
+fn shipped_rules_give_the_expected_decision_for_every_case() {
+    let book = playbook();
+    let cases = casebook::cases(&repo().join("tests/cases")).unwrap();
+    assert!(cases.len() >= 40, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for eml in &cases {
+        let r = casebook::run_case(&book, eml);
+        for f in r.failures {
+            failures.push(format!("{}: {f}", eml.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn loop_bait_and_unverified_senders_never_get_an_automatic_answer() {
+    let book = playbook();
+    for eml in casebook::cases(&repo().join("tests/cases")).unwrap() {
+        let name = eml.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("bait-") || name.starts_with("trust-") || name.starts_with("broken-") {
+            let plan = book.decide(&std::fs::read(&eml).unwrap());
+            assert!(
+                plan.outgoing.is_empty(),
+                "{name}: would send {:?}",
+                plan.outgoing
+            );
+            assert!(plan.original.human, "{name}: not left for a human");
+            assert!(!plan.reason.is_empty(), "{name}: no reason given");
+        }
+    }
+}
+
+#[test]
+fn a_keyword_only_in_quoted_history_does_not_decide() {
+    let book = playbook();
+    let plan = book.decide(
+        &std::fs::read(repo().join("tests/cases/forward-quoted-po-history-portal-question.eml"))
+            .unwrap(),
+    );
+    assert_eq!(plan.category.as_str(), "portal_access");
+}
+
+#[test]
+fn replies_thread_and_reattach_the_partners_documents() {
+    let book = playbook();
+    let plan = book
+        .decide(&std::fs::read(repo().join("tests/cases/en-purchase-order-direct.eml")).unwrap());
+    let reply = &plan.outgoing[0];
+    assert_eq!(
+        reply.in_reply_to.as_deref(),
+        Some("case-en-purchase-order-direct@reseller.example")
+    );
+    assert_eq!(
+        reply.references.last().map(String::as_str),
+        Some("case-en-purchase-order-direct@reseller.example")
+    );
+    assert_eq!(reply.attachments, vec!["PO-4500012345.pdf", "Terms.docx"]);
+    assert_eq!(plan.keep_documents.len(), 2);
+    assert!(plan
+        .keep_documents
+        .iter()
+        .all(|d| d.under == "opportunity/0065e00000AbCdEAAX"));
+    assert!(reply.body.contains("Acme Corp"), "{}", reply.body);
+}
+
+#[test]
+fn huge_messages_are_left_for_a_human_unparsed() {
+    let book = playbook();
+    let mut raw = b"From: a@reseller.example\r\nSubject: quote\r\n\r\n".to_vec();
+    raw.resize(book.config.limits.max_message_bytes + 1, b'x');
+    let plan = book.decide(&raw);
+    assert!(plan.original.human && plan.outgoing.is_empty());
+    assert!(plan.reason.contains("over the limit"), "{}", plan.reason);
+}
+
+/// A copy of the shipped config, rules and templates in a temp folder, for breaking.
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "triage-check-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    for sub in ["rules", "response-templates", "deploy", "deploy/directory"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for sub in ["rules", "response-templates", "deploy", "deploy/directory"] {
+        for e in std::fs::read_dir(repo().join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn check(dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["check", "--config"])
+        .arg(dir.join("deploy/triage.yaml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let (code, err) = check(&repo());
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn check_names_file_line_and_column_of_each_problem() {
+    let dir = scratch();
+    let rules = dir.join("rules/10-procedures.yaml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    // an unknown condition, on a line we know
+    let text = text.replacen(
+        "    when: {is: asks_about_nfr}",
+        "    when: {subjekt: nfr}",
+        1,
+    );
+    let line = text.lines().position(|l| l.contains("subjekt")).unwrap() + 1;
+    std::fs::write(&rules, text).unwrap();
+    // a template with an undefined variable
+    let t = dir.join("response-templates/poe_submitted.txt");
+    std::fs::write(
+        &t,
+        std::fs::read_to_string(&t)
+            .unwrap()
+            .replace("{{ deal.deal_id }}", "{{ deal.dealid }}"),
+    )
+    .unwrap();
+    // a directory export without a column
+    std::fs::write(
+        dir.join("deploy/directory/partners.csv"),
+        "partner_domain,partner_name\nx.example,X\n",
+    )
+    .unwrap();
+
+    let (code, err) = check(&dir);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("rules/10-procedures.yaml:{line}:")),
+        "{err}"
+    );
+    assert!(err.contains("unknown condition `subjekt`"), "{err}");
+    assert!(
+        err.contains("partners.csv:1:1: missing column \"cam_email\""),
+        "{err}"
+    );
+
+    // with the rules fixed, the template problem shows (rules must load to know its context)
+    std::fs::copy(repo().join("rules/10-procedures.yaml"), &rules).unwrap();
+    std::fs::copy(
+        repo().join("deploy/directory/partners.csv"),
+        dir.join("deploy/directory/partners.csv"),
+    )
+    .unwrap();
+    let (code, err) = check(&dir);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("poe_submitted.txt:10:") && err.contains("deal.dealid"),
+        "{err}"
+    );
+
+    // invalid YAML syntax
+    std::fs::write(
+        dir.join("rules/20-broken.yaml"),
+        "rules:\n  - name: x\n    when: {subject: [unclosed\n",
+    )
+    .unwrap();
+    let (code, err) = check(&dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("rules/20-broken.yaml:"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn classify_refuses_an_invalid_config_and_prints_json_for_a_valid_one() {
+    let dir = scratch();
+    std::fs::write(dir.join("rules/20-broken.yaml"), "rules: [{name: x}]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["classify", "--format", "json", "--config"])
+        .arg(dir.join("deploy/triage.yaml"))
+        .arg(repo().join("tests/cases/en-quote-request-direct.eml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_triage"))
+        .current_dir(repo())
+        .args([
+            "classify",
+            "--format",
+            "json",
+            "--config",
+            "deploy/triage.yaml",
+            "--directory",
+            "deploy/directory",
+        ])
+        .arg("tests/cases/en-quote-request-direct.eml")
+        .arg("tests/cases/broken-empty.eml")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let first = &lines[0];
+    for key in [
+        "file",
+        "message_id",
+        "category",
+        "rule",
+        "respond",
+        "reason",
+        "fields",
+        "missing",
+        "outgoing",
+    ] {
+        assert!(first.get(key).is_some(), "missing key {key}");
+    }
+    assert_eq!(first["respond"], "auto");
+    assert_eq!(first["outgoing"][0]["kind"], "reply");
+    assert_eq!(lines[1]["respond"], "none");
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need on a fresh Debian
+# machine (root), then runs the whole suite. Live tests start their own Dovecot and
+# Postfix on loopback through tools/mailstack/ and stop them afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/mailstack/install.sh
+cargo build --release --locked
+cargo test --release --locked -- --test-threads=2 "$@"
