@@ -46,6 +46,17 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The service: watch the mailbox, answer, file, record.
+    Run {
+        #[arg(long, default_value = "/etc/triage/triage.yaml")]
+        config: PathBuf,
+        /// Drain the mailbox once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Decide and record everything, but send, append and move nothing.
+        #[arg(long)]
+        shadow: bool,
+    },
     /// Run rule test cases: FOLDER/*.eml with the expected decision in *.expect.yaml.
     Test {
         #[arg(long, default_value = "/etc/triage/triage.yaml")]
@@ -69,6 +80,11 @@ fn main() -> ExitCode {
             format,
             files,
         } => classify(&config, directory.as_deref(), format, &files),
+        Command::Run {
+            config,
+            once,
+            shadow,
+        } => run(&config, once, shadow),
         Command::Test {
             config,
             directory,
@@ -231,6 +247,58 @@ fn explain(name: &str, plan: &Plan) -> String {
     };
     let _ = writeln!(s, "  original:   {where_}");
     s
+}
+
+fn run(config: &Path, once: bool, shadow: bool) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let book = match load(config, None) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("triage: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = triage::service::run(book, triage::service::Options { once, shadow }) => r,
+            _ = shutdown() => {
+                tracing::info!("stopping on signal");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 fn test(config: &Path, directory: Option<&Path>, verbose: bool, folders: &[PathBuf]) -> ExitCode {

@@ -659,13 +659,15 @@ impl Playbook {
         };
         for c in &customers {
             match d.opportunities_by_customer(c, sender_domain).as_slice() {
-                [o] => return Ok((
-                    o,
-                    format!(
+                [o] => {
+                    return Ok((
+                        o,
+                        format!(
                         "opportunity {} found by customer {c:?} and partner domain {sender_domain}",
                         o.opportunity_id
                     ),
-                )),
+                    ))
+                }
                 [] => tried.push(format!(
                     "no opportunity of {sender_domain} for customer {c:?}"
                 )),

@@ -531,11 +531,10 @@ impl Rulebook {
             collect_refs(&rule.when, &mut names, &mut Vec::new());
             for name in names {
                 if !self.conditions.contains_key(&name) {
-                    problems.push(
-                        self.locate(
-                            rule,
-                            &name,
-                            format!(
+                    problems.push(self.locate(
+                        rule,
+                        &name,
+                        format!(
                                 "rule {:?}: unknown condition `is: {name}`; defined conditions: {}",
                                 rule.name,
                                 self.conditions
@@ -544,8 +543,7 @@ impl Rulebook {
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ),
-                        ),
-                    );
+                    ));
                 }
             }
             let mut fields = Vec::new();

@@ -1,0 +1,213 @@
+//! The journal: what happened to every message, in SQLite (WAL), so that a restart after
+//! a crash neither answers anything twice nor forgets anything.
+//!
+//! A message's state only moves forward: seen → planned → sending → sent → filed, or
+//! → human. Each outgoing message has its own row, recorded as `sending` before it goes
+//! out; a row still `sending` after a crash is settled by looking for its deterministic
+//! Message-ID in the Sent folder. Messages are keyed by Message-ID as well as by
+//! (UIDVALIDITY, UID), so a mailbox rebuilt with new UIDs is not answered again.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::plan::Plan;
+
+pub struct Journal {
+    db: Connection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    Seen = 0,
+    Planned = 1,
+    Sending = 2,
+    Sent = 3,
+    Filed = 4,
+    Human = 5,
+}
+
+impl State {
+    fn from_i64(v: i64) -> State {
+        match v {
+            0 => State::Seen,
+            1 => State::Planned,
+            2 => State::Sending,
+            3 => State::Sent,
+            4 => State::Filed,
+            _ => State::Human,
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Filed | State::Human)
+    }
+}
+
+impl Journal {
+    pub fn open(path: &Path) -> rusqlite::Result<Journal> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a state change is on disk before the next network step depends on it.
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS folders (
+                 name TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, last_uid INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS messages (
+                 uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, message_id TEXT,
+                 state INTEGER NOT NULL, plan TEXT, reason TEXT, updated TEXT NOT NULL,
+                 PRIMARY KEY (uidvalidity, uid));
+             CREATE INDEX IF NOT EXISTS messages_by_id ON messages(message_id);
+             CREATE TABLE IF NOT EXISTS outbox (
+                 message_id TEXT PRIMARY KEY, original TEXT, state TEXT NOT NULL, updated TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS audit (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, mailbox TEXT, uidvalidity INTEGER,
+                 uid INTEGER, message_id TEXT, sender TEXT, subject TEXT, category TEXT, rule TEXT,
+                 respond TEXT, reason TEXT, outcome TEXT NOT NULL, detail TEXT);",
+        )?;
+        Ok(Journal { db })
+    }
+
+    /// The folder's UIDVALIDITY and last UID handled, if known.
+    pub fn folder(&self, name: &str) -> rusqlite::Result<Option<(u32, u32)>> {
+        self.db
+            .query_row(
+                "SELECT uidvalidity, last_uid FROM folders WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+    }
+
+    pub fn set_folder(&self, name: &str, uidvalidity: u32, last_uid: u32) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO folders(name, uidvalidity, last_uid) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET uidvalidity = ?2, last_uid = MAX(CASE WHEN uidvalidity = ?2 THEN last_uid ELSE 0 END, ?3)",
+            params![name, uidvalidity, last_uid],
+        )?;
+        Ok(())
+    }
+
+    pub fn state(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<Option<State>> {
+        self.db
+            .query_row(
+                "SELECT state FROM messages WHERE uidvalidity = ?1 AND uid = ?2",
+                [uidvalidity, uid],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|o| o.map(State::from_i64))
+    }
+
+    /// The furthest state any copy of this Message-ID reached (another UID, another
+    /// UIDVALIDITY): a message already answered is never answered again.
+    pub fn state_by_message_id(&self, message_id: &str) -> rusqlite::Result<Option<State>> {
+        self.db
+            .query_row(
+                "SELECT MAX(state) FROM messages WHERE message_id = ?1",
+                [message_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|o| o.map(State::from_i64))
+    }
+
+    pub fn plan(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<Option<Plan>> {
+        let text: Option<Option<String>> = self
+            .db
+            .query_row(
+                "SELECT plan FROM messages WHERE uidvalidity = ?1 AND uid = ?2",
+                [uidvalidity, uid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text.flatten().and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Moves the message forward to `state`; never backward.
+    pub fn advance(
+        &self,
+        uidvalidity: u32,
+        uid: u32,
+        message_id: Option<&str>,
+        state: State,
+        plan: Option<&Plan>,
+        reason: &str,
+    ) -> rusqlite::Result<()> {
+        let plan = plan.map(|p| serde_json::to_string(p).unwrap_or_default());
+        self.db.execute(
+            "INSERT INTO messages(uidvalidity, uid, message_id, state, plan, reason, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+             ON CONFLICT(uidvalidity, uid) DO UPDATE SET
+                 state = MAX(state, ?4), plan = COALESCE(?5, plan), reason = ?6, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+            params![uidvalidity, uid, message_id, state as i64, plan, reason],
+        )?;
+        Ok(())
+    }
+
+    pub fn outbox_state(&self, message_id: &str) -> rusqlite::Result<Option<String>> {
+        self.db
+            .query_row(
+                "SELECT state FROM outbox WHERE message_id = ?1",
+                [message_id],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    pub fn set_outbox(
+        &self,
+        message_id: &str,
+        original: Option<&str>,
+        state: &str,
+    ) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO outbox(message_id, original, state, updated) VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+             ON CONFLICT(message_id) DO UPDATE SET state = ?3, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+            params![message_id, original, state],
+        )?;
+        Ok(())
+    }
+
+    /// One audit record: a decision or an action. Append-only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn audit(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        plan: &Plan,
+        outcome: &str,
+        detail: &str,
+    ) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail)
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                mailbox,
+                uidvalidity,
+                uid,
+                plan.message_id,
+                plan.from,
+                plan.subject,
+                plan.category.as_str(),
+                plan.rule,
+                if plan.respond == crate::rules::Respond::Auto { "auto" } else { "none" },
+                plan.reason,
+                outcome,
+                detail
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn count_audit(&self, outcome: &str) -> rusqlite::Result<i64> {
+        self.db.query_row(
+            "SELECT COUNT(*) FROM audit WHERE outcome = ?1",
+            [outcome],
+            |r| r.get(0),
+        )
+    }
+}

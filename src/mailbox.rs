@@ -1,0 +1,241 @@
+//! The IMAP side: connecting (implicit TLS, STARTTLS, or plain on loopback when the
+//! config says so), and the few commands the service needs, each under a timeout. Every
+//! response stream is drained to the end: async-imap desynchronises otherwise.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::Session;
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::config::{ImapConfig, TlsMode};
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Debug> Io for T {}
+
+pub type Imap = Session<Box<dyn Io>>;
+
+async fn within<T, E: std::fmt::Display>(
+    secs: u64,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer in {secs} s")),
+    }
+}
+
+fn tls_connector(cfg: &ImapConfig) -> Result<TlsConnector, String> {
+    let mut roots = RootCertStore::empty();
+    if let Some(ca) = &cfg.ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
+        for cert in rustls_native_certs_pem(&pem) {
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA file {}: {e}", ca.display()))?;
+        }
+    } else {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// PEM certificates, without another dependency: base64 between the markers.
+fn rustls_native_certs_pem(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// Connects and logs in; the error names the step that failed, never the password.
+pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
+    let t = cfg.timeout_seconds;
+    let tcp = within(
+        t,
+        &format!("connect to {}:{}", cfg.host, cfg.port),
+        TcpStream::connect((cfg.host.as_str(), cfg.port)),
+    )
+    .await?;
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(&tcp);
+    let _ = sock.set_keepalive(true);
+    let server_name = ServerName::try_from(cfg.host.clone())
+        .map_err(|e| format!("server name {}: {e}", cfg.host))?;
+    let stream: Box<dyn Io> = match cfg.tls {
+        TlsMode::Plain => Box::new(tcp),
+        TlsMode::Implicit => {
+            let tls = tls_connector(cfg)?;
+            Box::new(within(t, "TLS handshake", tls.connect(server_name, tcp)).await?)
+        }
+        TlsMode::Starttls => {
+            let mut client = async_imap::Client::new(tcp);
+            within(t, "greeting", async {
+                client
+                    .read_response()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "connection closed".to_string())
+            })
+            .await?;
+            within(
+                t,
+                "STARTTLS",
+                client.run_command_and_check_ok("STARTTLS", None),
+            )
+            .await?;
+            let tcp = client.into_inner();
+            let tls = tls_connector(cfg)?;
+            Box::new(within(t, "TLS handshake", tls.connect(server_name, tcp)).await?)
+        }
+    };
+    let mut client = async_imap::Client::new(stream);
+    if cfg.tls != TlsMode::Starttls {
+        within(t, "greeting", async {
+            client
+                .read_response()
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "connection closed".to_string())
+        })
+        .await?;
+    }
+    let password = cfg.password.read()?;
+    let session = within(t, &format!("login as {}", cfg.username), async {
+        client
+            .login(&cfg.username, &password)
+            .await
+            .map_err(|(e, _)| e)
+    })
+    .await?;
+    Ok(session)
+}
+
+pub struct Fetched {
+    pub uid: u32,
+    pub size: u32,
+    pub body: Option<Vec<u8>>,
+}
+
+/// UIDs and sizes of the messages from `from_uid` on, without downloading them.
+pub async fn sizes(s: &mut Imap, from_uid: u32, t: u64) -> Result<Vec<(u32, u32)>, String> {
+    within(t, "UID FETCH sizes", async {
+        let mut out = Vec::new();
+        let mut stream = s
+            .uid_fetch(format!("{}:*", from_uid.max(1)), "(UID RFC822.SIZE)")
+            .await?;
+        while let Some(item) = stream.next().await {
+            let f = item?;
+            if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                if uid >= from_uid {
+                    out.push((uid, size));
+                }
+            }
+        }
+        Ok::<_, async_imap::error::Error>(out)
+    })
+    .await
+}
+
+/// The whole message, without setting \Seen (BODY.PEEK).
+pub async fn fetch(s: &mut Imap, uid: u32, t: u64) -> Result<Option<Vec<u8>>, String> {
+    within(t, "UID FETCH body", async {
+        let mut body = None;
+        let mut stream = s.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])").await?;
+        while let Some(item) = stream.next().await {
+            let f = item?;
+            if f.uid == Some(uid) {
+                body = f.body().map(<[u8]>::to_vec);
+            }
+        }
+        Ok::<_, async_imap::error::Error>(body)
+    })
+    .await
+}
+
+pub async fn store(s: &mut Imap, uid: u32, flags: &str, t: u64) -> Result<(), String> {
+    within(t, "UID STORE", async {
+        let mut stream = s
+            .uid_store(uid.to_string(), format!("+FLAGS.SILENT ({flags})"))
+            .await?;
+        while let Some(item) = stream.next().await {
+            item?;
+        }
+        Ok::<_, async_imap::error::Error>(())
+    })
+    .await
+}
+
+/// Moves a message, creating the folder if needed; COPY + \Deleted + UID EXPUNGE where
+/// the server has no MOVE.
+pub async fn move_to(
+    s: &mut Imap,
+    uid: u32,
+    folder: &str,
+    has_move: bool,
+    t: u64,
+) -> Result<(), String> {
+    ensure_folder(s, folder, t).await?;
+    if has_move {
+        within(t, "UID MOVE", s.uid_mv(uid.to_string(), folder)).await
+    } else {
+        within(t, "UID COPY", s.uid_copy(uid.to_string(), folder)).await?;
+        store(s, uid, "\\Deleted", t).await?;
+        within(t, "UID EXPUNGE", async {
+            let stream = s.uid_expunge(uid.to_string()).await?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(item) = stream.next().await {
+                item?;
+            }
+            Ok::<_, async_imap::error::Error>(())
+        })
+        .await
+    }
+}
+
+pub async fn ensure_folder(s: &mut Imap, folder: &str, t: u64) -> Result<(), String> {
+    // CREATE of an existing folder fails with NO [ALREADYEXISTS]; that is fine.
+    let _ = within(t, "CREATE", s.create(folder)).await;
+    Ok(())
+}
+
+pub async fn append(s: &mut Imap, folder: &str, raw: &[u8], t: u64) -> Result<(), String> {
+    ensure_folder(s, folder, t).await?;
+    within(t, "APPEND", s.append(folder, Some("(\\Seen)"), None, raw)).await
+}
+
+/// Is a message with this Message-ID in `folder`? (Settles a `sending` after a crash.)
+pub async fn has_message_id(
+    s: &mut Imap,
+    folder: &str,
+    message_id: &str,
+    t: u64,
+) -> Result<bool, String> {
+    within(t, "EXAMINE", s.examine(folder)).await?;
+    let found = within(
+        t,
+        "UID SEARCH",
+        s.uid_search(format!(
+            "HEADER Message-ID \"{}\"",
+            message_id.replace('"', "")
+        )),
+    )
+    .await?;
+    Ok(!found.is_empty())
+}
