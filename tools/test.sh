@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/mailstack/install.sh
 cargo build --release --locked
-cargo test --release --locked -- --test-threads=2 "$@"
+cargo test --release --locked --lib --bins --tests -- --test-threads=2 "$@"
