@@ -202,12 +202,4 @@ impl Journal {
         )?;
         Ok(())
     }
-
-    pub fn count_audit(&self, outcome: &str) -> rusqlite::Result<i64> {
-        self.db.query_row(
-            "SELECT COUNT(*) FROM audit WHERE outcome = ?1",
-            [outcome],
-            |r| r.get(0),
-        )
-    }
 }

@@ -37,7 +37,7 @@ fn tls_connector(cfg: &ImapConfig) -> Result<TlsConnector, String> {
     if let Some(ca) = &cfg.ca_file {
         let pem =
             std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
-        for cert in rustls_native_certs_pem(&pem) {
+        for cert in pem_certificates(&pem) {
             roots
                 .add(cert)
                 .map_err(|e| format!("CA file {}: {e}", ca.display()))?;
@@ -56,12 +56,33 @@ fn tls_connector(cfg: &ImapConfig) -> Result<TlsConnector, String> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// PEM certificates, without another dependency: base64 between the markers.
-fn rustls_native_certs_pem(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+/// The certificates in a PEM file (rustls' own PEM reader).
+fn pem_certificates(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
         .collect()
+}
+
+/// Reads the server's greeting, which must come before any command.
+async fn greeting<T: Io>(client: &mut async_imap::Client<T>, t: u64) -> Result<(), String> {
+    within(t, "greeting", async {
+        client
+            .read_response()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "connection closed".to_string())
+    })
+    .await
+    .map(|_| ())
+}
+
+pub async fn select(
+    s: &mut Imap,
+    folder: &str,
+    t: u64,
+) -> Result<async_imap::types::Mailbox, String> {
+    within(t, &format!("SELECT {folder}"), s.select(folder)).await
 }
 
 /// Connects and logs in; the error names the step that failed, never the password.
@@ -86,14 +107,7 @@ pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
         }
         TlsMode::Starttls => {
             let mut client = async_imap::Client::new(tcp);
-            within(t, "greeting", async {
-                client
-                    .read_response()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| "connection closed".to_string())
-            })
-            .await?;
+            greeting(&mut client, t).await?;
             within(
                 t,
                 "STARTTLS",
@@ -107,14 +121,7 @@ pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
     };
     let mut client = async_imap::Client::new(stream);
     if cfg.tls != TlsMode::Starttls {
-        within(t, "greeting", async {
-            client
-                .read_response()
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "connection closed".to_string())
-        })
-        .await?;
+        greeting(&mut client, t).await?;
     }
     let password = cfg.password.read()?;
     let session = within(t, &format!("login as {}", cfg.username), async {

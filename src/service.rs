@@ -116,10 +116,7 @@ async fn drain(
     let config = &book.config;
     let t = config.imap.as_ref().expect("checked").timeout_seconds;
     let inbox = config.folders.inbox.clone();
-    let mb = tokio::time::timeout(Duration::from_secs(t), session.select(&inbox))
-        .await
-        .map_err(|_| "SELECT timed out".to_string())?
-        .map_err(|e| format!("SELECT {inbox}: {e}"))?;
+    let mb = mailbox::select(session, &inbox, t).await?;
     let uidvalidity = mb.uid_validity.unwrap_or(0);
     let from_uid = match journal.folder(&inbox).map_err(|e| e.to_string())? {
         Some((v, last)) if v == uidvalidity => last + 1,
@@ -155,11 +152,6 @@ async fn drain(
                 .set_folder(&inbox, uidvalidity, uid)
                 .map_err(|e| e.to_string())?;
         }
-        // Back to the inbox: settling a crash may have examined Sent.
-        tokio::time::timeout(Duration::from_secs(t), session.select(&inbox))
-            .await
-            .map_err(|_| "SELECT timed out".to_string())?
-            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -324,10 +316,8 @@ async fn handle(
         }
     }
 
-    tokio::time::timeout(Duration::from_secs(t), session.select(inbox))
-        .await
-        .map_err(|_| "SELECT timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    // Back to the inbox: settling a crash may have examined Sent.
+    mailbox::select(session, inbox, t).await?;
     let to_human = plan.original.human || human_reason.is_some();
     if to_human {
         let reason = human_reason.unwrap_or_else(|| plan.reason.clone());
