@@ -175,6 +175,13 @@ pub struct ImapConfig {
     pub ca_file: Option<PathBuf>,
     pub username: String,
     pub password: Secret,
+    /// Use IDLE when the server offers it (push); otherwise, or when false, poll.
+    #[serde(default = "yes")]
+    pub idle: bool,
+    /// IDLE is ended and re-issued this often (at most 300 s): a silent dead
+    /// connection is noticed within this time, well before servers' 30-minute limit.
+    #[serde(default = "default_idle_refresh")]
+    pub idle_refresh_seconds: u64,
     /// Seconds between checks when the server has no IDLE.
     #[serde(default = "default_poll")]
     pub poll_seconds: u64,
@@ -200,6 +207,9 @@ pub struct SmtpConfig {
     pub timeout_seconds: u64,
 }
 
+fn default_idle_refresh() -> u64 {
+    240
+}
 fn default_poll() -> u64 {
     30
 }
@@ -216,6 +226,10 @@ pub struct ServiceConfig {
     /// Where documents kept for the CRM are written (under the opportunity or deal id).
     #[serde(default = "default_documents")]
     pub documents: PathBuf,
+    /// false: an IMAP or SMTP server unreachable at start is an error (exit 1), so a
+    /// broken deployment is noticed at once. true: keep retrying with backoff.
+    #[serde(default)]
+    pub retry_at_start: bool,
 }
 
 fn default_state() -> PathBuf {
@@ -230,6 +244,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             state: default_state(),
             documents: default_documents(),
+            retry_at_start: false,
         }
     }
 }
@@ -300,6 +315,32 @@ impl Config {
                     value,
                     format!("{field}: expected an email address, got {value:?}"),
                 ));
+            }
+        }
+        if let Some(imap) = &config.imap {
+            if !(1..=300).contains(&imap.idle_refresh_seconds) {
+                problems.push(Problem::at_text(
+                    path,
+                    &text,
+                    "idle_refresh_seconds",
+                    format!(
+                        "imap.idle_refresh_seconds: {} is out of range; IDLE must be refreshed every 1 to 300 s",
+                        imap.idle_refresh_seconds
+                    ),
+                ));
+            }
+            for (field, v) in [
+                ("poll_seconds", imap.poll_seconds),
+                ("timeout_seconds", imap.timeout_seconds),
+            ] {
+                if v == 0 {
+                    problems.push(Problem::at_text(
+                        path,
+                        &text,
+                        field,
+                        format!("imap.{field}: must be at least 1"),
+                    ));
+                }
             }
         }
         problems.into_result(config)

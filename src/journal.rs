@@ -2,10 +2,11 @@
 //! a crash neither answers anything twice nor forgets anything.
 //!
 //! A message's state only moves forward: seen → planned → sending → sent → filed, or
-//! → human. Each outgoing message has its own row, recorded as `sending` before it goes
-//! out; a row still `sending` after a crash is settled by looking for its deterministic
-//! Message-ID in the Sent folder. Messages are keyed by Message-ID as well as by
-//! (UIDVALIDITY, UID), so a mailbox rebuilt with new UIDs is not answered again.
+//! → human. Each outgoing message has its own row: `sending` before it goes out, `sent`
+//! the moment the SMTP server has accepted it, `filed` once its copy is in Sent. A row
+//! still `sending` after a crash is settled by looking for its deterministic Message-ID
+//! in the Sent folder. Messages are keyed by Message-ID as well as by (UIDVALIDITY, UID),
+//! so a mailbox rebuilt with new UIDs is not answered again.
 
 use std::path::Path;
 
@@ -50,8 +51,11 @@ impl Journal {
         }
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a state change is on disk before the next network step depends on it.
-        db.pragma_update(None, "synchronous", "FULL")?;
+        // NORMAL in WAL mode: a commit survives the process being killed (it is in the
+        // OS cache) without an fsync. That keeps the gap between the SMTP server's
+        // "250 queued" and our `sent` record to microseconds, which is what matters
+        // for answering exactly once; only a power cut can lose the last commits.
+        db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS folders (
@@ -147,6 +151,37 @@ impl Journal {
         Ok(())
     }
 
+    /// Messages of this UIDVALIDITY whose plan is not finished: (uid, state, plan).
+    pub fn unfinished(
+        &self,
+        uidvalidity: u32,
+    ) -> rusqlite::Result<Vec<(u32, State, Option<Plan>)>> {
+        let mut stmt = self.db.prepare(
+            "SELECT uid, state, plan FROM messages WHERE uidvalidity = ?1 AND state < ?2 ORDER BY uid",
+        )?;
+        let rows = stmt.query_map(params![uidvalidity, State::Filed as i64], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                State::from_i64(r.get(1)?),
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        rows.map(|r| r.map(|(uid, st, p)| (uid, st, p.and_then(|t| serde_json::from_str(&t).ok()))))
+            .collect()
+    }
+
+    /// Was this message already decided in shadow mode?
+    pub fn shadowed(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<bool> {
+        self.db
+            .query_row(
+                "SELECT 1 FROM audit WHERE uidvalidity = ?1 AND uid = ?2 AND outcome = 'shadow' LIMIT 1",
+                [uidvalidity, uid],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+    }
+
     pub fn outbox_state(&self, message_id: &str) -> rusqlite::Result<Option<String>> {
         self.db
             .query_row(
@@ -169,6 +204,33 @@ impl Journal {
             params![message_id, original, state],
         )?;
         Ok(())
+    }
+
+    /// The SMTP server accepted an outgoing message: its outbox row and its audit record
+    /// are written in one transaction, so neither exists without the other.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_sent(
+        &self,
+        message_id: &str,
+        original: &str,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        plan: &Plan,
+        outcome: &str,
+        detail: &str,
+    ) -> rusqlite::Result<()> {
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        let r = self
+            .set_outbox(message_id, Some(original), "sent")
+            .and_then(|_| self.audit(mailbox, uidvalidity, uid, plan, outcome, detail));
+        match r {
+            Ok(()) => self.db.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// One audit record: a decision or an action. Append-only.

@@ -20,7 +20,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Debug> Io for T {}
 
 pub type Imap = Session<Box<dyn Io>>;
 
-async fn within<T, E: std::fmt::Display>(
+pub async fn within<T, E: std::fmt::Display>(
     secs: u64,
     what: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
@@ -134,25 +134,40 @@ pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
     Ok(session)
 }
 
-pub struct Fetched {
+/// A message in the listing: enough to decide whether to download it.
+pub struct Listed {
     pub uid: u32,
     pub size: u32,
-    pub body: Option<Vec<u8>>,
+    /// Without angle brackets, as mail-parser gives it.
+    pub message_id: Option<String>,
 }
 
-/// UIDs and sizes of the messages from `from_uid` on, without downloading them.
-pub async fn sizes(s: &mut Imap, from_uid: u32, t: u64) -> Result<Vec<(u32, u32)>, String> {
-    within(t, "UID FETCH sizes", async {
+/// Every message in the selected folder with its size and Message-ID, without
+/// downloading bodies: the size limit is checked before a fetch, and a message known
+/// by Message-ID from before a UIDVALIDITY change is recognised without one.
+pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, String> {
+    within(t, "UID FETCH listing", async {
         let mut out = Vec::new();
-        let mut stream = s
-            .uid_fetch(format!("{}:*", from_uid.max(1)), "(UID RFC822.SIZE)")
-            .await?;
+        let mut stream = s.uid_fetch("1:*", "(UID RFC822.SIZE ENVELOPE)").await?;
         while let Some(item) = stream.next().await {
             let f = item?;
             if let (Some(uid), Some(size)) = (f.uid, f.size) {
-                if uid >= from_uid {
-                    out.push((uid, size));
-                }
+                let message_id = f
+                    .envelope()
+                    .and_then(|e| e.message_id.as_deref())
+                    .map(|m| {
+                        String::from_utf8_lossy(m)
+                            .trim()
+                            .trim_start_matches('<')
+                            .trim_end_matches('>')
+                            .to_string()
+                    })
+                    .filter(|m| !m.is_empty());
+                out.push(Listed {
+                    uid,
+                    size,
+                    message_id,
+                });
             }
         }
         Ok::<_, async_imap::error::Error>(out)

@@ -272,12 +272,30 @@ fn run(config: &Path, once: bool, shadow: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let result = rt.block_on(async {
+        let service = triage::service::run(
+            book,
+            triage::service::Options {
+                once,
+                shadow,
+                stop: stopping,
+            },
+        );
+        tokio::pin!(service);
         tokio::select! {
-            r = triage::service::run(book, triage::service::Options { once, shadow }) => r,
+            r = &mut service => r,
             _ = shutdown() => {
-                tracing::info!("stopping on signal");
-                Ok(())
+                // Every step is under a timeout, so finishing the message in hand is bounded.
+                tracing::info!("stopping on signal: finishing the message in hand");
+                let _ = stop.send(true);
+                tokio::select! {
+                    r = &mut service => r,
+                    _ = shutdown() => {
+                        tracing::warn!("second signal: stopping now; the journal settles the message in hand at the next start");
+                        Ok(())
+                    }
+                }
             }
         }
     });

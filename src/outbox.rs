@@ -31,14 +31,9 @@ impl Header for AutoSubmitted {
 }
 
 /// `<hash@domain>`, the same for the same original and the same place in its plan.
-pub fn message_id_for(
-    original: Option<&str>,
-    index: usize,
-    out: &Outgoing,
-    domain: &str,
-) -> String {
+pub fn message_id_for(original: &str, index: usize, out: &Outgoing, domain: &str) -> String {
     let mut h = Sha256::new();
-    h.update(original.unwrap_or("").as_bytes());
+    h.update(original.as_bytes());
     h.update(format!("|{index}|{:?}|{}", out.kind, out.to.join(",")).as_bytes());
     format!("<{}.triage@{domain}>", &hex(&h.finalize())[..32])
 }
@@ -130,13 +125,30 @@ pub fn transport(smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>
     Ok(builder.build())
 }
 
+/// Why a message did not go out.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The server said no for good (5xx: unknown recipient, policy): a human decides.
+    Permanent(String),
+    /// A 4xx, a timeout or a dropped connection: try again later. The server may have
+    /// queued it all the same; the Sent folder settles that on the retry.
+    Transient(String),
+}
+
 pub async fn send(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
     message: &Message,
-) -> Result<(), String> {
-    transport
-        .send(message.clone())
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    timeout_seconds: u64,
+) -> Result<(), Refusal> {
+    // lettre times out each command; this bounds the whole exchange.
+    let whole = Duration::from_secs(timeout_seconds.saturating_mul(3));
+    match tokio::time::timeout(whole, transport.send(message.clone())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.is_permanent() => Err(Refusal::Permanent(e.to_string())),
+        Ok(Err(e)) => Err(Refusal::Transient(e.to_string())),
+        Err(_) => Err(Refusal::Transient(format!(
+            "no answer in {} s",
+            whole.as_secs()
+        ))),
+    }
 }
