@@ -205,6 +205,19 @@ pub struct SmtpConfig {
     pub password: Option<Secret>,
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// Every message also goes (envelope only, like a Bcc) to the desk's own address.
+    /// The copy that comes back proves the server accepted the message, which settles a
+    /// crash between the server's acceptance and our record of it; the service deletes
+    /// the copy when it arrives. Without it such a crash means sending again.
+    #[serde(default = "yes")]
+    pub self_copy: bool,
+    /// How long to wait for that copy after a crash before sending again.
+    #[serde(default = "default_self_copy_wait")]
+    pub self_copy_wait_seconds: u64,
+}
+
+fn default_self_copy_wait() -> u64 {
+    30
 }
 
 fn default_idle_refresh() -> u64 {

@@ -59,7 +59,7 @@ pub fn loop_bait(mail: &Mail, config: &Config) -> Vec<String> {
             why.push(format!("automated sender {}", from.address));
         }
         let own = config.own_addresses();
-        if own.iter().any(|a| *a == from.address) {
+        if own.contains(&from.address) {
             why.push(format!("sent by the desk's own address {}", from.address));
         }
     }

@@ -231,6 +231,24 @@ pub async fn move_to(
     }
 }
 
+/// Deletes one message for good (our own copy of a message we sent). Without UIDPLUS
+/// it is only marked \Deleted, and recognised again next time.
+pub async fn delete(s: &mut Imap, uid: u32, has_uidplus: bool, t: u64) -> Result<(), String> {
+    store(s, uid, "\\Seen \\Deleted", t).await?;
+    if has_uidplus {
+        within(t, "UID EXPUNGE", async {
+            let stream = s.uid_expunge(uid.to_string()).await?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(item) = stream.next().await {
+                item?;
+            }
+            Ok::<_, async_imap::error::Error>(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn ensure_folder(s: &mut Imap, folder: &str, t: u64) -> Result<(), String> {
     // CREATE of an existing folder fails with NO [ALREADYEXISTS]; that is fine.
     let _ = within(t, "CREATE", s.create(folder)).await;

@@ -135,14 +135,27 @@ pub enum Refusal {
     Transient(String),
 }
 
+/// Sends the message to its To and Cc, and to `self_copy` (the desk) when given.
 pub async fn send(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
     message: &Message,
+    self_copy: Option<&str>,
     timeout_seconds: u64,
 ) -> Result<(), Refusal> {
+    let mut to = message.envelope().to().to_vec();
+    if let Some(desk) = self_copy {
+        let desk: lettre::Address = desk
+            .parse()
+            .map_err(|e| Refusal::Permanent(format!("desk address {desk}: {e}")))?;
+        if !to.contains(&desk) {
+            to.push(desk);
+        }
+    }
+    let envelope = lettre::address::Envelope::new(message.envelope().from().cloned(), to)
+        .map_err(|e| Refusal::Permanent(format!("envelope: {e}")))?;
     // lettre times out each command; this bounds the whole exchange.
     let whole = Duration::from_secs(timeout_seconds.saturating_mul(3));
-    match tokio::time::timeout(whole, transport.send(message.clone())).await {
+    match tokio::time::timeout(whole, transport.send_raw(&envelope, &message.formatted())).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if e.is_permanent() => Err(Refusal::Permanent(e.to_string())),
         Ok(Err(e)) => Err(Refusal::Transient(e.to_string())),

@@ -2,6 +2,7 @@
 //! and records every step in the journal before and after it happens. The only place
 //! that retries.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
@@ -187,7 +188,6 @@ async fn serve(
     let imap_cfg = book.config.imap.as_ref().expect("checked");
     let t = imap_cfg.timeout_seconds;
     let caps = mailbox::within(t, "CAPABILITY", session.capabilities()).await?;
-    let has_move = caps.has_str("MOVE");
     let use_idle = imap_cfg.idle && caps.has_str("IDLE");
     if !use_idle {
         info!(
@@ -200,8 +200,24 @@ async fn serve(
             }
         );
     }
+    let caps = Caps {
+        r#move: caps.has_str("MOVE"),
+        uidplus: caps.has_str("UIDPLUS"),
+    };
+    let mut awaiting_copies = HashSet::new();
     loop {
-        drain(book, journal, smtp, &mut session, has_move, opts).await?;
+        let mut shell = Shell {
+            book,
+            journal,
+            smtp,
+            opts,
+            caps,
+            awaiting_copies: &mut awaiting_copies,
+        };
+        shell.drain(&mut session).await?;
+        if opts.once {
+            shell.collect_own_copies(&mut session).await?;
+        }
         // A whole drain went through: the connection is good again.
         backoff.reset();
         if opts.once || opts.stopping() {
@@ -265,75 +281,425 @@ fn message_key(plan: &Plan, raw: Option<&[u8]>, uidvalidity: u32, uid: u32) -> S
     }
 }
 
-async fn drain(
-    book: &Playbook,
-    journal: &Journal,
-    smtp: &Smtp,
-    session: &mut Imap,
-    has_move: bool,
-    opts: &Options,
-) -> Result<(), String> {
-    let config = &book.config;
-    let t = config.imap.as_ref().expect("checked").timeout_seconds;
-    let inbox = config.folders.inbox.clone();
-    let mb = mailbox::select(session, &inbox, t).await?;
-    let uidvalidity = mb.uid_validity.unwrap_or(0);
-    let db = |e: rusqlite::Error| format!("journal: {e}");
-    if let Some((v, _)) = journal.folder(&inbox).map_err(db)? {
-        if v != uidvalidity {
-            warn!("{inbox}: UIDVALIDITY changed from {v} to {uidvalidity}; re-reading it, and mail handled before is recognised by Message-ID");
-        }
+/// What the server can do, read once per session.
+#[derive(Clone, Copy)]
+struct Caps {
+    r#move: bool,
+    uidplus: bool,
+}
+
+/// One pass over the inbox and the state it needs between messages.
+struct Shell<'a> {
+    book: &'a Playbook,
+    journal: &'a Journal,
+    smtp: &'a Smtp,
+    opts: &'a Options,
+    caps: Caps,
+    /// Messages sent by this process whose own copy has not come back yet.
+    awaiting_copies: &'a mut HashSet<String>,
+}
+
+fn db(e: rusqlite::Error) -> String {
+    format!("journal: {e}")
+}
+
+impl Shell<'_> {
+    fn config(&self) -> &Config {
+        &self.book.config
     }
-    // Messages left for a human stay in the inbox; the journal says they are done.
-    let list = mailbox::listing(session, t).await?;
-    settle_vanished(journal, &inbox, uidvalidity, &list)?;
-    for item in list {
-        if opts.stopping() {
-            return Ok(());
-        }
-        let uid = item.uid;
-        if let Some(state) = journal.state(uidvalidity, uid).map_err(db)? {
-            if state.is_final() {
-                continue;
+    fn t(&self) -> u64 {
+        self.config()
+            .imap
+            .as_ref()
+            .expect("checked")
+            .timeout_seconds
+    }
+
+    async fn drain(&mut self, session: &mut Imap) -> Result<(), String> {
+        let t = self.t();
+        let inbox = self.config().folders.inbox.clone();
+        let journal = self.journal;
+        let mb = mailbox::select(session, &inbox, t).await?;
+        let uidvalidity = mb.uid_validity.unwrap_or(0);
+        if let Some((v, _)) = journal.folder(&inbox).map_err(db)? {
+            if v != uidvalidity {
+                warn!("{inbox}: UIDVALIDITY changed from {v} to {uidvalidity}; re-reading it, and mail handled before is recognised by Message-ID");
             }
-        } else if let Some(id) = &item.message_id {
-            // Seen before under another UIDVALIDITY (or UID): carry its final state over.
-            if let Some(state) = journal.state_by_message_id(id).map_err(db)? {
-                if state.is_final() {
-                    journal
-                        .advance(
-                            uidvalidity,
-                            uid,
-                            Some(id),
-                            state,
-                            None,
-                            "handled before under another UID",
-                        )
-                        .map_err(db)?;
-                    info!(uid, "{id}: handled before under another UID; left as it is");
+        }
+        // Messages left for a human stay in the inbox; the journal says they are done.
+        let list = mailbox::listing(session, t).await?;
+        settle_vanished(journal, &inbox, uidvalidity, &list)?;
+        for item in list {
+            if self.opts.stopping() {
+                return Ok(());
+            }
+            let uid = item.uid;
+            if let Some(id) = &item.message_id {
+                let ours = format!("<{id}>");
+                if let Some(state) = journal.outbox_state(&ours).map_err(db)? {
+                    // Our own copy of a message we sent: the server's receipt.
+                    if state == "sending" {
+                        journal.set_outbox(&ours, None, "received").map_err(db)?;
+                    }
+                    mailbox::delete(session, uid, self.caps.uidplus, t).await?;
+                    self.awaiting_copies.remove(&ours);
+                    debug!(uid, "own copy of {ours} received and removed");
                     continue;
                 }
             }
+            if let Some(state) = journal.state(uidvalidity, uid).map_err(db)? {
+                if state.is_final() {
+                    continue;
+                }
+            } else if let Some(id) = &item.message_id {
+                // Seen before under another UIDVALIDITY (or UID): carry its final state over.
+                if let Some(state) = journal.state_by_message_id(id).map_err(db)? {
+                    if state.is_final() {
+                        journal
+                            .advance(
+                                uidvalidity,
+                                uid,
+                                Some(id),
+                                state,
+                                None,
+                                "handled before under another UID",
+                            )
+                            .map_err(db)?;
+                        info!(uid, "{id}: handled before under another UID; left as it is");
+                        continue;
+                    }
+                }
+            }
+            if self.opts.shadow && journal.shadowed(uidvalidity, uid).map_err(db)? {
+                continue;
+            }
+            self.handle(session, &inbox, uidvalidity, item).await?;
+            journal.set_folder(&inbox, uidvalidity, uid).map_err(db)?;
         }
-        if opts.shadow && journal.shadowed(uidvalidity, uid).map_err(db)? {
-            continue;
-        }
-        handle(
-            book,
-            journal,
-            smtp,
-            session,
-            has_move,
-            opts,
-            &inbox,
-            uidvalidity,
-            item,
-        )
-        .await?;
-        journal.set_folder(&inbox, uidvalidity, uid).map_err(db)?;
+        journal.set_folder(&inbox, uidvalidity, 0).map_err(db)?;
+        Ok(())
     }
-    journal.set_folder(&inbox, uidvalidity, 0).map_err(db)?;
-    Ok(())
+
+    async fn handle(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        item: mailbox::Listed,
+    ) -> Result<(), String> {
+        let config = &self.book.config;
+        let journal = self.journal;
+        let t = self.t();
+        let smtp_cfg = config.smtp.as_ref().expect("checked");
+        let uid = item.uid;
+        let size = item.size as usize;
+
+        // Oversized: decided from the size alone, never downloaded.
+        let (plan, raw) = if size > config.limits.max_message_bytes {
+            (
+                Plan::for_human(
+                    item.message_id.clone(),
+                    format!(
+                        "message is {size} bytes, over the limit of {} bytes",
+                        config.limits.max_message_bytes
+                    ),
+                    config,
+                ),
+                None,
+            )
+        } else {
+            let raw = mailbox::fetch(session, uid, t).await?.unwrap_or_default();
+            let plan = match journal.plan(uidvalidity, uid).map_err(db)? {
+                Some(p) => p, // decided before a crash: execute the same plan, not a new one
+                None => self.book.decide(&raw),
+            };
+            (plan, Some(raw))
+        };
+        let key = message_key(&plan, raw.as_deref(), uidvalidity, uid);
+        journal
+            .advance(
+                uidvalidity,
+                uid,
+                Some(&key),
+                State::Planned,
+                Some(&plan),
+                &plan.reason,
+            )
+            .map_err(db)?;
+
+        if self.opts.shadow {
+            journal
+                .audit(inbox, uidvalidity, uid, &plan, "shadow", "")
+                .map_err(db)?;
+            info!(uid, category = %plan.category, respond = ?plan.respond, "shadow: {}", plan.reason);
+            return Ok(());
+        }
+        let mail = raw.as_deref().and_then(|r| Mail::parse(r).ok());
+
+        // The same message under another UID (mailbox rebuilt, copied back) was answered already.
+        let answered_elsewhere = journal
+            .state_by_message_id(&key)
+            .map_err(db)?
+            .is_some_and(|s| s >= State::Sent)
+            && journal
+                .state(uidvalidity, uid)
+                .map_err(db)?
+                .is_some_and(|s| s < State::Sending);
+
+        let mut human_reason = None;
+        let mut left_inbox = false;
+        if plan.respond == Respond::Auto && !answered_elsewhere {
+            let Some(mail) = &mail else {
+                // decide() already sends unreadable mail to a human; this is belt and braces.
+                let reason = "the message cannot be read".to_string();
+                return self
+                    .leave_for_human(session, inbox, uidvalidity, uid, &key, &plan, reason)
+                    .await;
+            };
+            journal
+                .advance(
+                    uidvalidity,
+                    uid,
+                    Some(&key),
+                    State::Sending,
+                    None,
+                    &plan.reason,
+                )
+                .map_err(db)?;
+            for (i, out) in plan.outgoing.iter().enumerate() {
+                let msg_id = outbox::message_id_for(&key, i, out, &config.desk.message_id_domain);
+                let (outcome, what) = match out.kind {
+                    Kind::Reply => ("replied", "reply"),
+                    _ => ("forwarded", "forward"),
+                };
+                let detail = format!("{msg_id} to {} cc {}", out.to.join(","), out.cc.join(","));
+                let state = journal.outbox_state(&msg_id).map_err(db)?;
+                let message = match state.as_deref() {
+                    Some("filed") => continue,
+                    Some("failed") => {
+                        human_reason = Some(format!(
+                            "the SMTP server refused the {what} before a restart"
+                        ));
+                        break;
+                    }
+                    _ => match outbox::compose(config, mail, out, &msg_id) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            human_reason = Some(format!("cannot write the {what}: {e}"));
+                            break;
+                        }
+                    },
+                };
+                let send_now = match state.as_deref() {
+                    None => true,
+                    Some("sent") => false,
+                    // Killed while sending: did the server accept it? Its copy says.
+                    _ => {
+                        left_inbox = true;
+                        let accepted = state.as_deref() == Some("received")
+                            || self.went_out(session, &msg_id).await?;
+                        if accepted {
+                            info!(uid, "{msg_id}: sent before the restart (its copy is here)");
+                            journal
+                                .record_sent(
+                                    &msg_id,
+                                    &key,
+                                    inbox,
+                                    uidvalidity,
+                                    uid,
+                                    &plan,
+                                    outcome,
+                                    &format!("{detail} (confirmed after a restart)"),
+                                )
+                                .map_err(db)?;
+                        } else {
+                            info!(uid, "{msg_id}: not sent before the restart; sending now");
+                        }
+                        !accepted
+                    }
+                };
+                if send_now {
+                    journal
+                        .set_outbox(&msg_id, Some(&key), "sending")
+                        .map_err(db)?;
+                    let self_copy = smtp_cfg.self_copy.then_some(config.desk.address.as_str());
+                    match outbox::send(self.smtp, &message, self_copy, smtp_cfg.timeout_seconds)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(Refusal::Permanent(e)) => {
+                            error!(uid, "SMTP refused the {what} to {:?}: {e}", out.to);
+                            human_reason = Some(format!(
+                                "SMTP refused the {what} to {} (cc {}): {e}",
+                                out.to.join(", "),
+                                out.cc.join(", ")
+                            ));
+                            journal
+                                .set_outbox(&msg_id, Some(&key), "failed")
+                                .map_err(db)?;
+                            break;
+                        }
+                        // Left `sending`: the next session settles it, then sends.
+                        Err(Refusal::Transient(e)) => return Err(format!("SMTP: {e}")),
+                    }
+                    journal
+                        .record_sent(
+                            &msg_id,
+                            &key,
+                            inbox,
+                            uidvalidity,
+                            uid,
+                            &plan,
+                            outcome,
+                            &detail,
+                        )
+                        .map_err(db)?;
+                    if smtp_cfg.self_copy {
+                        self.awaiting_copies.insert(msg_id.clone());
+                    }
+                }
+                // The copy in Sent, as a person's reply would leave one; after a restart
+                // it may be there already.
+                let filed_before = state.is_some()
+                    && mailbox::has_message_id(session, &config.folders.sent, &msg_id, t).await?;
+                left_inbox |= state.is_some();
+                if !filed_before {
+                    mailbox::append(session, &config.folders.sent, &message.formatted(), t).await?;
+                }
+                journal
+                    .set_outbox(&msg_id, Some(&key), "filed")
+                    .map_err(db)?;
+            }
+            if human_reason.is_none() {
+                keep_documents(config, mail, &plan)?;
+                journal
+                    .advance(
+                        uidvalidity,
+                        uid,
+                        Some(&key),
+                        State::Sent,
+                        None,
+                        &plan.reason,
+                    )
+                    .map_err(db)?;
+            }
+        }
+
+        if left_inbox {
+            // Settling a crash examined other folders; filing works on the inbox.
+            mailbox::select(session, inbox, t).await?;
+        }
+        if plan.original.human || human_reason.is_some() {
+            let reason = human_reason.unwrap_or_else(|| plan.reason.clone());
+            self.leave_for_human(session, inbox, uidvalidity, uid, &key, &plan, reason)
+                .await?;
+        } else {
+            mailbox::store(session, uid, "\\Seen \\Answered", t).await?;
+            if let Some(folder) = &plan.original.folder {
+                mailbox::move_to(session, uid, folder, self.caps.r#move, t).await?;
+            }
+            journal
+                .advance(
+                    uidvalidity,
+                    uid,
+                    Some(&key),
+                    State::Filed,
+                    None,
+                    &plan.reason,
+                )
+                .map_err(db)?;
+            journal
+                .audit(
+                    inbox,
+                    uidvalidity,
+                    uid,
+                    &plan,
+                    "filed",
+                    plan.original.folder.as_deref().unwrap_or(inbox),
+                )
+                .map_err(db)?;
+            info!(uid, category = %plan.category, "answered and filed: {}", plan.reason);
+        }
+        Ok(())
+    }
+
+    /// After a crash in `sending`: a copy in Sent, or our own copy come back to the
+    /// inbox, means the server accepted the message. The own copy may still be on its
+    /// way, so it is waited for (self_copy_wait_seconds) before concluding it was not.
+    /// `--once` leaves the inbox as it found it, less what it handled: it waits for the
+    /// own copies of what it sent and removes them.
+    async fn collect_own_copies(&mut self, session: &mut Imap) -> Result<(), String> {
+        let wait = self
+            .config()
+            .smtp
+            .as_ref()
+            .expect("checked")
+            .self_copy_wait_seconds;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        while !self.awaiting_copies.is_empty() && !self.opts.stopping() {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    "the own copies of {} sent messages did not come back within {wait} s; is smtp.self_copy right for this server?",
+                    self.awaiting_copies.len()
+                );
+                self.awaiting_copies.clear();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.drain(session).await?;
+        }
+        Ok(())
+    }
+
+    async fn went_out(&self, session: &mut Imap, msg_id: &str) -> Result<bool, String> {
+        let config = self.config();
+        let t = self.t();
+        if mailbox::has_message_id(session, &config.folders.sent, msg_id, t).await? {
+            return Ok(true);
+        }
+        let smtp_cfg = config.smtp.as_ref().expect("checked");
+        if !smtp_cfg.self_copy {
+            return Ok(false);
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(smtp_cfg.self_copy_wait_seconds);
+        loop {
+            if mailbox::has_message_id(session, &config.folders.inbox, msg_id, t).await? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn leave_for_human(
+        &self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        key: &str,
+        plan: &Plan,
+        reason: String,
+    ) -> Result<(), String> {
+        let t = self.t();
+        // Flag or move first, record after: a kill in between repeats a harmless step.
+        match &self.config().folders.human {
+            Some(folder) => mailbox::move_to(session, uid, folder, self.caps.r#move, t).await?,
+            None => mailbox::store(session, uid, "\\Flagged", t).await?,
+        }
+        self.journal
+            .advance(uidvalidity, uid, Some(key), State::Human, None, &reason)
+            .map_err(db)?;
+        self.journal
+            .audit(inbox, uidvalidity, uid, plan, "left for human", &reason)
+            .map_err(db)?;
+        info!(uid, category = %plan.category, "left for a human: {reason}");
+        Ok(())
+    }
 }
 
 /// A message whose last step was moving it out of the inbox, killed before the journal
@@ -344,7 +710,6 @@ fn settle_vanished(
     uidvalidity: u32,
     list: &[mailbox::Listed],
 ) -> Result<(), String> {
-    let db = |e: rusqlite::Error| format!("journal: {e}");
     let present: std::collections::HashSet<u32> = list.iter().map(|l| l.uid).collect();
     for (uid, state, plan) in journal.unfinished(uidvalidity).map_err(db)? {
         if present.contains(&uid) {
@@ -391,293 +756,6 @@ fn settle_vanished(
             .map_err(db)?;
         info!(uid, "{outcome} (recorded after a restart)");
     }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    book: &Playbook,
-    journal: &Journal,
-    smtp: &Smtp,
-    session: &mut Imap,
-    has_move: bool,
-    opts: &Options,
-    inbox: &str,
-    uidvalidity: u32,
-    item: mailbox::Listed,
-) -> Result<(), String> {
-    let config = &book.config;
-    let t = config.imap.as_ref().expect("checked").timeout_seconds;
-    let smtp_t = config.smtp.as_ref().expect("checked").timeout_seconds;
-    let db = |e: rusqlite::Error| format!("journal: {e}");
-    let uid = item.uid;
-    let size = item.size as usize;
-
-    // Oversized: decided from the size alone, never downloaded.
-    let (plan, raw) = if size > config.limits.max_message_bytes {
-        (
-            Plan::for_human(
-                item.message_id.clone(),
-                format!(
-                    "message is {size} bytes, over the limit of {} bytes",
-                    config.limits.max_message_bytes
-                ),
-                config,
-            ),
-            None,
-        )
-    } else {
-        let raw = mailbox::fetch(session, uid, t).await?.unwrap_or_default();
-        let plan = match journal.plan(uidvalidity, uid).map_err(db)? {
-            Some(p) => p, // decided before a crash: execute the same plan, not a new one
-            None => book.decide(&raw),
-        };
-        (plan, Some(raw))
-    };
-    let key = message_key(&plan, raw.as_deref(), uidvalidity, uid);
-    journal
-        .advance(
-            uidvalidity,
-            uid,
-            Some(&key),
-            State::Planned,
-            Some(&plan),
-            &plan.reason,
-        )
-        .map_err(db)?;
-
-    if opts.shadow {
-        journal
-            .audit(inbox, uidvalidity, uid, &plan, "shadow", "")
-            .map_err(db)?;
-        info!(uid, category = %plan.category, respond = ?plan.respond, "shadow: {}", plan.reason);
-        return Ok(());
-    }
-    let mail = raw.as_deref().and_then(|r| Mail::parse(r).ok());
-
-    // The same message under another UID (mailbox rebuilt, copied back) was answered already.
-    let answered_elsewhere = journal
-        .state_by_message_id(&key)
-        .map_err(db)?
-        .is_some_and(|s| s >= State::Sent)
-        && journal
-            .state(uidvalidity, uid)
-            .map_err(db)?
-            .is_some_and(|s| s < State::Sending);
-
-    let mut human_reason = None;
-    let mut left_inbox = false;
-    if plan.respond == Respond::Auto && !answered_elsewhere {
-        let Some(mail) = &mail else {
-            // decide() already sends unreadable mail to a human; this is belt and braces.
-            return leave_for_human(
-                journal,
-                session,
-                has_move,
-                config,
-                inbox,
-                uidvalidity,
-                uid,
-                &key,
-                &plan,
-                "the message cannot be read".into(),
-            )
-            .await;
-        };
-        journal
-            .advance(
-                uidvalidity,
-                uid,
-                Some(&key),
-                State::Sending,
-                None,
-                &plan.reason,
-            )
-            .map_err(db)?;
-        for (i, out) in plan.outgoing.iter().enumerate() {
-            let msg_id = outbox::message_id_for(&key, i, out, &config.desk.message_id_domain);
-            let outcome = if out.kind == Kind::Reply {
-                "replied"
-            } else {
-                "forwarded"
-            };
-            let state = journal.outbox_state(&msg_id).map_err(db)?;
-            match state.as_deref() {
-                Some("filed") => continue,
-                Some("failed") => {
-                    human_reason = Some("the SMTP server refused it before a restart".into());
-                    break;
-                }
-                Some("sent") => {
-                    // Accepted by the server; only the copy in Sent may be missing.
-                    left_inbox = true;
-                    if !mailbox::has_message_id(session, &config.folders.sent, &msg_id, t).await? {
-                        if let Ok(m) = outbox::compose(config, mail, out, &msg_id) {
-                            mailbox::append(session, &config.folders.sent, &m.formatted(), t)
-                                .await?;
-                        }
-                    }
-                    journal
-                        .set_outbox(&msg_id, Some(&key), "filed")
-                        .map_err(db)?;
-                    continue;
-                }
-                Some("sending") => {
-                    // Killed while sending: a copy in Sent means it went out.
-                    left_inbox = true;
-                    if mailbox::has_message_id(session, &config.folders.sent, &msg_id, t).await? {
-                        journal
-                            .set_outbox(&msg_id, Some(&key), "filed")
-                            .map_err(db)?;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            let message = match outbox::compose(config, mail, out, &msg_id) {
-                Ok(m) => m,
-                Err(e) => {
-                    human_reason = Some(format!("cannot write the reply: {e}"));
-                    break;
-                }
-            };
-            journal
-                .set_outbox(&msg_id, Some(&key), "sending")
-                .map_err(db)?;
-            match outbox::send(smtp, &message, smtp_t).await {
-                Ok(()) => {}
-                Err(Refusal::Permanent(e)) => {
-                    error!(
-                        uid,
-                        "SMTP refused the {outcome} message to {:?}: {e}", out.to
-                    );
-                    human_reason = Some(format!(
-                        "SMTP refused the {} to {} (cc {}): {e}",
-                        if out.kind == Kind::Reply {
-                            "reply"
-                        } else {
-                            "forward"
-                        },
-                        out.to.join(", "),
-                        out.cc.join(", ")
-                    ));
-                    journal
-                        .set_outbox(&msg_id, Some(&key), "failed")
-                        .map_err(db)?;
-                    break;
-                }
-                // Left `sending`: the next session looks in Sent, then sends.
-                Err(Refusal::Transient(e)) => return Err(format!("SMTP: {e}")),
-            }
-            journal
-                .record_sent(
-                    &msg_id,
-                    &key,
-                    inbox,
-                    uidvalidity,
-                    uid,
-                    &plan,
-                    outcome,
-                    &format!("{msg_id} to {} cc {}", out.to.join(","), out.cc.join(",")),
-                )
-                .map_err(db)?;
-            mailbox::append(session, &config.folders.sent, &message.formatted(), t).await?;
-            journal
-                .set_outbox(&msg_id, Some(&key), "filed")
-                .map_err(db)?;
-        }
-        if human_reason.is_none() {
-            keep_documents(config, mail, &plan)?;
-            journal
-                .advance(
-                    uidvalidity,
-                    uid,
-                    Some(&key),
-                    State::Sent,
-                    None,
-                    &plan.reason,
-                )
-                .map_err(db)?;
-        }
-    }
-
-    if left_inbox {
-        // Settling a crash examined Sent; filing works on the inbox.
-        mailbox::select(session, inbox, t).await?;
-    }
-    let to_human = plan.original.human || human_reason.is_some();
-    if to_human {
-        let reason = human_reason.unwrap_or_else(|| plan.reason.clone());
-        leave_for_human(
-            journal,
-            session,
-            has_move,
-            config,
-            inbox,
-            uidvalidity,
-            uid,
-            &key,
-            &plan,
-            reason,
-        )
-        .await?;
-    } else {
-        mailbox::store(session, uid, "\\Seen \\Answered", t).await?;
-        if let Some(folder) = &plan.original.folder {
-            mailbox::move_to(session, uid, folder, has_move, t).await?;
-        }
-        journal
-            .advance(
-                uidvalidity,
-                uid,
-                Some(&key),
-                State::Filed,
-                None,
-                &plan.reason,
-            )
-            .map_err(db)?;
-        journal
-            .audit(
-                inbox,
-                uidvalidity,
-                uid,
-                &plan,
-                "filed",
-                plan.original.folder.as_deref().unwrap_or(inbox),
-            )
-            .map_err(db)?;
-        info!(uid, category = %plan.category, "answered and filed: {}", plan.reason);
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn leave_for_human(
-    journal: &Journal,
-    session: &mut Imap,
-    has_move: bool,
-    config: &Config,
-    inbox: &str,
-    uidvalidity: u32,
-    uid: u32,
-    key: &str,
-    plan: &Plan,
-    reason: String,
-) -> Result<(), String> {
-    let t = config.imap.as_ref().expect("checked").timeout_seconds;
-    let db = |e: rusqlite::Error| format!("journal: {e}");
-    // Flag or move first, record after: a kill in between repeats a harmless step.
-    match &config.folders.human {
-        Some(folder) => mailbox::move_to(session, uid, folder, has_move, t).await?,
-        None => mailbox::store(session, uid, "\\Flagged", t).await?,
-    }
-    journal
-        .advance(uidvalidity, uid, Some(key), State::Human, None, &reason)
-        .map_err(db)?;
-    journal
-        .audit(inbox, uidvalidity, uid, plan, "left for human", &reason)
-        .map_err(db)?;
-    info!(uid, category = %plan.category, "left for a human: {reason}");
     Ok(())
 }
 

@@ -1,0 +1,350 @@
+//! Faults against a real Dovecot + Postfix on loopback: TLS both ways, servers that are
+//! down or restart, a recipient the SMTP server refuses, a mailbox rebuilt under a new
+//! UIDVALIDITY, and the service killed with SIGKILL at arbitrary points in a backlog.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const ANSWERED: [&str; 4] = [
+    "en-purchase-order-direct",
+    "en-quote-request-ops-copied",
+    "poe-complete-en",
+    "poe-missing-customer-en",
+];
+const NOT_ANSWERED: [&str; 2] = ["bait-out-of-office", "quote-ambiguous-customer"];
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn implicit_tls_and_starttls_with_the_configured_ca() {
+    let stack = Stack::start("tls");
+    let ca = stack.ca();
+    let ca = ca.display();
+    // IMAPS (993-style) in, submission with STARTTLS and AUTH (587-style) out.
+    let wiring = Wiring {
+        imap: format!(
+            "{{host: 127.0.0.1, port: {}, tls: implicit, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
+            stack.port("IMAPS")
+        ),
+        smtp: format!(
+            "{{host: 127.0.0.1, port: {}, tls: starttls, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
+            stack.port("SUBMISSION")
+        ),
+        service: String::new(),
+    };
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
+    wait_for(&stack, DESK, "INBOX", 1, secs(10));
+    run_once(&stack, &config(&stack, &wiring));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(10));
+
+    // STARTTLS on the IMAP port in, implicit TLS (465-style) out.
+    let wiring = Wiring {
+        imap: format!(
+            "{{host: 127.0.0.1, port: {}, tls: starttls, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
+            stack.port("IMAP")
+        ),
+        smtp: format!(
+            "{{host: 127.0.0.1, port: {}, tls: implicit, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
+            stack.port("SMTPS")
+        ),
+        service: String::new(),
+    };
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
+    wait_for(&stack, DESK, "INBOX", 1, secs(10));
+    run_once(&stack, &config(&stack, &wiring));
+    wait_for(&stack, PARTNER, "INBOX", 2, secs(10));
+    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "case-en-quote-request-ops-copied-1@reseller.example",
+            "case-en-quote-request-ops-copied-2@reseller.example"
+        ]
+    );
+
+    // Without the stack's CA the certificate is not trusted: a clear error, exit 1.
+    let wiring = Wiring {
+        imap: format!(
+            "{{host: 127.0.0.1, port: {}, tls: implicit, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
+            stack.port("IMAPS")
+        ),
+        ..Wiring::plain(&stack)
+    };
+    let out = triage(&stack, &config(&stack, &wiring), &["run", "--once"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("IMAP server 127.0.0.1:{}", stack.port("IMAPS")))
+            && err.contains("certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn servers_unreachable_at_start_are_a_clear_error() {
+    let stack = Stack::start("down");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut wiring = Wiring::plain(&stack);
+    wiring.imap = wiring
+        .imap
+        .replace(&stack.port("IMAP").to_string(), &closed.to_string());
+    let out = triage(&stack, &config(&stack, &wiring), &["run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("IMAP server 127.0.0.1:{closed}: connect")),
+        "{err}"
+    );
+
+    let mut wiring = Wiring::plain(&stack);
+    wiring.smtp = wiring
+        .smtp
+        .replace(&stack.port("SMTP").to_string(), &closed.to_string());
+    let out = triage(&stack, &config(&stack, &wiring), &["run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("SMTP server 127.0.0.1:{closed} is not usable")),
+        "{err}"
+    );
+    assert!(
+        !err.contains(stack.password()),
+        "the password must never be logged"
+    );
+}
+
+#[test]
+fn a_refused_recipient_leaves_the_message_for_a_human_and_nothing_is_sent_twice() {
+    // alice is not a user here, so Postfix refuses her at RCPT (reseller.example is
+    // still a domain it serves, through bob).
+    let users = EVERYONE.replace("alice@reseller.example", "bob@reseller.example");
+    let stack = Stack::start_with_users("refused", &users);
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    // Forward to the channel manager first, then the reply to alice: the first goes out.
+    deliver(&stack, &case("poe-complete-en"));
+    wait_for(&stack, DESK, "INBOX", 1, secs(10));
+    run_once(&stack, &cfg);
+    run_once(&stack, &cfg);
+
+    wait_for(&stack, "cam.east@example.com", "INBOX", 1, secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        subjects(&mailbox(&stack, "cam.east@example.com", "INBOX")),
+        ["Fwd: PoE - Acme Corp services"],
+        "the forward went out once and was not sent again"
+    );
+    assert_eq!(mailbox(&stack, DESK, "Sent").len(), 1);
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), 1, "the original stays in the inbox");
+    assert!(
+        inbox[0].flags.iter().any(|f| f.contains("Flagged")),
+        "and is flagged for a human: {:?}",
+        inbox[0].flags
+    );
+    let reasons = journal_rows(
+        &stack,
+        "SELECT detail FROM audit WHERE outcome = 'left for human'",
+    );
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0][0].contains("SMTP refused the reply to alice@reseller.example")
+            && reasons[0][0].contains("550"),
+        "the server's answer is recorded: {reasons:?}"
+    );
+}
+
+#[test]
+fn reconnects_after_the_imap_server_restarts_and_idle_brings_new_mail() {
+    let stack = Stack::start("restart");
+    let mut wiring = Wiring::plain(&stack);
+    // Polling so slow that an answer within seconds can only come from IDLE.
+    wiring.imap = wiring.imap.replace("poll_seconds: 1", "poll_seconds: 600");
+    let cfg = config(&stack, &wiring);
+    let mut service = start_service(&stack, &cfg, "service.log");
+    std::thread::sleep(Duration::from_millis(500));
+
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(15));
+
+    stack.restart_dovecot(|| std::thread::sleep(secs(1)));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
+    wait_for(&stack, PARTNER, "INBOX", 2, secs(40));
+
+    signal(&service, "TERM");
+    let status = wait_exit(&mut service, secs(20));
+    let log = std::fs::read_to_string(stack.dir.join("service.log")).unwrap();
+    assert!(status.success(), "SIGTERM: exit 0, got {status}\n{log}");
+    assert!(log.contains("reconnecting to 127.0.0.1"), "{log}");
+    assert!(log.contains("reconnected"), "{log}");
+    assert!(log.contains("logged out"), "{log}");
+    assert!(!log.contains("polling every"), "IDLE was used: {log}");
+    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "case-en-quote-request-ops-copied-1@reseller.example",
+            "case-en-quote-request-ops-copied-2@reseller.example"
+        ]
+    );
+}
+
+#[test]
+fn a_new_uidvalidity_neither_answers_again_nor_skips_new_mail() {
+    let stack = Stack::start("uidvalidity");
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    deliver(&stack, &case("en-quote-request-ops-copied"));
+    deliver(&stack, &case("quote-ambiguous-customer"));
+    wait_for(&stack, DESK, "INBOX", 2, secs(10));
+    run_once(&stack, &cfg);
+    assert_eq!(mailbox(&stack, PARTNER, "INBOX").len(), 1);
+
+    // The mailbox is rebuilt: Dovecot's UID list and indexes are gone, so every message
+    // gets a new UID under a new UIDVALIDITY.
+    let maildir = stack.maildir(DESK);
+    stack.restart_dovecot(|| {
+        for entry in std::fs::read_dir(&maildir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name == "dovecot-uidlist" || name.starts_with("dovecot.index") {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        // UIDVALIDITY is a timestamp: make sure the new one differs.
+        std::thread::sleep(Duration::from_millis(1100));
+    });
+    // ... and the answered original is restored into the inbox from a backup.
+    let filed = mailbox(&stack, DESK, "Triage/Orders");
+    assert_eq!(filed.len(), 1);
+    append(&stack, DESK, "INBOX", &filed[0]);
+    deliver(&stack, &case("en-purchase-order-direct"));
+    wait_for(&stack, DESK, "INBOX", 3, secs(10));
+
+    let out = run_once(&stack, &cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("UIDVALIDITY changed"), "{log}");
+    wait_for(&stack, PARTNER, "INBOX", 2, secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "case-en-purchase-order-direct@reseller.example",
+            "case-en-quote-request-ops-copied@reseller.example"
+        ],
+        "the new message answered, the old ones not again"
+    );
+    let human = journal_rows(
+        &stack,
+        "SELECT COUNT(*) FROM audit WHERE outcome = 'left for human'",
+    );
+    assert_eq!(human[0][0], "1", "the human case is not recorded twice");
+}
+
+#[test]
+fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
+    let stack = Stack::start("kill");
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    let copies = 8;
+    for n in 0..copies {
+        for name in ANSWERED.iter().chain(&NOT_ANSWERED) {
+            deliver(&stack, &numbered_case(name, n));
+        }
+    }
+    let total = copies * (ANSWERED.len() + NOT_ANSWERED.len());
+    wait_for(&stack, DESK, "INBOX", total, secs(30));
+
+    // SIGKILL after a pseudo-random 20–220 ms, again and again, until the journal says
+    // everything is done; then one more ordinary run.
+    let mut seed: u64 = std::env::var("TRIAGE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("TRIAGE_KILL_SEED={seed}");
+    let mut kills = 0;
+    for round in 0..60 {
+        let done = journal_done(&stack);
+        if done == total {
+            break;
+        }
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let ms = 20 + (seed >> 33) % 200;
+        let mut service = start_service(&stack, &cfg, &format!("kill-{round}.log"));
+        std::thread::sleep(Duration::from_millis(ms));
+        service.kill().unwrap();
+        service.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 2, "the backlog was interrupted {kills} times");
+    run_once(&stack, &cfg);
+    eprintln!("killed {kills} times");
+
+    let mut expected: Vec<String> = (0..copies)
+        .flat_map(|n| {
+            ANSWERED
+                .iter()
+                .map(move |name| format!("case-{name}-{n}@reseller.example"))
+        })
+        .collect();
+    expected.sort();
+    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(20));
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "each answerable message answered exactly once"
+    );
+
+    for (user, folder, n) in [
+        ("rep.one@example.com", "INBOX", copies),
+        ("isr.one@example.com", "INBOX", copies),
+        ("partnerorderops@example.com", "INBOX", copies),
+        ("cam.east@example.com", "INBOX", 2 * copies),
+        (DESK, "Sent", 5 * copies),
+        (DESK, "Triage/Orders", 2 * copies),
+        (DESK, "Triage/PoE", 2 * copies),
+        (DESK, "INBOX", NOT_ANSWERED.len() * copies),
+    ] {
+        let ids = message_ids(&mailbox(&stack, user, folder));
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{user} {folder}: a message twice");
+        assert_eq!(ids.len(), n, "{user} {folder}");
+    }
+    assert_eq!(journal_done(&stack), total, "every message's plan finished");
+}
+
+fn journal_done(stack: &Stack) -> usize {
+    if !stack.dir.join("triage.sqlite").exists() {
+        return 0;
+    }
+    journal_rows(stack, "SELECT COUNT(*) FROM messages WHERE state >= 4")[0][0]
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,454 @@
+//! The live tests' harness: a real Dovecot + Postfix started on loopback ephemeral ports
+//! through tools/mailstack (the same scripts the demo uses), SMTP delivery as a partner's
+//! server would do it, and reading mailboxes over IMAP as the recipients would.
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mail_parser::MessageParser;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub const PARTNER: &str = "alice@reseller.example";
+pub const DESK: &str = "partnersupport@example.com";
+pub const EVERYONE: &str = "partnersupport@example.com partnerorderops@example.com \
+    billingops@example.com rep.one@example.com isr.one@example.com cam.east@example.com \
+    alice@reseller.example";
+
+pub struct Stack {
+    pub dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl Stack {
+    /// A stack with the desk, its internal people and the partner as users.
+    pub fn start(name: &str) -> Stack {
+        Stack::start_with_users(name, EVERYONE)
+    }
+
+    pub fn start_with_users(name: &str, users: &str) -> Stack {
+        let dir = std::env::temp_dir().join(format!("triage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("tools/mailstack/start.sh"))
+            .arg(dir.join("stack"))
+            .env("MAILSTACK_USERS", users);
+        for p in ["IMAP", "IMAPS", "LMTP", "SMTP", "SUBMISSION", "SMTPS"] {
+            cmd.env(format!("MAILSTACK_{p}_PORT"), "0");
+        }
+        let out = cmd.output().expect("start.sh runs");
+        assert!(
+            out.status.success(),
+            "mail stack did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.join("stack/mailstack.env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            })
+            .collect();
+        Stack { dir, env }
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.env[&format!("MAILSTACK_{name}_PORT")].parse().unwrap()
+    }
+
+    pub fn password(&self) -> &str {
+        &self.env["MAILSTACK_PASSWORD"]
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("stack/tls/ca.pem")
+    }
+
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        let (local, domain) = user.split_once('@').unwrap();
+        self.dir
+            .join("stack/mail")
+            .join(domain)
+            .join(local)
+            .join("Maildir")
+    }
+
+    /// Stops Dovecot, killing its IMAP processes too so that every connection drops (its
+    /// master alone going away leaves them serving), runs `between`, starts it again.
+    pub fn restart_dovecot(&self, between: impl FnOnce()) {
+        let pidfile = self.dir.join("stack/dovecot/run/master.pid");
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for child in String::from_utf8_lossy(&children.stdout).split_whitespace() {
+            let _ = Command::new("kill")
+                .args(["-KILL", child])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Command::new("kill")
+            .args(["-0", &pid])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(Instant::now() < deadline, "dovecot did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        between();
+        let conf = self.dir.join("stack/dovecot/etc/dovecot.conf");
+        let status = Command::new("dovecot")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "dovecot did not start again");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port("IMAP"))).is_err() {
+            assert!(Instant::now() < deadline, "dovecot did not come back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("tools/mailstack/stop.sh"))
+            .arg("--purge")
+            .arg(self.dir.join("stack"))
+            .env("MAILSTACK_QUIET", "1")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A plain SMTP delivery, as a partner's server would deliver to the desk.
+pub fn deliver(stack: &Stack, raw: &[u8]) {
+    deliver_to(stack.port("SMTP"), PARTNER, DESK, raw)
+}
+
+pub fn deliver_to(port: u16, from: &str, to: &str, raw: &[u8]) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut line = String::new();
+    let mut expect = |r: &mut BufReader<TcpStream>, code: &str| loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with(code), "SMTP expected {code}, got {line}");
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    };
+    expect(&mut r, "220");
+    for (cmd, code) in [
+        ("EHLO test.example".to_string(), "250"),
+        (format!("MAIL FROM:<{from}>"), "250"),
+        (format!("RCPT TO:<{to}>"), "250"),
+        ("DATA".into(), "354"),
+    ] {
+        write!(w, "{cmd}\r\n").unwrap();
+        expect(&mut r, code);
+    }
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    for l in text.lines() {
+        let l = if l.starts_with('.') {
+            format!(".{l}")
+        } else {
+            l.to_string()
+        };
+        write!(w, "{l}\r\n").unwrap();
+    }
+    write!(w, ".\r\n").unwrap();
+    expect(&mut r, "250");
+    write!(w, "QUIT\r\n").unwrap();
+}
+
+/// One message as a folder holds it: its bytes and its IMAP flags.
+pub struct Held {
+    pub raw: Vec<u8>,
+    pub flags: Vec<String>,
+}
+
+/// Every message in a user's folder, read over IMAP (empty if the folder does not exist).
+pub fn folder(stack: &Stack, user: &str, name: &str) -> Vec<Held> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.port("IMAP")))
+            .await
+            .unwrap();
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.unwrap();
+        let mut s = client
+            .login(user, stack.password())
+            .await
+            .map_err(|e| e.0)
+            .unwrap();
+        let mut out = Vec::new();
+        if s.examine(name).await.is_ok() {
+            let mut stream = s.fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap();
+            while let Some(f) = stream.next().await {
+                let f = f.unwrap();
+                if let Some(b) = f.body() {
+                    out.push(Held {
+                        raw: b.to_vec(),
+                        flags: f.flags().map(|fl| format!("{fl:?}")).collect(),
+                    });
+                }
+            }
+        }
+        drop(s.logout().await);
+        out
+    })
+}
+
+pub fn mailbox(stack: &Stack, user: &str, name: &str) -> Vec<Vec<u8>> {
+    folder(stack, user, name)
+        .into_iter()
+        .map(|h| h.raw)
+        .collect()
+}
+
+pub fn subjects(raws: &[Vec<u8>]) -> Vec<String> {
+    let parser = MessageParser::default();
+    let mut s: Vec<String> = raws
+        .iter()
+        .map(|r| parser.parse(r).unwrap().subject().unwrap_or("").to_string())
+        .collect();
+    s.sort();
+    s
+}
+
+/// Waits until `user`'s folder holds at least `n` messages.
+pub fn wait_for(stack: &Stack, user: &str, name: &str, n: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = mailbox(stack, user, name).len();
+        if got >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user} {name}: {got} messages, expected {n} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How the service reaches the stack: the `imap:` and `smtp:` sections.
+pub struct Wiring {
+    pub imap: String,
+    pub smtp: String,
+    pub service: String,
+}
+
+impl Wiring {
+    /// Plain loopback connections, as the config must say explicitly.
+    pub fn plain(stack: &Stack) -> Wiring {
+        Wiring {
+            imap: format!(
+                "{{host: 127.0.0.1, port: {}, tls: plain, username: {DESK}, password: {{env: LIVE_PASSWORD}}, poll_seconds: 1, timeout_seconds: 10}}",
+                stack.port("IMAP")
+            ),
+            smtp: format!(
+                "{{host: 127.0.0.1, port: {}, tls: plain, timeout_seconds: 10, self_copy_wait_seconds: 5}}",
+                stack.port("SMTP")
+            ),
+            service: String::new(),
+        }
+    }
+}
+
+/// The example config (deploy/triage.yaml) pointed at this stack.
+pub fn config(stack: &Stack, wiring: &Wiring) -> PathBuf {
+    let base = std::fs::read_to_string(repo().join("deploy/triage.yaml")).unwrap();
+    let base = base.split("\nimap:").next().unwrap().to_string();
+    let root = repo();
+    let text = base
+        .replace("rules: ../rules", &format!("rules: {}/rules", root.display()))
+        .replace(
+            "templates: ../response-templates",
+            &format!("templates: {}/response-templates", root.display()),
+        )
+        .replace(
+            "  path: directory ",
+            &format!("  path: {}/deploy/directory ", root.display()),
+        )
+        + &format!(
+            "\nimap: {}\nsmtp: {}\nservice: {{state: {}/triage.sqlite, documents: {}/documents{}}}\n",
+            wiring.imap,
+            wiring.smtp,
+            stack.dir.display(),
+            stack.dir.display(),
+            wiring.service,
+        );
+    let path = stack.dir.join("triage.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn triage(stack: &Stack, config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triage"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("LIVE_PASSWORD", stack.password())
+        .env(
+            "TRIAGE_LOG",
+            std::env::var("TRIAGE_LOG").unwrap_or_else(|_| "info".into()),
+        );
+    cmd
+}
+
+pub fn run_once(stack: &Stack, config: &Path) -> Output {
+    let out = triage(stack, config, &["run", "--once"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "triage run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `triage run` as a service, its log going to a file in the stack's folder.
+pub fn start_service(stack: &Stack, config: &Path, log: &str) -> Child {
+    let log = std::fs::File::create(stack.dir.join(log)).unwrap();
+    triage(stack, config, &["run"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+pub fn case(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/cases").join(format!("{name}.eml"))).unwrap()
+}
+
+/// A fixture with its Message-ID (and subject) made unique, for backlogs of many copies.
+pub fn numbered_case(name: &str, n: usize) -> Vec<u8> {
+    let text = String::from_utf8(case(name)).unwrap();
+    let id = format!("<case-{name}@reseller.example>");
+    assert!(text.contains(&id), "{name} has no Message-ID {id}");
+    text.replacen(&id, &format!("<case-{name}-{n}@reseller.example>"), 1)
+        .into_bytes()
+}
+
+/// Message-IDs of the messages, without angle brackets.
+pub fn message_ids(raws: &[Vec<u8>]) -> Vec<String> {
+    let parser = MessageParser::default();
+    raws.iter()
+        .map(|r| {
+            parser
+                .parse(r)
+                .unwrap()
+                .message_id()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+pub fn in_reply_tos(raws: &[Vec<u8>]) -> Vec<String> {
+    let parser = MessageParser::default();
+    raws.iter()
+        .map(|r| {
+            parser
+                .parse(r)
+                .unwrap()
+                .in_reply_to()
+                .as_text()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Rows of a query on the service's journal.
+pub fn journal_rows(stack: &Stack, sql: &str) -> Vec<Vec<String>> {
+    let db = rusqlite::Connection::open(stack.dir.join("triage.sqlite")).unwrap();
+    let mut stmt = db.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                    rusqlite::types::Value::Null => String::new(),
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Real(f) => f.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Blob(_) => "<blob>".into(),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// APPENDs a message to a user's folder, as a restore from backup would.
+pub fn append(stack: &Stack, user: &str, name: &str, raw: &[u8]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.port("IMAP")))
+            .await
+            .unwrap();
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.unwrap();
+        let mut s = client
+            .login(user, stack.password())
+            .await
+            .map_err(|e| e.0)
+            .unwrap();
+        s.append(name, None, None, raw).await.unwrap();
+        drop(s.logout().await);
+    })
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Waits for a child to exit, killing it after `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the service did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
