@@ -32,9 +32,10 @@ pub async fn within<T, E: std::fmt::Display>(
     }
 }
 
-fn tls_connector(cfg: &ImapConfig) -> Result<TlsConnector, String> {
+/// A rustls client (ring) trusting `ca_file`, or the system store when there is none.
+pub fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<TlsConnector, String> {
     let mut roots = RootCertStore::empty();
-    if let Some(ca) = &cfg.ca_file {
+    if let Some(ca) = ca_file {
         let pem =
             std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
         for cert in pem_certificates(&pem) {
@@ -102,7 +103,7 @@ pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
     let stream: Box<dyn Io> = match cfg.tls {
         TlsMode::Plain => Box::new(tcp),
         TlsMode::Implicit => {
-            let tls = tls_connector(cfg)?;
+            let tls = tls_connector(cfg.ca_file.as_deref())?;
             Box::new(within(t, "TLS handshake", tls.connect(server_name, tcp)).await?)
         }
         TlsMode::Starttls => {
@@ -115,7 +116,7 @@ pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
             )
             .await?;
             let tcp = client.into_inner();
-            let tls = tls_connector(cfg)?;
+            let tls = tls_connector(cfg.ca_file.as_deref())?;
             Box::new(within(t, "TLS handshake", tls.connect(server_name, tcp)).await?)
         }
     };

@@ -6,10 +6,19 @@ use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox as LMailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::{Config, SmtpConfig, TlsMode};
 use crate::message::Mail;
@@ -101,28 +110,15 @@ pub fn compose(
     message.map_err(|e| format!("cannot build the message: {e}"))
 }
 
-pub fn transport(smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let mut tls_params = TlsParameters::builder(smtp.host.clone());
-    if let Some(ca) = &smtp.ca_file {
-        let pem =
-            std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
-        let cert =
-            Certificate::from_pem(&pem).map_err(|e| format!("CA file {}: {e}", ca.display()))?;
-        tls_params = tls_params.add_root_certificate(cert);
-    }
-    let tls = match smtp.tls {
-        TlsMode::Plain => Tls::None,
-        TlsMode::Starttls => Tls::Required(tls_params.build_rustls().map_err(|e| e.to_string())?),
-        TlsMode::Implicit => Tls::Wrapper(tls_params.build_rustls().map_err(|e| e.to_string())?),
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
-        .port(smtp.port)
-        .tls(tls)
-        .timeout(Some(Duration::from_secs(smtp.timeout_seconds)));
-    if let (Some(user), Some(secret)) = (&smtp.username, &smtp.password) {
-        builder = builder.credentials(Credentials::new(user.clone(), secret.read()?));
-    }
-    Ok(builder.build())
+/// The submission connection: opened at start, kept between messages, opened again
+/// after a failure. Our own socket, so that TCP_NODELAY is set: lettre writes the final
+/// "." on its own, and with Nagle's algorithm that small write waits for the server's
+/// delayed ACK, 40 ms per message on Linux.
+pub struct Submission {
+    cfg: SmtpConfig,
+    password: Option<String>,
+    hello: ClientId,
+    conn: tokio::sync::Mutex<Option<AsyncSmtpConnection>>,
 }
 
 /// Why a message did not go out.
@@ -131,37 +127,210 @@ pub enum Refusal {
     /// The server said no for good (5xx: unknown recipient, policy): a human decides.
     Permanent(String),
     /// A 4xx, a timeout or a dropped connection: try again later. The server may have
-    /// queued it all the same; the Sent folder settles that on the retry.
+    /// queued it all the same; the journal and the own copy settle that on the retry.
     Transient(String),
 }
 
-/// Sends the message to its To and Cc, and to `self_copy` (the desk) when given.
-pub async fn send(
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
-    message: &Message,
-    self_copy: Option<&str>,
-    timeout_seconds: u64,
-) -> Result<(), Refusal> {
-    let mut to = message.envelope().to().to_vec();
-    if let Some(desk) = self_copy {
-        let desk: lettre::Address = desk
-            .parse()
-            .map_err(|e| Refusal::Permanent(format!("desk address {desk}: {e}")))?;
-        if !to.contains(&desk) {
-            to.push(desk);
+/// What went wrong on the way to the server: the SMTP server's own answer only when
+/// it gave one (and only a 5xx one is permanent).
+#[derive(Debug)]
+enum Failure {
+    Connect(String),
+    Tls(String),
+    Smtp(lettre::transport::smtp::Error),
+}
+
+impl From<lettre::transport::smtp::Error> for Failure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        Failure::Smtp(e)
+    }
+}
+
+impl Failure {
+    fn is_permanent(&self) -> bool {
+        matches!(self, Failure::Smtp(e) if e.is_permanent())
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(e) => write!(f, "connect: {e}"),
+            Failure::Tls(e) => write!(f, "TLS: {e}"),
+            Failure::Smtp(e) => write!(f, "{e}"),
         }
     }
-    let envelope = lettre::address::Envelope::new(message.envelope().from().cloned(), to)
-        .map_err(|e| Refusal::Permanent(format!("envelope: {e}")))?;
-    // lettre times out each command; this bounds the whole exchange.
-    let whole = Duration::from_secs(timeout_seconds.saturating_mul(3));
-    match tokio::time::timeout(whole, transport.send_raw(&envelope, &message.formatted())).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.is_permanent() => Err(Refusal::Permanent(e.to_string())),
-        Ok(Err(e)) => Err(Refusal::Transient(e.to_string())),
-        Err(_) => Err(Refusal::Transient(format!(
-            "no answer in {} s",
-            whole.as_secs()
-        ))),
+}
+
+/// A TLS stream in the shape lettre takes for an existing connection.
+#[derive(Debug)]
+struct Implicit(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncTokioStream for Implicit {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl AsyncRead for Implicit {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Implicit {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl Submission {
+    pub fn new(cfg: &SmtpConfig) -> Result<Submission, String> {
+        let password = match (&cfg.username, &cfg.password) {
+            (Some(_), Some(secret)) => Some(secret.read()?),
+            _ => None,
+        };
+        Ok(Submission {
+            cfg: cfg.clone(),
+            password,
+            hello: ClientId::default(),
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Failure> {
+        let cfg = &self.cfg;
+        let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
+        let mut conn = match cfg.tls {
+            TlsMode::Implicit => {
+                let tls =
+                    crate::mailbox::tls_connector(cfg.ca_file.as_deref()).map_err(Failure::Tls)?;
+                let name = ServerName::try_from(cfg.host.clone())
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(Implicit(stream)), &self.hello)
+                    .await?
+            }
+            _ => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?,
+        };
+        if cfg.tls == TlsMode::Starttls {
+            conn.starttls(self.tls_parameters()?, &self.hello).await?;
+        }
+        if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
+            conn.auth(
+                &[Mechanism::Plain, Mechanism::Login],
+                &Credentials::new(user.clone(), password.clone()),
+            )
+            .await?;
+        }
+        Ok(conn)
+    }
+
+    fn tls_parameters(&self) -> Result<TlsParameters, Failure> {
+        let mut params = TlsParameters::builder(self.cfg.host.clone());
+        if let Some(ca) = &self.cfg.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| Failure::Tls(format!("cannot read CA file {}: {e}", ca.display())))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| Failure::Tls(format!("CA file {}: {e}", ca.display())))?;
+            params = params.add_root_certificate(cert);
+        }
+        Ok(params.build_rustls()?)
+    }
+
+    /// Opens the connection now (start-up health check); the error says what failed.
+    pub async fn check(&self) -> Result<(), String> {
+        let t = Duration::from_secs(self.cfg.timeout_seconds);
+        let mut slot = self.conn.lock().await;
+        match tokio::time::timeout(t, self.connect()).await {
+            Ok(Ok(c)) => {
+                *slot = Some(c);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer in {} s", t.as_secs())),
+        }
+    }
+
+    /// Sends the message to its To and Cc, and to `self_copy` (the desk) when given.
+    pub async fn send(&self, message: &Message, self_copy: Option<&str>) -> Result<(), Refusal> {
+        let mut to = message.envelope().to().to_vec();
+        if let Some(desk) = self_copy {
+            let desk: lettre::Address = desk
+                .parse()
+                .map_err(|e| Refusal::Permanent(format!("desk address {desk}: {e}")))?;
+            if !to.contains(&desk) {
+                to.push(desk);
+            }
+        }
+        let envelope = lettre::address::Envelope::new(message.envelope().from().cloned(), to)
+            .map_err(|e| Refusal::Permanent(format!("envelope: {e}")))?;
+        let bytes = message.formatted();
+        // Each step bounded; the whole exchange bounded too.
+        let t = Duration::from_secs(self.cfg.timeout_seconds);
+        let mut slot = self.conn.lock().await;
+        let attempt = async {
+            if let Some(c) = slot.as_mut() {
+                // A kept connection the server may have closed meanwhile (NOOP).
+                if c.has_broken() || !c.test_connected().await {
+                    *slot = None;
+                }
+            }
+            if slot.is_none() {
+                *slot = Some(self.connect().await?);
+            }
+            Ok::<_, Failure>(
+                slot.as_mut()
+                    .expect("connected")
+                    .send(&envelope, &bytes)
+                    .await?,
+            )
+        };
+        let result = tokio::time::timeout(t * 3, attempt).await;
+        match result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                *slot = None;
+                if e.is_permanent() {
+                    Err(Refusal::Permanent(e.to_string()))
+                } else {
+                    Err(Refusal::Transient(e.to_string()))
+                }
+            }
+            Err(_) => {
+                *slot = None;
+                Err(Refusal::Transient(format!(
+                    "no answer in {} s",
+                    (t * 3).as_secs()
+                )))
+            }
+        }
+    }
+
+    pub async fn quit(&self) {
+        if let Some(mut c) = self.conn.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
+        }
     }
 }

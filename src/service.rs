@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
-use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -19,7 +18,7 @@ use crate::outbox::{self, Refusal};
 use crate::plan::{hex, Kind, Plan, Playbook};
 use crate::rules::Respond;
 
-type Smtp = AsyncSmtpTransport<Tokio1Executor>;
+type Smtp = outbox::Submission;
 
 pub struct Options {
     pub once: bool,
@@ -77,23 +76,12 @@ pub async fn run(book: Playbook, mut opts: Options) -> Result<(), String> {
         .ok_or("the config has no `smtp` section")?;
     let journal = Journal::open(&config.service.state)
         .map_err(|e| format!("journal {}: {e}", config.service.state.display()))?;
-    let smtp = outbox::transport(smtp_cfg)?;
+    let smtp = outbox::Submission::new(smtp_cfg)?;
     let mut backoff = Backoff { attempt: 0 };
 
     // Health check at start: both servers, with a clear error (or retries, if configured).
     loop {
-        let smtp_ok = match tokio::time::timeout(
-            Duration::from_secs(smtp_cfg.timeout_seconds),
-            smtp.test_connection(),
-        )
-        .await
-        {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err("the server did not answer NOOP".to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer in {} s", smtp_cfg.timeout_seconds)),
-        };
-        let err = match smtp_ok {
+        let err = match smtp.check().await {
             Err(e) => format!(
                 "SMTP server {}:{} is not usable: {e}",
                 smtp_cfg.host, smtp_cfg.port
@@ -108,7 +96,9 @@ pub async fn run(book: Playbook, mut opts: Options) -> Result<(), String> {
                         smtp_cfg.host,
                         smtp_cfg.port
                     );
-                    return serve_until_stopped(&book, &journal, &smtp, session, &mut opts).await;
+                    let r = serve_until_stopped(&book, &journal, &smtp, session, &mut opts).await;
+                    smtp.quit().await;
+                    return r;
                 }
                 Err(e) => format!("IMAP server {}:{}: {e}", imap_cfg.host, imap_cfg.port),
             },
@@ -523,9 +513,7 @@ impl Shell<'_> {
                         .set_outbox(&msg_id, Some(&key), "sending")
                         .map_err(db)?;
                     let self_copy = smtp_cfg.self_copy.then_some(config.desk.address.as_str());
-                    match outbox::send(self.smtp, &message, self_copy, smtp_cfg.timeout_seconds)
-                        .await
-                    {
+                    match self.smtp.send(&message, self_copy).await {
                         Ok(()) => {}
                         Err(Refusal::Permanent(e)) => {
                             error!(uid, "SMTP refused the {what} to {:?}: {e}", out.to);
