@@ -4,7 +4,8 @@
 //!    service idles (IDLE); the clock runs from Postfix's "250 queued" to the reply being
 //!    in the partner's INBOX (seen over IMAP, polled every 10 ms). p50/p95 over N.
 //! 2. Backlog: M messages (the six live-test kinds: orders, quotes, PoEs, loop bait, an
-//!    ambiguous lookup) wait in the inbox; `triage run --once` drains them.
+//!    ambiguous lookup) wait in the inbox; `triage run --once` drains them, including
+//!    sending every reply and forward through Postfix and waiting for the own copies.
 //!
 //! LIVE_BENCH_LATENCY=N (default 60) and LIVE_BENCH_BACKLOG=M (default 1000).
 
@@ -52,6 +53,8 @@ impl Partner {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.port("IMAP")))
                 .await
                 .unwrap();
+            // Small commands back to back: no waiting for delayed ACKs.
+            tcp.set_nodelay(true).unwrap();
             let mut client = async_imap::Client::new(tcp);
             client.read_response().await.unwrap();
             let mut s = client

@@ -144,6 +144,30 @@ fn check_accepts_the_shipped_config() {
 }
 
 #[test]
+fn check_refuses_an_idle_refresh_longer_than_five_minutes() {
+    let dir = scratch();
+    let cfg = dir.join("deploy/triage.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("idle_refresh_seconds: 240"));
+    let text = text.replace("idle_refresh_seconds: 240", "idle_refresh_seconds: 1800");
+    let line = text
+        .lines()
+        .position(|l| l.contains("idle_refresh_seconds"))
+        .unwrap()
+        + 1;
+    std::fs::write(&cfg, text).unwrap();
+    let (code, err) = check(&dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "deploy/triage.yaml:{line}:3: imap.idle_refresh_seconds: 1800 is out of range"
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn check_names_file_line_and_column_of_each_problem() {
     let dir = scratch();
     let rules = dir.join("rules/10-procedures.yaml");

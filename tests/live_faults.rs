@@ -348,3 +348,25 @@ fn journal_done(stack: &Stack) -> usize {
         .parse()
         .unwrap()
 }
+
+#[test]
+fn without_idle_the_service_polls() {
+    let stack = Stack::start("poll");
+    let mut wiring = Wiring::plain(&stack);
+    wiring.imap = wiring
+        .imap
+        .replace("poll_seconds: 1", "idle: false, poll_seconds: 1");
+    let cfg = config(&stack, &wiring);
+    let mut service = start_service(&stack, &cfg, "service.log");
+    std::thread::sleep(Duration::from_millis(300));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(15));
+    signal(&service, "INT");
+    let status = wait_exit(&mut service, secs(20));
+    let log = std::fs::read_to_string(stack.dir.join("service.log")).unwrap();
+    assert!(status.success(), "SIGINT: exit 0, got {status}\n{log}");
+    assert!(
+        log.contains("polling every 1 s (IDLE switched off)"),
+        "{log}"
+    );
+}
