@@ -220,16 +220,21 @@ pub async fn move_to(
     } else {
         within(t, "UID COPY", s.uid_copy(uid.to_string(), folder)).await?;
         store(s, uid, "\\Deleted", t).await?;
-        within(t, "UID EXPUNGE", async {
-            let stream = s.uid_expunge(uid.to_string()).await?;
-            let mut stream = std::pin::pin!(stream);
-            while let Some(item) = stream.next().await {
-                item?;
-            }
-            Ok::<_, async_imap::error::Error>(())
-        })
-        .await
+        uid_expunge(s, uid, t).await
     }
+}
+
+/// Expunges one message marked \Deleted, and no other (UIDPLUS).
+async fn uid_expunge(s: &mut Imap, uid: u32, t: u64) -> Result<(), String> {
+    within(t, "UID EXPUNGE", async {
+        let stream = s.uid_expunge(uid.to_string()).await?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            item?;
+        }
+        Ok::<_, async_imap::error::Error>(())
+    })
+    .await
 }
 
 /// Deletes one message for good (our own copy of a message we sent). Without UIDPLUS
@@ -237,15 +242,7 @@ pub async fn move_to(
 pub async fn delete(s: &mut Imap, uid: u32, has_uidplus: bool, t: u64) -> Result<(), String> {
     store(s, uid, "\\Seen \\Deleted", t).await?;
     if has_uidplus {
-        within(t, "UID EXPUNGE", async {
-            let stream = s.uid_expunge(uid.to_string()).await?;
-            let mut stream = std::pin::pin!(stream);
-            while let Some(item) = stream.next().await {
-                item?;
-            }
-            Ok::<_, async_imap::error::Error>(())
-        })
-        .await?;
+        uid_expunge(s, uid, t).await?;
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ impl Options {
     }
 
     /// Sleeps, or returns early when asked to stop.
-    async fn pause(&mut self, d: Duration) {
+    async fn pause(&self, d: Duration) {
         let mut stop = self.stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
@@ -42,7 +42,8 @@ impl Options {
     }
 }
 
-/// Exponential backoff with jitter for reconnects: 1 s doubling to 5 minutes.
+/// Exponential backoff with jitter for reconnects: 1 s doubling to 256 s (then staying
+/// there), plus up to a quarter more.
 struct Backoff {
     attempt: u32,
 }
@@ -480,34 +481,24 @@ impl Shell<'_> {
                         }
                     },
                 };
-                let send_now = match state.as_deref() {
-                    None => true,
-                    Some("sent") => false,
+                // `sent`: accepted and recorded before a restart; only its Sent copy may
+                // be missing.
+                let recorded = state.as_deref() == Some("sent");
+                let mut send_now = state.is_none();
+                let mut note = "";
+                if !recorded && !send_now {
                     // Killed while sending: did the server accept it? Its copy says.
-                    _ => {
-                        left_inbox = true;
-                        let accepted = state.as_deref() == Some("received")
-                            || self.went_out(session, &msg_id).await?;
-                        if accepted {
-                            info!(uid, "{msg_id}: sent before the restart (its copy is here)");
-                            journal
-                                .record_sent(
-                                    &msg_id,
-                                    &key,
-                                    inbox,
-                                    uidvalidity,
-                                    uid,
-                                    &plan,
-                                    outcome,
-                                    &format!("{detail} (confirmed after a restart)"),
-                                )
-                                .map_err(db)?;
-                        } else {
-                            info!(uid, "{msg_id}: not sent before the restart; sending now");
-                        }
-                        !accepted
+                    left_inbox = true;
+                    let accepted = state.as_deref() == Some("received")
+                        || self.went_out(session, &msg_id).await?;
+                    if accepted {
+                        info!(uid, "{msg_id}: sent before the restart (its copy is here)");
+                        note = " (confirmed after a restart)";
+                    } else {
+                        info!(uid, "{msg_id}: not sent before the restart; sending now");
+                        send_now = true;
                     }
-                };
+                }
                 if send_now {
                     journal
                         .set_outbox(&msg_id, Some(&key), "sending")
@@ -530,6 +521,11 @@ impl Shell<'_> {
                         // Left `sending`: the next session settles it, then sends.
                         Err(Refusal::Transient(e)) => return Err(format!("SMTP: {e}")),
                     }
+                    if smtp_cfg.self_copy {
+                        self.awaiting_copies.insert(msg_id.clone());
+                    }
+                }
+                if !recorded {
                     journal
                         .record_sent(
                             &msg_id,
@@ -539,16 +535,14 @@ impl Shell<'_> {
                             uid,
                             &plan,
                             outcome,
-                            &detail,
+                            &format!("{detail}{note}"),
                         )
                         .map_err(db)?;
-                    if smtp_cfg.self_copy {
-                        self.awaiting_copies.insert(msg_id.clone());
-                    }
                 }
-                // The copy in Sent, as a person's reply would leave one; after a restart
-                // it may be there already.
+                // The copy in Sent, as a person's reply would leave one. After a restart
+                // it may be there already, unless we just found it missing and sent.
                 let filed_before = state.is_some()
+                    && !send_now
                     && mailbox::has_message_id(session, &config.folders.sent, &msg_id, t).await?;
                 left_inbox |= state.is_some();
                 if !filed_before {

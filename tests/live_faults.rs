@@ -8,33 +8,31 @@ use std::time::Duration;
 
 use support::*;
 
-const ANSWERED: [&str; 4] = [
-    "en-purchase-order-direct",
-    "en-quote-request-ops-copied",
-    "poe-complete-en",
-    "poe-missing-customer-en",
-];
-const NOT_ANSWERED: [&str; 2] = ["bait-out-of-office", "quote-ambiguous-customer"];
-
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// An `imap:` or `smtp:` section for one of the stack's TLS ports, logging in as the
+/// desk, trusting the stack's CA when `ca` (the system store otherwise).
+fn over_tls(stack: &Stack, port: &str, tls: &str, ca: bool) -> String {
+    let ca = if ca {
+        format!("ca_file: {}, ", stack.ca().display())
+    } else {
+        String::new()
+    };
+    format!(
+        "{{host: 127.0.0.1, port: {}, tls: {tls}, {ca}username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
+        stack.port(port)
+    )
 }
 
 #[test]
 fn implicit_tls_and_starttls_with_the_configured_ca() {
     let stack = Stack::start("tls");
-    let ca = stack.ca();
-    let ca = ca.display();
     // IMAPS (993-style) in, submission with STARTTLS and AUTH (587-style) out.
     let wiring = Wiring {
-        imap: format!(
-            "{{host: 127.0.0.1, port: {}, tls: implicit, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
-            stack.port("IMAPS")
-        ),
-        smtp: format!(
-            "{{host: 127.0.0.1, port: {}, tls: starttls, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
-            stack.port("SUBMISSION")
-        ),
+        imap: over_tls(&stack, "IMAPS", "implicit", true),
+        smtp: over_tls(&stack, "SUBMISSION", "starttls", true),
         service: String::new(),
     };
     deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
@@ -44,22 +42,15 @@ fn implicit_tls_and_starttls_with_the_configured_ca() {
 
     // STARTTLS on the IMAP port in, implicit TLS (465-style) out.
     let wiring = Wiring {
-        imap: format!(
-            "{{host: 127.0.0.1, port: {}, tls: starttls, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
-            stack.port("IMAP")
-        ),
-        smtp: format!(
-            "{{host: 127.0.0.1, port: {}, tls: implicit, ca_file: {ca}, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
-            stack.port("SMTPS")
-        ),
+        imap: over_tls(&stack, "IMAP", "starttls", true),
+        smtp: over_tls(&stack, "SMTPS", "implicit", true),
         service: String::new(),
     };
     deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
     wait_for(&stack, DESK, "INBOX", 1, secs(10));
     run_once(&stack, &config(&stack, &wiring));
     wait_for(&stack, PARTNER, "INBOX", 2, secs(10));
-    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
-    got.sort();
+    let got = replied_to(&stack);
     assert_eq!(
         got,
         [
@@ -70,10 +61,7 @@ fn implicit_tls_and_starttls_with_the_configured_ca() {
 
     // Without the stack's CA the certificate is not trusted: a clear error, exit 1.
     let wiring = Wiring {
-        imap: format!(
-            "{{host: 127.0.0.1, port: {}, tls: implicit, username: {DESK}, password: {{env: LIVE_PASSWORD}}, timeout_seconds: 10}}",
-            stack.port("IMAPS")
-        ),
+        imap: over_tls(&stack, "IMAPS", "implicit", false),
         ..Wiring::plain(&stack)
     };
     let out = triage(&stack, &config(&stack, &wiring), &["run", "--once"])
@@ -194,8 +182,7 @@ fn reconnects_after_the_imap_server_restarts_and_idle_brings_new_mail() {
     assert!(log.contains("reconnected"), "{log}");
     assert!(log.contains("logged out"), "{log}");
     assert!(!log.contains("polling every"), "IDLE was used: {log}");
-    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
-    got.sort();
+    let got = replied_to(&stack);
     assert_eq!(
         got,
         [
@@ -241,8 +228,7 @@ fn a_new_uidvalidity_neither_answers_again_nor_skips_new_mail() {
     assert!(log.contains("UIDVALIDITY changed"), "{log}");
     wait_for(&stack, PARTNER, "INBOX", 2, secs(10));
     std::thread::sleep(Duration::from_millis(500));
-    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
-    got.sort();
+    let got = replied_to(&stack);
     assert_eq!(
         got,
         [
@@ -313,8 +299,7 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
     expected.sort();
     wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(20));
     std::thread::sleep(Duration::from_millis(1000));
-    let mut got = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
-    got.sort();
+    let got = replied_to(&stack);
     assert_eq!(
         got, expected,
         "each answerable message answered exactly once"

@@ -196,6 +196,34 @@ pub fn deliver_to(port: u16, from: &str, to: &str, raw: &[u8]) {
     write!(w, "QUIT\r\n").unwrap();
 }
 
+pub type ImapSession = async_imap::Session<tokio::net::TcpStream>;
+
+/// A user's IMAP session on the stack, as a mail client would open it.
+pub async fn login(stack: &Stack, user: &str) -> ImapSession {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.port("IMAP")))
+        .await
+        .unwrap();
+    // APPEND sends its literal in pieces: without this, each waits for a delayed ACK.
+    tcp.set_nodelay(true).unwrap();
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.unwrap();
+    client
+        .login(user, stack.password())
+        .await
+        .map_err(|e| e.0)
+        .unwrap()
+}
+
+/// The six kinds of partner mail the live tests and the benchmark deliver: four get an
+/// answer, two (loop bait, an ambiguous lookup) are left for a human.
+pub const ANSWERED: [&str; 4] = [
+    "en-purchase-order-direct",
+    "en-quote-request-ops-copied",
+    "poe-complete-en",
+    "poe-missing-customer-en",
+];
+pub const NOT_ANSWERED: [&str; 2] = ["bait-out-of-office", "quote-ambiguous-customer"];
+
 /// One message as a folder holds it: its bytes and its IMAP flags.
 pub struct Held {
     pub raw: Vec<u8>,
@@ -209,18 +237,7 @@ pub fn folder(stack: &Stack, user: &str, name: &str) -> Vec<Held> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.port("IMAP")))
-            .await
-            .unwrap();
-        // APPEND sends its literal in pieces: without this, each waits for a delayed ACK.
-        tcp.set_nodelay(true).unwrap();
-        let mut client = async_imap::Client::new(tcp);
-        client.read_response().await.unwrap();
-        let mut s = client
-            .login(user, stack.password())
-            .await
-            .map_err(|e| e.0)
-            .unwrap();
+        let mut s = login(stack, user).await;
         let mut out = Vec::new();
         if s.examine(name).await.is_ok() {
             let mut stream = s.fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap();
@@ -400,6 +417,13 @@ pub fn in_reply_tos(raws: &[Vec<u8>]) -> Vec<String> {
         .collect()
 }
 
+/// What the partner's replies answer (their In-Reply-To), sorted: one entry per reply.
+pub fn replied_to(stack: &Stack) -> Vec<String> {
+    let mut ids = in_reply_tos(&mailbox(stack, PARTNER, "INBOX"));
+    ids.sort();
+    ids
+}
+
 /// Rows of a query on the service's journal.
 pub fn journal_rows(stack: &Stack, sql: &str) -> Vec<Vec<String>> {
     let db = rusqlite::Connection::open(stack.dir.join("triage.sqlite")).unwrap();
@@ -425,31 +449,13 @@ pub fn journal_rows(stack: &Stack, sql: &str) -> Vec<Vec<String>> {
 
 /// APPENDs a message to a user's folder, as a restore from backup would.
 pub fn append(stack: &Stack, user: &str, name: &str, raw: &[u8]) {
-    append_many(stack, user, name, &[raw.to_vec()])
-}
-
-/// APPENDs many messages in one session (a backlog, without Postfix's pacing).
-pub fn append_many(stack: &Stack, user: &str, name: &str, raws: &[Vec<u8>]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.port("IMAP")))
-            .await
-            .unwrap();
-        // APPEND sends its literal in pieces: without this, each waits for a delayed ACK.
-        tcp.set_nodelay(true).unwrap();
-        let mut client = async_imap::Client::new(tcp);
-        client.read_response().await.unwrap();
-        let mut s = client
-            .login(user, stack.password())
-            .await
-            .map_err(|e| e.0)
-            .unwrap();
-        for raw in raws {
-            s.append(name, None, None, raw).await.unwrap();
-        }
+        let mut s = login(stack, user).await;
+        s.append(name, None, None, raw).await.unwrap();
         drop(s.logout().await);
     })
 }
