@@ -37,6 +37,9 @@ pub struct Expectation {
     /// No internal address (the desk's domain) may appear in any outgoing message.
     #[serde(default)]
     pub discloses_nothing: Option<bool>,
+    /// A bounce of our own mail: the addresses to block from automatic answers.
+    #[serde(default)]
+    pub bounced: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +172,11 @@ pub fn compare(exp: &Expectation, plan: &Plan, desk_address: &str) -> Vec<String
     if let Some(h) = exp.human {
         if h != plan.original.human {
             f.push(format!("human: expected {h}, got {}", plan.original.human));
+        }
+    }
+    if let Some(b) = &exp.bounced {
+        if set(b) != set(&plan.bounced) {
+            f.push(format!("bounced: expected {b:?}, got {:?}", plan.bounced));
         }
     }
     if exp.discloses_nothing == Some(true) {

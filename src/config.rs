@@ -92,6 +92,62 @@ pub struct Limits {
     /// Larger messages are left for a human without being parsed.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Automatic answers to one sender in one category, per period (Sieve vacation's
+    /// `:days` idea): two auto-responders answering each other stop after the first.
+    #[serde(default)]
+    pub per_sender: PerSender,
+    /// More automatic messages than this in the window means something is wrong (a loop
+    /// the per-message guards missed, a flood): sending stops until an operator resets it.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    /// An address our answer bounced from gets no automatic answer for this many days.
+    #[serde(default = "default_bounce_block_days")]
+    pub bounce_block_days: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PerSender {
+    pub answers: u32,
+    pub hours: u32,
+}
+
+impl Default for PerSender {
+    fn default() -> Self {
+        PerSender {
+            answers: 1,
+            hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Outgoing messages (replies and forwards) allowed in the window.
+    pub answers: u32,
+    pub minutes: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            answers: 300,
+            minutes: 60,
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// How the setting is written in the journal when the breaker opens: a different
+    /// setting in the config closes it (the operator changed the limit on purpose).
+    pub fn setting(&self) -> String {
+        format!("{} in {} min", self.answers, self.minutes)
+    }
+}
+
+fn default_bounce_block_days() -> u32 {
+    7
 }
 
 fn default_max_message_bytes() -> usize {
@@ -102,6 +158,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: default_max_message_bytes(),
+            per_sender: PerSender::default(),
+            circuit_breaker: CircuitBreaker::default(),
+            bounce_block_days: default_bounce_block_days(),
         }
     }
 }
@@ -327,6 +386,22 @@ impl Config {
                     &text,
                     value,
                     format!("{field}: expected an email address, got {value:?}"),
+                ));
+            }
+        }
+        let limits = &config.limits;
+        for (field, v) in [
+            ("per_sender.hours", limits.per_sender.hours),
+            ("circuit_breaker.answers", limits.circuit_breaker.answers),
+            ("circuit_breaker.minutes", limits.circuit_breaker.minutes),
+        ] {
+            if v == 0 {
+                let key = field.rsplit('.').next().unwrap_or(field);
+                problems.push(Problem::at_text(
+                    path,
+                    &text,
+                    key,
+                    format!("limits.{field}: must be at least 1"),
                 ));
             }
         }

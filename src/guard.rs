@@ -88,6 +88,31 @@ pub fn loop_bait(mail: &Mail, config: &Config) -> Vec<String> {
     why
 }
 
+/// A bounce of one of our own messages: the addresses it could not be delivered to, which
+/// then get no automatic answer for a while (an answer to them would only bounce again,
+/// or worse, reach an auto-responder behind a forwarding address).
+pub fn bounced_answer(mail: &Mail, config: &Config) -> Vec<String> {
+    let Some(report) = &mail.delivery_report else {
+        return Vec::new();
+    };
+    let ours = format!("@{}", config.desk.message_id_domain.to_ascii_lowercase());
+    let about_ours = report
+        .original_ids
+        .iter()
+        .chain(mail.in_reply_to.iter())
+        .chain(mail.references.iter())
+        .any(|id| {
+            id.trim_end_matches('>')
+                .to_ascii_lowercase()
+                .ends_with(&ours)
+        });
+    if about_ours {
+        report.failed.clone()
+    } else {
+        Vec::new()
+    }
+}
+
 /// Local parts that belong to machines, not people.
 fn is_robot(local: &str) -> bool {
     let l = local.to_ascii_lowercase();

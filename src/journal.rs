@@ -70,7 +70,14 @@ impl Journal {
              CREATE TABLE IF NOT EXISTS audit (
                  id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, mailbox TEXT, uidvalidity INTEGER,
                  uid INTEGER, message_id TEXT, sender TEXT, subject TEXT, category TEXT, rule TEXT,
-                 respond TEXT, reason TEXT, outcome TEXT NOT NULL, detail TEXT);",
+                 respond TEXT, reason TEXT, outcome TEXT NOT NULL, detail TEXT);
+             CREATE INDEX IF NOT EXISTS audit_by_time ON audit(time);
+             CREATE INDEX IF NOT EXISTS audit_by_sender ON audit(sender, category);
+             CREATE TABLE IF NOT EXISTS bounced (
+                 address TEXT PRIMARY KEY, until TEXT NOT NULL, bounce TEXT, updated TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS breaker (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, opened TEXT NOT NULL, setting TEXT NOT NULL,
+                 reason TEXT NOT NULL, closed TEXT, closed_by TEXT);",
         )?;
         Ok(Journal { db })
     }
@@ -263,5 +270,101 @@ impl Journal {
             ],
         )?;
         Ok(())
+    }
+
+    /// Automatic replies to this sender in this category within the last `hours`.
+    pub fn answers_to_sender(
+        &self,
+        sender: &str,
+        category: &str,
+        hours: u32,
+    ) -> rusqlite::Result<u32> {
+        self.db.query_row(
+            "SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome = 'replied' AND sender = ?1
+             AND category = ?2 AND time >= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?3)",
+            params![sender, category, format!("-{hours} hours")],
+            |r| r.get(0),
+        )
+    }
+
+    /// Messages (replies and forwards) sent within the last `minutes`.
+    pub fn sent_recently(&self, minutes: u32) -> rusqlite::Result<u32> {
+        self.db.query_row(
+            "SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded')
+             AND time >= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
+            [format!("-{minutes} minutes")],
+            |r| r.get(0),
+        )
+    }
+
+    /// The open circuit breaker for this setting: "since TIME: REASON". One opened under
+    /// another setting no longer counts: the operator changed the limit on purpose.
+    pub fn breaker_open(&self, setting: &str) -> rusqlite::Result<Option<String>> {
+        self.db
+            .query_row(
+                "SELECT opened, reason FROM breaker WHERE closed IS NULL AND setting = ?1
+                 ORDER BY id DESC LIMIT 1",
+                [setting],
+                |r| {
+                    Ok(format!(
+                        "since {}: {}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?
+                    ))
+                },
+            )
+            .optional()
+    }
+
+    pub fn open_breaker(&self, setting: &str, reason: &str) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO breaker(opened, setting, reason) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2)",
+            params![setting, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Closes every open breaker; returns how many were open.
+    pub fn reset_breaker(&self, by: &str) -> rusqlite::Result<usize> {
+        self.db.execute(
+            "UPDATE breaker SET closed = strftime('%Y-%m-%dT%H:%M:%fZ','now'), closed_by = ?1 WHERE closed IS NULL",
+            [by],
+        )
+    }
+
+    /// Blocks automatic answers to these addresses for `days`, from now.
+    pub fn block_bounced(
+        &self,
+        addresses: &[String],
+        days: u32,
+        bounce: &str,
+    ) -> rusqlite::Result<()> {
+        for a in addresses {
+            self.db.execute(
+                "INSERT INTO bounced(address, until, bounce, updated)
+                 VALUES (?1, strftime('%Y-%m-%dT%H:%M:%SZ','now', ?2), ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                 ON CONFLICT(address) DO UPDATE SET until = excluded.until, bounce = excluded.bounce, updated = excluded.updated",
+                params![a.to_lowercase(), format!("+{days} days"), bounce],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Those of `addresses` still blocked after a bounce, with the end of the block.
+    pub fn bounced<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a String>,
+    ) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT until FROM bounced WHERE address = ?1 AND until > strftime('%Y-%m-%dT%H:%M:%SZ','now')",
+        )?;
+        let mut out = Vec::new();
+        for a in addresses {
+            let a = a.to_lowercase();
+            if let Some(until) = stmt.query_row([&a], |r| r.get::<_, String>(0)).optional()? {
+                out.push((a, until));
+            }
+        }
+        Ok(out)
     }
 }

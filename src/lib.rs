@@ -1,7 +1,8 @@
 //! triage: the partner help desk's shared mailbox, sorted and answered unattended.
 //!
 //! The decision core is pure: [`message`] reads a message, [`guard`] decides whether it may
-//! be answered at all, [`rules`] classifies it, [`directory`] finds the people, [`templates`]
+//! be answered at all, [`restraint`] whether history (answers already sent, bounces, the
+//! circuit breaker) holds it back, [`rules`] classifies it, [`directory`] finds the people, [`templates`]
 //! writes the answer, and [`plan`] puts it together as one serializable [`plan::Plan`].
 //! The service around it (IMAP, SMTP, journal) only executes plans.
 
@@ -15,6 +16,7 @@ pub mod message;
 pub mod outbox;
 pub mod plan;
 pub mod problems;
+pub mod restraint;
 pub mod rules;
 pub mod service;
 pub mod templates;

@@ -25,6 +25,12 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum BreakerAction {
+    Status,
+    Reset,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Validate config, rules, templates and directory; every error names file:line:col.
@@ -57,6 +63,14 @@ enum Command {
         #[arg(long)]
         shadow: bool,
     },
+    /// The circuit breaker on automatic answers: show it, or close it after a look at why
+    /// it opened (`triage audit`, the logs).
+    Breaker {
+        #[arg(long, default_value = "/etc/triage/triage.yaml")]
+        config: PathBuf,
+        #[arg(value_enum, default_value = "status")]
+        action: BreakerAction,
+    },
     /// Run rule test cases: FOLDER/*.eml with the expected decision in *.expect.yaml.
     Test {
         #[arg(long, default_value = "/etc/triage/triage.yaml")]
@@ -85,6 +99,7 @@ fn main() -> ExitCode {
             once,
             shadow,
         } => run(&config, once, shadow),
+        Command::Breaker { config, action } => breaker(&config, action),
         Command::Test {
             config,
             directory,
@@ -101,6 +116,49 @@ fn load(config: &Path, directory: Option<&Path>) -> Result<Playbook, ExitCode> {
         eprintln!("triage: the configuration is not valid ({} problem(s)); run `triage check` after fixing", problems.0.len());
         ExitCode::from(2)
     })
+}
+
+fn breaker(config: &Path, action: BreakerAction) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    let journal = match triage::journal::Journal::open(&config.service.state) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("triage: journal {}: {e}", config.service.state.display());
+            return ExitCode::from(1);
+        }
+    };
+    let setting = config.limits.circuit_breaker.setting();
+    let result = match action {
+        BreakerAction::Status => journal.breaker_open(&setting).map(|open| match open {
+            Some(why) => println!("open {why}"),
+            None => println!("closed (limit {setting})"),
+        }),
+        BreakerAction::Reset => {
+            let by = std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "operator".into());
+            journal.reset_breaker(&by).map(|n| {
+                if n == 0 {
+                    println!("the circuit breaker was not open");
+                } else {
+                    println!("circuit breaker closed by {by}: automatic answers resume");
+                }
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("triage: journal: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn check(config: &Path, directory: Option<&Path>) -> ExitCode {

@@ -58,6 +58,17 @@ pub struct Mail {
     /// Top-level Content-Type, e.g. `multipart/report`.
     pub content_type: String,
     pub size: usize,
+    /// What a delivery status notification (RFC 3464) says, when the message is one.
+    pub delivery_report: Option<DeliveryReport>,
+}
+
+/// The parts of a bounce that matter: which recipients failed, and which message it was.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryReport {
+    /// Final-Recipient addresses with `Action: failed`, lower case.
+    pub failed: Vec<String>,
+    /// Message-IDs of the returned message (or its returned headers).
+    pub original_ids: Vec<String>,
 }
 
 /// Parsing failed in a way that leaves nothing to decide on.
@@ -129,10 +140,69 @@ impl Mail {
             headers,
             in_reply_to: ids(parsed.in_reply_to()),
             references: ids(parsed.references()),
+            delivery_report: (content_type == "multipart/report").then(|| delivery_report(&parsed)),
             content_type,
             size: raw.len(),
         })
     }
+}
+
+/// Reads the machine-readable parts of a bounce. Lenient on purpose: MTAs differ, and a
+/// report we cannot read only means no address gets blocked.
+fn delivery_report(parsed: &mail_parser::Message<'_>) -> DeliveryReport {
+    let mut report = DeliveryReport::default();
+    for part in &parsed.parts {
+        let ct = part
+            .content_type()
+            .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match (ct.as_str(), &part.body) {
+            (_, PartType::Message(m)) => {
+                report
+                    .original_ids
+                    .extend(m.message_id().map(str::to_string));
+            }
+            ("message/delivery-status" | "message/global-delivery-status", _) => {
+                let text = String::from_utf8_lossy(part.contents());
+                // Per-recipient blocks are separated by blank lines.
+                for block in text.replace("\r\n", "\n").split("\n\n") {
+                    let field = |name: &str| {
+                        block.lines().find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.trim()
+                                .eq_ignore_ascii_case(name)
+                                .then(|| v.trim().to_string())
+                        })
+                    };
+                    let failed = field("Action").is_some_and(|a| a.eq_ignore_ascii_case("failed"));
+                    if let (true, Some(rcpt)) = (failed, field("Final-Recipient")) {
+                        let addr = rcpt.rsplit(';').next().unwrap_or("").trim();
+                        let addr = addr.trim_matches(['<', '>']).to_lowercase();
+                        if addr.contains('@') {
+                            report.failed.push(addr);
+                        }
+                    }
+                }
+            }
+            ("text/rfc822-headers" | "message/global-headers", _) => {
+                let text = String::from_utf8_lossy(part.contents());
+                for line in text.lines() {
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.trim().eq_ignore_ascii_case("Message-ID") {
+                            report
+                                .original_ids
+                                .push(v.trim().trim_matches(['<', '>']).to_string());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    report.failed.sort();
+    report.failed.dedup();
+    report
 }
 
 fn unfold(v: &str) -> String {

@@ -91,6 +91,10 @@ pub struct Plan {
     pub keep_documents: Vec<KeptDocument>,
     pub crm_updates: Vec<CrmUpdate>,
     pub original: Filing,
+    /// When this message is a bounce of one of our answers: the addresses it failed for.
+    /// The service blocks them from automatic answers for `limits.bounce_block_days`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bounced: Vec<String>,
 }
 
 /// Everything the desk knows, loaded and validated together: the service swaps it whole.
@@ -248,7 +252,19 @@ impl Playbook {
                 human: true,
                 folder: self.config.folders.human.clone(),
             },
+            bounced: guard::bounced_answer(mail, &self.config),
         };
+        if !plan.bounced.is_empty() {
+            let why = format!(
+                "a bounce of our own message: delivery failed for {}; no automatic answer to {} for {} days",
+                plan.bounced.join(", "),
+                if plan.bounced.len() == 1 { "it" } else { "them" },
+                self.config.limits.bounce_block_days
+            );
+            plan.guards.push(why.clone());
+            plan.reason = why;
+            return plan;
+        }
         let Some((rule, trail)) = self.rules.first_match(&facts) else {
             plan.reason = "no rule matched: left for a human".into();
             return plan;
@@ -881,6 +897,7 @@ impl Plan {
                 human: true,
                 folder: config.folders.human.clone(),
             },
+            bounced: Vec::new(),
         }
     }
 }

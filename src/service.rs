@@ -16,6 +16,7 @@ use crate::mailbox::{self, Imap};
 use crate::message::Mail;
 use crate::outbox::{self, Refusal};
 use crate::plan::{hex, Kind, Plan, Playbook};
+use crate::restraint::{self, Brake, History};
 use crate::rules::Respond;
 
 type Smtp = outbox::Submission;
@@ -402,7 +403,11 @@ impl Shell<'_> {
             let raw = mailbox::fetch(session, uid, t).await?.unwrap_or_default();
             let plan = match journal.plan(uidvalidity, uid).map_err(db)? {
                 Some(p) => p, // decided before a crash: execute the same plan, not a new one
-                None => self.book.decide(&raw),
+                None => {
+                    let mut plan = self.book.decide(&raw);
+                    self.restrain(&mut plan)?;
+                    plan
+                }
             };
             (plan, Some(raw))
         };
@@ -601,6 +606,60 @@ impl Shell<'_> {
                 )
                 .map_err(db)?;
             info!(uid, category = %plan.category, "answered and filed: {}", plan.reason);
+        }
+        Ok(())
+    }
+
+    /// The brakes that need history (answers already sent, bounces, the circuit breaker),
+    /// applied once when a plan is made; the plan is then recorded as held or not.
+    fn restrain(&self, plan: &mut Plan) -> Result<(), String> {
+        let config = self.config();
+        let limits = &config.limits;
+        let journal = self.journal;
+        let setting = limits.circuit_breaker.setting();
+        if !plan.bounced.is_empty() && !self.opts.shadow {
+            journal
+                .block_bounced(
+                    &plan.bounced,
+                    limits.bounce_block_days,
+                    plan.message_id.as_deref().unwrap_or(""),
+                )
+                .map_err(db)?;
+            warn!(
+                "our mail to {} bounced: no automatic answer to it for {} days",
+                plan.bounced.join(", "),
+                limits.bounce_block_days
+            );
+        }
+        if plan.respond != Respond::Auto {
+            return Ok(());
+        }
+        let recipients = plan.outgoing.iter().flat_map(|o| o.to.iter().chain(&o.cc));
+        let history = History {
+            answers_to_sender: match &plan.from {
+                Some(from) => journal
+                    .answers_to_sender(from, plan.category.as_str(), limits.per_sender.hours)
+                    .map_err(db)?,
+                None => 0,
+            },
+            sent_recently: journal
+                .sent_recently(limits.circuit_breaker.minutes)
+                .map_err(db)?,
+            breaker_open: journal.breaker_open(&setting).map_err(db)?,
+            bounced: journal.bounced(recipients).map_err(db)?,
+        };
+        match restraint::restrain(plan, &history, config) {
+            Some(Brake::Tripped(why)) => {
+                if !self.opts.shadow {
+                    journal.open_breaker(&setting, &why).map_err(db)?;
+                }
+                error!("CIRCUIT BREAKER OPEN: {why}. Nothing is sent automatically until an operator runs `triage breaker reset` (or changes limits.circuit_breaker); messages are still decided, recorded and left for a human.");
+            }
+            Some(Brake::Held(why)) if history.breaker_open.is_some() => {
+                error!("circuit breaker open: {why}");
+            }
+            Some(Brake::Held(why)) => warn!("held back: {why}"),
+            None => {}
         }
         Ok(())
     }

@@ -98,6 +98,94 @@ fn huge_messages_are_left_for_a_human_unparsed() {
     assert!(plan.reason.contains("over the limit"), "{}", plan.reason);
 }
 
+#[test]
+fn history_holds_back_an_answer_and_says_why() {
+    use triage::restraint::{restrain, Brake, History};
+    use triage::rules::Respond;
+    let book = playbook();
+    let raw = std::fs::read(repo().join("tests/cases/en-quote-request-direct.eml")).unwrap();
+    let fresh = book.decide(&raw);
+    assert_eq!(fresh.respond, Respond::Auto, "{}", fresh.reason);
+    assert!(!fresh.outgoing.is_empty());
+    let limits = &book.config.limits;
+
+    let mut plan = fresh.clone();
+    assert_eq!(restrain(&mut plan, &History::default(), &book.config), None);
+    assert_eq!(plan, fresh, "no history: the plan is untouched");
+
+    let cases: Vec<(History, &str, bool)> = vec![
+        (
+            History {
+                answers_to_sender: limits.per_sender.answers,
+                ..Default::default()
+            },
+            "already got 1 automatic quote_request answer in the last 24 h",
+            false,
+        ),
+        (
+            History {
+                sent_recently: limits.circuit_breaker.answers,
+                ..Default::default()
+            },
+            "circuit breaker opened",
+            true,
+        ),
+        (
+            History {
+                breaker_open: Some("since 2026-11-23T10:00:00Z: 301 messages".into()),
+                ..Default::default()
+            },
+            "triage breaker reset",
+            false,
+        ),
+        (
+            History {
+                bounced: vec![(
+                    fresh.outgoing[0].to[0].clone(),
+                    "2026-11-30T10:00:00Z".into(),
+                )],
+                ..Default::default()
+            },
+            "bounced; no automatic answer to it until 2026-11-30",
+            false,
+        ),
+    ];
+    for (history, words, trips) in cases {
+        let mut plan = fresh.clone();
+        let brake = restrain(&mut plan, &history, &book.config).expect(words);
+        assert_eq!(matches!(brake, Brake::Tripped(_)), trips, "{words}");
+        assert!(plan.reason.contains(words), "{words}: {}", plan.reason);
+        assert_eq!(plan.respond, Respond::None);
+        assert!(plan.outgoing.is_empty() && plan.keep_documents.is_empty());
+        assert!(plan.original.human, "{words}: not left for a human");
+        assert_eq!(
+            plan.category, fresh.category,
+            "the category stays for the audit"
+        );
+        assert!(plan
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("held back: reply to")));
+    }
+}
+
+#[test]
+fn only_a_bounce_of_our_own_mail_blocks_an_address() {
+    let book = playbook();
+    let ours = std::fs::read(repo().join("tests/cases/bait-bounce-of-our-reply.eml")).unwrap();
+    assert_eq!(
+        book.decide(&ours).bounced,
+        vec!["alex@gone.example".to_string()]
+    );
+    // The same report about somebody else's message blocks nobody.
+    let theirs = String::from_utf8(ours)
+        .unwrap()
+        .replace("@triage.example.com>", "@mail.reseller.example>");
+    let plan = book.decide(theirs.as_bytes());
+    assert!(plan.bounced.is_empty(), "{:?}", plan.bounced);
+    assert!(plan.outgoing.is_empty() && plan.original.human);
+}
+
 /// A copy of the shipped config, rules and templates in a temp folder, for breaking.
 fn scratch() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

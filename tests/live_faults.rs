@@ -33,7 +33,7 @@ fn implicit_tls_and_starttls_with_the_configured_ca() {
     let wiring = Wiring {
         imap: over_tls(&stack, "IMAPS", "implicit", true),
         smtp: over_tls(&stack, "SUBMISSION", "starttls", true),
-        service: String::new(),
+        ..Wiring::plain(&stack)
     };
     deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
     wait_for(&stack, DESK, "INBOX", 1, secs(10));
@@ -44,7 +44,7 @@ fn implicit_tls_and_starttls_with_the_configured_ca() {
     let wiring = Wiring {
         imap: over_tls(&stack, "IMAP", "starttls", true),
         smtp: over_tls(&stack, "SMTPS", "implicit", true),
-        service: String::new(),
+        ..Wiring::plain(&stack)
     };
     deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
     wait_for(&stack, DESK, "INBOX", 1, secs(10));
