@@ -142,6 +142,46 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// `postfix -c CONF ARGS…` on this stack's Postfix (stop, start, reload).
+    pub fn postfix(&self, args: &[&str]) {
+        let conf = self.dir.join("stack/postfix/etc");
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postfix {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args == ["start"] {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while TcpStream::connect(("127.0.0.1", self.port("SMTP"))).is_err() {
+                assert!(Instant::now() < deadline, "postfix did not come back");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Changes one main.cf setting and reloads Postfix.
+    pub fn postconf(&self, setting: &str) {
+        let conf = self.dir.join("stack/postfix/etc");
+        let ok = Command::new("postconf")
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", setting])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "postconf -e {setting}");
+        self.postfix(&["reload"]);
+        // reload is asynchronous: the master re-reads main.cf on its next loop.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = Command::new("bash")
@@ -474,6 +514,32 @@ pub fn append(stack: &Stack, user: &str, name: &str, raw: &[u8]) {
         s.append(name, None, None, raw).await.unwrap();
         drop(s.logout().await);
     })
+}
+
+/// APPENDs many messages over one session (a backlog, faster than SMTP).
+pub fn append_all(stack: &Stack, user: &str, name: &str, raws: &[Vec<u8>]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut s = login(stack, user).await;
+        for raw in raws {
+            s.append(name, None, None, raw).await.unwrap();
+        }
+        drop(s.logout().await);
+    })
+}
+
+/// The reason recorded for each message left for a human, by its Message-ID.
+pub fn human_reasons(stack: &Stack) -> std::collections::BTreeMap<String, String> {
+    journal_rows(
+        stack,
+        "SELECT message_id, detail FROM audit WHERE outcome = 'left for human'",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone()))
+    .collect()
 }
 
 /// Sends a signal to a child process.

@@ -1,0 +1,179 @@
+//! The brakes on automatic answers, against a real Dovecot and Postfix: one answer per
+//! sender and category per day, no answer to an address our mail bounced from (a real
+//! Postfix DSN), and the circuit breaker that stops all sending until an operator acts.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A fixture numbered for uniqueness and sent as somebody else of the same domain.
+fn from(name: &str, n: usize, sender: &str) -> Vec<u8> {
+    String::from_utf8(numbered_case(name, n))
+        .unwrap()
+        .replace(PARTNER, sender)
+        .into_bytes()
+}
+
+fn id(name: &str, n: usize) -> String {
+    format!("case-{name}-{n}@reseller.example")
+}
+
+#[test]
+fn one_answer_per_sender_and_day_and_none_to_an_address_that_bounced() {
+    let stack = Stack::start("brakes");
+    // Accept unknown users at RCPT, so that our reply to one bounces with a real DSN.
+    stack.postconf("smtpd_reject_unlisted_recipient = no");
+    let cfg = config(
+        &stack,
+        &Wiring {
+            limits: String::new(), // the shipped defaults: 1 answer per 24 h
+            ..Wiring::plain(&stack)
+        },
+    );
+    let quote = "en-quote-request-ops-copied";
+    let status = "en-order-status-ops-copied";
+    let gone = "carol@reseller.example"; // not a mailbox on the stack
+    deliver(&stack, &numbered_case(quote, 1));
+    deliver(&stack, &numbered_case(quote, 2));
+    deliver(&stack, &from(quote, 3, gone));
+    wait_for(&stack, DESK, "INBOX", 3, secs(10));
+    run_once(&stack, &cfg);
+
+    // The reply to carol bounced: Postfix's DSN arrives in the desk's inbox.
+    let dsn_arrived = || {
+        mailbox(&stack, DESK, "INBOX")
+            .iter()
+            .any(|r| String::from_utf8_lossy(r).contains("multipart/report"))
+    };
+    let deadline = std::time::Instant::now() + secs(20);
+    while !dsn_arrived() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DSN for the reply to {gone}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    deliver(&stack, &from(status, 4, gone));
+    wait_for(&stack, DESK, "INBOX", 3, secs(10));
+    run_once(&stack, &cfg);
+
+    assert_eq!(
+        replied_to(&stack),
+        [id(quote, 1)],
+        "alice gets one automatic quote answer"
+    );
+    let reasons = human_reasons(&stack);
+    let second = &reasons[&id(quote, 2)];
+    assert!(
+        second.contains(
+            "alice@reseller.example already got 1 automatic quote_request answer in the last 24 h"
+        ),
+        "{second}"
+    );
+    let bounce = reasons
+        .iter()
+        .find(|(k, _)| k.ends_with("@mail.example.com"))
+        .map(|(_, v)| v.clone())
+        .expect("the DSN is left for a human");
+    assert!(
+        bounce.contains(&format!("delivery failed for {gone}")),
+        "{bounce}"
+    );
+    let after = &reasons[&id(status, 4)];
+    assert!(
+        after.contains(&format!("our earlier mail to {gone} bounced")),
+        "{after}"
+    );
+    // What was held back stays visible: the second quote, the DSN and carol's question.
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), 3);
+    assert!(inbox.iter().all(|h| h.flags.iter().any(|f| f == "Flagged")));
+    // Exactly the two replies that were sent are recorded as sent, in Sent.
+    assert_eq!(mailbox(&stack, DESK, "Sent").len(), 2);
+    let blocked = journal_rows(&stack, "SELECT address FROM bounced");
+    assert_eq!(blocked, [[gone.to_string()]]);
+}
+
+#[test]
+fn the_circuit_breaker_stops_all_sending_until_an_operator_resets_it() {
+    let stack = Stack::start("breaker");
+    let cfg = config(
+        &stack,
+        &Wiring {
+            limits: "  per_sender: {answers: 100, hours: 1}\n  circuit_breaker: {answers: 3, minutes: 60}\n".into(),
+            ..Wiring::plain(&stack)
+        },
+    );
+    // One reply each for the first two; the complete PoE means a reply and a forward
+    // (4 > 3): it trips the breaker, and the last is held by the open breaker.
+    let order = [
+        "en-purchase-order-direct",
+        "en-quote-request-ops-copied",
+        "poe-complete-en",
+        "poe-missing-customer-en",
+    ];
+    for name in order {
+        deliver(&stack, &numbered_case(name, 1));
+    }
+    wait_for(&stack, DESK, "INBOX", order.len(), secs(10));
+    let out = run_once(&stack, &cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("CIRCUIT BREAKER OPEN"), "{log}");
+    assert_eq!(
+        replied_to(&stack),
+        [id(order[0], 1), id(order[1], 1)],
+        "sending stopped at the limit"
+    );
+    let status = triage(&stack, &cfg, &["breaker"]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.starts_with("open since "), "{status}");
+
+    // Still open for new mail: decided and recorded, nothing sent.
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
+    wait_for(&stack, DESK, "INBOX", 3, secs(10));
+    run_once(&stack, &cfg);
+    assert_eq!(replied_to(&stack).len(), 2);
+    let reasons = human_reasons(&stack);
+    assert!(
+        reasons[&id(order[2], 1)].contains("circuit breaker opened"),
+        "{reasons:?}"
+    );
+    for held in [id(order[3], 1), id("en-quote-request-ops-copied", 2)] {
+        assert!(
+            reasons[&held].contains("the circuit breaker is open"),
+            "{held}: {reasons:?}"
+        );
+    }
+
+    // The operator closes it; the next message is answered again.
+    let reset = triage(&stack, &cfg, &["breaker", "reset"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reset.stdout).contains("circuit breaker closed"),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 3));
+    wait_for(&stack, DESK, "INBOX", 4, secs(10));
+    run_once(&stack, &cfg);
+    wait_for(&stack, PARTNER, "INBOX", 3, secs(10));
+    assert_eq!(
+        replied_to(&stack),
+        [
+            id(order[0], 1),
+            id(order[1], 1),
+            id("en-quote-request-ops-copied", 3)
+        ]
+    );
+    // Everything held is still in the inbox, flagged for a human.
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), 3);
+    assert!(inbox.iter().all(|h| h.flags.iter().any(|f| f == "Flagged")));
+}
