@@ -2,10 +2,11 @@
 //! a crash neither answers anything twice nor forgets anything.
 //!
 //! A message's state only moves forward: seen → planned → sending → sent → filed, or
-//! → human. Each outgoing message has its own row: `sending` before it goes out, `sent`
-//! the moment the SMTP server has accepted it, `filed` once its copy is in Sent. A row
-//! still `sending` after a crash is settled by looking for its deterministic Message-ID
-//! in the Sent folder. Messages are keyed by Message-ID as well as by (UIDVALIDITY, UID),
+//! → human. Each outgoing message has its own row: `sending` before the SMTP transaction,
+//! `committing` just before its final dot, `sent` the moment the server has accepted it,
+//! `filed` once its copy is in Sent. After a crash, `sending` means nothing went out; a
+//! row still `committing` is settled by looking for its deterministic Message-ID in Sent
+//! or for the desk's own copy (`received`). Messages are keyed by Message-ID as well as by (UIDVALIDITY, UID),
 //! so a mailbox rebuilt with new UIDs is not answered again.
 
 use std::path::Path;

@@ -13,7 +13,8 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands;
+use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
 use lettre::Message;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -138,6 +139,7 @@ enum Failure {
     Connect(String),
     Tls(String),
     Smtp(lettre::transport::smtp::Error),
+    Journal(String),
 }
 
 impl From<lettre::transport::smtp::Error> for Failure {
@@ -158,6 +160,7 @@ impl std::fmt::Display for Failure {
             Failure::Connect(e) => write!(f, "connect: {e}"),
             Failure::Tls(e) => write!(f, "TLS: {e}"),
             Failure::Smtp(e) => write!(f, "{e}"),
+            Failure::Journal(e) => write!(f, "not sent, the journal failed: {e}"),
         }
     }
 }
@@ -274,7 +277,15 @@ impl Submission {
     }
 
     /// Sends the message to its To and Cc, and to `self_copy` (the desk) when given.
-    pub async fn send(&self, message: &Message, self_copy: Option<&str>) -> Result<(), Refusal> {
+    /// `commit` runs after the server said 354 to DATA, just before the message and its
+    /// final dot go out: until then a crash cannot have delivered anything (RFC 5321
+    /// discards an unfinished transaction), so only a crash after it needs the receipt.
+    pub async fn send(
+        &self,
+        message: &Message,
+        self_copy: Option<&str>,
+        commit: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), Refusal> {
         let mut to = message.envelope().to().to_vec();
         if let Some(desk) = self_copy {
             let desk: lettre::Address = desk
@@ -300,12 +311,26 @@ impl Submission {
             if slot.is_none() {
                 *slot = Some(self.connect().await?);
             }
-            Ok::<_, Failure>(
-                slot.as_mut()
-                    .expect("connected")
-                    .send(&envelope, &bytes)
-                    .await?,
-            )
+            let conn = slot.as_mut().expect("connected");
+            // lettre's `send`, split at the point of no return.
+            let mut options = Vec::new();
+            let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
+            if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
+                options.push(MailParameter::SmtpUtfEight);
+            }
+            if !bytes.is_ascii() {
+                options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+            }
+            conn.command(commands::Mail::new(envelope.from().cloned(), options))
+                .await?;
+            for rcpt in envelope.to() {
+                conn.command(commands::Rcpt::new(rcpt.clone(), Vec::new()))
+                    .await?;
+            }
+            conn.command(commands::Data).await?;
+            commit().map_err(Failure::Journal)?;
+            conn.message(&bytes).await?;
+            Ok::<_, Failure>(())
         };
         let result = tokio::time::timeout(t * 3, attempt).await;
         match result {

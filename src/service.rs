@@ -330,7 +330,7 @@ impl Shell<'_> {
                 let ours = format!("<{id}>");
                 if let Some(state) = journal.outbox_state(&ours).map_err(db)? {
                     // Our own copy of a message we sent: the server's receipt.
-                    if state == "sending" {
+                    if state == "committing" || state == "sending" {
                         journal.set_outbox(&ours, None, "received").map_err(db)?;
                     }
                     mailbox::delete(session, uid, self.caps.uidplus, t).await?;
@@ -489,7 +489,9 @@ impl Shell<'_> {
                 // `sent`: accepted and recorded before a restart; only its Sent copy may
                 // be missing.
                 let recorded = state.as_deref() == Some("sent");
-                let mut send_now = state.is_none();
+                // `sending`: killed before the message's final dot went out, so the
+                // server discarded it. Only `committing` (or `received`) may have gone.
+                let mut send_now = matches!(state.as_deref(), None | Some("sending"));
                 let mut note = "";
                 if !recorded && !send_now {
                     // Killed while sending: did the server accept it? Its copy says.
@@ -509,7 +511,12 @@ impl Shell<'_> {
                         .set_outbox(&msg_id, Some(&key), "sending")
                         .map_err(db)?;
                     let self_copy = smtp_cfg.self_copy.then_some(config.desk.address.as_str());
-                    match self.smtp.send(&message, self_copy).await {
+                    let commit = || {
+                        journal
+                            .set_outbox(&msg_id, Some(&key), "committing")
+                            .map_err(db)
+                    };
+                    match self.smtp.send(&message, self_copy, commit).await {
                         Ok(()) => {}
                         Err(Refusal::Permanent(e)) => {
                             error!(uid, "SMTP refused the {what} to {:?}: {e}", out.to);
@@ -523,7 +530,8 @@ impl Shell<'_> {
                                 .map_err(db)?;
                             break;
                         }
-                        // Left `sending`: the next session settles it, then sends.
+                        // Left `sending` (nothing went out) or `committing` (the next
+                        // session looks for the receipt before sending again).
                         Err(Refusal::Transient(e)) => return Err(format!("SMTP: {e}")),
                     }
                     if smtp_cfg.self_copy {
@@ -664,7 +672,7 @@ impl Shell<'_> {
         Ok(())
     }
 
-    /// After a crash in `sending`: a copy in Sent, or our own copy come back to the
+    /// After a crash in `committing`: a copy in Sent, or our own copy come back to the
     /// inbox, means the server accepted the message. The own copy may still be on its
     /// way, so it is waited for (self_copy_wait_seconds) before concluding it was not.
     /// `--once` leaves the inbox as it found it, less what it handled: it waits for the

@@ -170,9 +170,14 @@ fn reconnects_after_the_imap_server_restarts_and_idle_brings_new_mail() {
     deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
     wait_for(&stack, PARTNER, "INBOX", 1, secs(15));
 
-    stack.restart_dovecot(|| std::thread::sleep(secs(1)));
-    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
-    wait_for(&stack, PARTNER, "INBOX", 2, secs(40));
+    // Mail that arrives while Dovecot is down waits in Postfix's queue (LMTP refused)
+    // and is delivered after the restart; mail after it comes through IDLE.
+    stack.restart_dovecot(|| {
+        deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
+        std::thread::sleep(secs(1));
+    });
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 3));
+    wait_for(&stack, PARTNER, "INBOX", 3, secs(40));
 
     signal(&service, "TERM");
     let status = wait_exit(&mut service, secs(20));
@@ -183,13 +188,86 @@ fn reconnects_after_the_imap_server_restarts_and_idle_brings_new_mail() {
     assert!(log.contains("logged out"), "{log}");
     assert!(!log.contains("polling every"), "IDLE was used: {log}");
     let got = replied_to(&stack);
+    let reconnects = log.matches("reconnected to").count();
+    println!(
+        "fault report, Dovecot restart: messages=3 answered={} reconnects={reconnects} skipped={}",
+        got.len(),
+        3 - got.len().min(3)
+    );
     assert_eq!(
         got,
         [
             "case-en-quote-request-ops-copied-1@reseller.example",
-            "case-en-quote-request-ops-copied-2@reseller.example"
+            "case-en-quote-request-ops-copied-2@reseller.example",
+            "case-en-quote-request-ops-copied-3@reseller.example"
         ]
     );
+}
+
+#[test]
+fn postfix_down_for_a_while_nothing_is_recorded_as_sent_and_sending_resumes() {
+    let stack = Stack::start("postfix-down");
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    let mut service = start_service(&stack, &cfg, "service.log");
+    std::thread::sleep(Duration::from_millis(500));
+
+    stack.postfix(&["stop"]);
+    let backlog: Vec<Vec<u8>> = ANSWERED.iter().map(|n| numbered_case(n, 1)).collect();
+    append_all(&stack, DESK, "INBOX", &backlog);
+    std::thread::sleep(secs(4));
+    let sent = |stack: &Stack| {
+        journal_rows(
+            stack,
+            "SELECT COUNT(*) FROM outbox WHERE state IN ('sent', 'received', 'filed')",
+        )[0][0]
+            .clone()
+    };
+    let sent_while_down = sent(&stack);
+    assert_eq!(
+        sent_while_down, "0",
+        "nothing recorded as sent while Postfix is down"
+    );
+    let audited = journal_rows(
+        &stack,
+        "SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded')",
+    );
+    assert_eq!(audited[0][0], "0");
+    let log = std::fs::read_to_string(stack.dir.join("service.log")).unwrap();
+    assert!(log.contains("reconnecting to 127.0.0.1"), "{log}");
+
+    stack.postfix(&["start"]);
+    let mut expected: Vec<String> = ANSWERED
+        .iter()
+        .map(|n| format!("case-{n}-1@reseller.example"))
+        .collect();
+    expected.sort();
+    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(60));
+    std::thread::sleep(secs(1));
+    assert_eq!(
+        replied_to(&stack),
+        expected,
+        "each answered once, after all"
+    );
+    let ids = message_ids(&mailbox(&stack, DESK, "Sent"));
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    println!(
+        "fault report, Postfix down: messages={} sent={} duplicates={} recorded_as_sent_while_down={sent_while_down}",
+        backlog.len(),
+        ids.len(),
+        ids.len() - unique.len()
+    );
+    assert_eq!(
+        (ids.len(), unique.len()),
+        (5, 5),
+        "five messages sent, each once"
+    );
+    assert_eq!(sent(&stack), "5");
+
+    signal(&service, "TERM");
+    let status = wait_exit(&mut service, secs(20));
+    assert!(status.success(), "SIGTERM: exit 0, got {status}");
 }
 
 #[test]
@@ -248,16 +326,20 @@ fn a_new_uidvalidity_neither_answers_again_nor_skips_new_mail() {
 fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
     let stack = Stack::start("kill");
     let cfg = config(&stack, &Wiring::plain(&stack));
-    let copies = 8;
-    for n in 0..copies {
-        for name in ANSWERED.iter().chain(&NOT_ANSWERED) {
-            deliver(&stack, &numbered_case(name, n));
-        }
-    }
-    let total = copies * (ANSWERED.len() + NOT_ANSWERED.len());
-    wait_for(&stack, DESK, "INBOX", total, secs(30));
+    // 300 messages: 50 of each of the six kinds, four answered and two left for a human.
+    let copies = 50;
+    let backlog: Vec<Vec<u8>> = (0..copies)
+        .flat_map(|n| {
+            ANSWERED
+                .iter()
+                .chain(&NOT_ANSWERED)
+                .map(move |name| numbered_case(name, n))
+        })
+        .collect();
+    let total = backlog.len();
+    append_all(&stack, DESK, "INBOX", &backlog);
 
-    // SIGKILL after a pseudo-random 20–220 ms, again and again, until the journal says
+    // SIGKILL after a pseudo-random 20–170 ms, again and again, until the journal says
     // everything is done; then one more ordinary run.
     let mut seed: u64 = std::env::var("TRIAGE_KILL_SEED")
         .ok()
@@ -268,26 +350,23 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    eprintln!("TRIAGE_KILL_SEED={seed}");
+    println!("TRIAGE_KILL_SEED={seed}");
     let mut kills = 0;
-    for round in 0..60 {
-        let done = journal_done(&stack);
-        if done == total {
+    for round in 0..400 {
+        if journal_done(&stack) == total {
             break;
         }
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let ms = 20 + (seed >> 33) % 200;
+        let ms = 20 + (seed >> 33) % 150;
         let mut service = start_service(&stack, &cfg, &format!("kill-{round}.log"));
         std::thread::sleep(Duration::from_millis(ms));
         service.kill().unwrap();
         service.wait().unwrap();
         kills += 1;
     }
-    assert!(kills >= 2, "the backlog was interrupted {kills} times");
     run_once(&stack, &cfg);
-    eprintln!("killed {kills} times");
 
     let mut expected: Vec<String> = (0..copies)
         .flat_map(|n| {
@@ -297,15 +376,14 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
         })
         .collect();
     expected.sort();
-    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(20));
+    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(30));
     std::thread::sleep(Duration::from_millis(1000));
-    let got = replied_to(&stack);
-    assert_eq!(
-        got, expected,
-        "each answerable message answered exactly once"
-    );
 
+    // What every recipient received, counted: a Message-ID twice is a duplicate.
+    let mut duplicates = 0;
+    let mut counts = Vec::new();
     for (user, folder, n) in [
+        (PARTNER, "INBOX", ANSWERED.len() * copies),
         ("rep.one@example.com", "INBOX", copies),
         ("isr.one@example.com", "INBOX", copies),
         ("partnerorderops@example.com", "INBOX", copies),
@@ -319,10 +397,44 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
         let mut unique = ids.clone();
         unique.sort();
         unique.dedup();
-        assert_eq!(unique.len(), ids.len(), "{user} {folder}: a message twice");
-        assert_eq!(ids.len(), n, "{user} {folder}");
+        duplicates += ids.len() - unique.len();
+        counts.push((user, folder, ids.len(), n));
     }
-    assert_eq!(journal_done(&stack), total, "every message's plan finished");
+    let unhandled = total - journal_done(&stack);
+    let audited = journal_rows(
+        &stack,
+        "SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome IN ('filed', 'left for human')",
+    )[0][0]
+        .parse::<usize>()
+        .unwrap();
+    let left = folder(&stack, DESK, "INBOX");
+    let unflagged = left
+        .iter()
+        .filter(|h| !h.flags.iter().any(|f| f == "Flagged"))
+        .count();
+    // The figures CI prints (cargo test --show-output).
+    println!(
+        "fault report, SIGKILL: messages={total} kills={kills} duplicates={duplicates} unhandled={unhandled} audited={audited} unflagged_in_inbox={unflagged}"
+    );
+    assert!(
+        kills >= 20,
+        "the backlog was interrupted only {kills} times"
+    );
+    assert_eq!(duplicates, 0, "{counts:?}");
+    assert_eq!(
+        replied_to(&stack),
+        expected,
+        "each answerable message answered exactly once"
+    );
+    for (user, folder, got, n) in counts {
+        assert_eq!(got, n, "{user} {folder}");
+    }
+    assert_eq!(unhandled, 0, "every message's plan finished");
+    assert_eq!(audited, total, "every message has its final audit record");
+    assert_eq!(
+        unflagged, 0,
+        "what is left in the inbox is flagged for a human"
+    );
 }
 
 fn journal_done(stack: &Stack) -> usize {

@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/mailstack/install.sh
 cargo build --release --locked
-cargo test --release --locked --lib --bins --tests -- --test-threads=2 "$@"
+# --show-output: the fault tests print their counts (messages, kills, duplicates, unhandled).
+cargo test --release --locked --lib --bins --tests -- --test-threads=2 --show-output "$@"
