@@ -60,7 +60,15 @@ pub struct Mail {
     pub size: usize,
     /// What a delivery status notification (RFC 3464) says, when the message is one.
     pub delivery_report: Option<DeliveryReport>,
+    /// Ways the message is malformed. mail-parser reads almost anything; what it had to
+    /// guess at is listed here, and such mail gets no automatic answer.
+    pub damage: Vec<String>,
 }
+
+/// Deeper MIME nesting than this is not mail a person's client writes.
+const MAX_NESTING: usize = 12;
+/// RFC 5322 §2.1.1: a line is at most 998 characters.
+const MAX_LINE: usize = 998;
 
 /// The parts of a bounce that matter: which recipients failed, and which message it was.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -141,10 +149,110 @@ impl Mail {
             in_reply_to: ids(parsed.in_reply_to()),
             references: ids(parsed.references()),
             delivery_report: (content_type == "multipart/report").then(|| delivery_report(&parsed)),
+            damage: damage(raw, &parsed),
             content_type,
             size: raw.len(),
         })
     }
+}
+
+/// What is wrong with the message's form, in words for the person who gets it.
+fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
+    let mut found = Vec::new();
+    if raw.contains(&0) {
+        found.push("NUL bytes in the message".to_string());
+    }
+    let header_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n"))
+        .unwrap_or(raw.len());
+    if let Some(longest) = raw[..header_end]
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .filter(|&n| n > MAX_LINE + 1)
+    {
+        found.push(format!(
+            "a header line of {longest} bytes (the limit is {MAX_LINE})"
+        ));
+    }
+    // Depth of the MIME tree, walked without recursion: hostile mail nests deeply.
+    let mut depth = vec![0usize; parsed.parts.len()];
+    let mut deepest = 0;
+    for (i, part) in parsed.parts.iter().enumerate() {
+        if let PartType::Multipart(children) = &part.body {
+            for &c in children {
+                let d = depth[i] + 1;
+                if let Some(slot) = depth.get_mut(c as usize) {
+                    *slot = d;
+                    deepest = deepest.max(d);
+                }
+            }
+        }
+    }
+    if deepest > MAX_NESTING {
+        found.push(format!(
+            "MIME parts nested {deepest} levels deep (more than {MAX_NESTING})"
+        ));
+    }
+    let mut problems = 0;
+    let mut unknown_charsets = Vec::new();
+    for part in &parsed.parts {
+        if part.is_encoding_problem {
+            problems += 1;
+        }
+        if let Some(ct) = part.content_type() {
+            if let Some(b) = ct.attribute("boundary") {
+                let open = format!("--{b}");
+                let close = format!("--{b}--");
+                let has = |needle: &str| raw.windows(needle.len()).any(|w| w == needle.as_bytes());
+                if !has(&open) {
+                    found.push(format!("multipart boundary {b:?} never appears"));
+                } else if !has(&close) {
+                    found.push(format!(
+                        "truncated: the closing boundary of {b:?} is missing"
+                    ));
+                }
+            }
+            if ct.ctype().eq_ignore_ascii_case("text") {
+                if let Some(cs) = ct.attribute("charset") {
+                    // UTF-8 has no decoder in the map: mail-parser reads it (and any
+                    // charset it does not know) as UTF-8.
+                    let utf8 = ["utf-8", "utf8", "us-ascii"]
+                        .iter()
+                        .any(|u| cs.eq_ignore_ascii_case(u));
+                    let known = utf8
+                        || mail_parser::decoders::charsets::map::charset_decoder(cs.as_bytes())
+                            .is_some();
+                    if !known {
+                        unknown_charsets.push(cs.to_string());
+                    }
+                }
+            }
+        }
+    }
+    if problems > 0 {
+        found.push(format!(
+            "{problems} part{} could not be decoded (bad base64 or quoted-printable, or cut short)",
+            if problems == 1 { "" } else { "s" }
+        ));
+    }
+    let undecodable = parsed.text_bodies().any(|p| match &p.body {
+        PartType::Text(t) | PartType::Html(t) => t.contains('\u{FFFD}'),
+        _ => false,
+    });
+    if undecodable {
+        found.push(if unknown_charsets.is_empty() {
+            "bytes in the text that its charset cannot decode".to_string()
+        } else {
+            format!(
+                "text in an unknown charset ({}) that does not read as UTF-8",
+                unknown_charsets.join(", ")
+            )
+        });
+    }
+    found
 }
 
 /// Reads the machine-readable parts of a bounce. Lenient on purpose: MTAs differ, and a

@@ -265,6 +265,20 @@ impl Playbook {
             plan.reason = why;
             return plan;
         }
+        if !mail.damage.is_empty() {
+            // Classified for the audit, but a guess from damaged mail is never sent.
+            if let Some((rule, trail)) = self.rules.first_match(&facts) {
+                plan.category = rule.then.category;
+                plan.rule = Some(rule.name.clone());
+                plan.conditions = trail;
+            }
+            plan.guards = mail.damage.clone();
+            plan.reason = format!(
+                "the message is damaged: {}; left for a human",
+                mail.damage.join("; ")
+            );
+            return plan;
+        }
         let Some((rule, trail)) = self.rules.first_match(&facts) else {
             plan.reason = "no rule matched: left for a human".into();
             return plan;
