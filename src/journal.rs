@@ -80,6 +80,14 @@ impl Journal {
                  id INTEGER PRIMARY KEY AUTOINCREMENT, opened TEXT NOT NULL, setting TEXT NOT NULL,
                  reason TEXT NOT NULL, closed TEXT, closed_by TEXT);",
         )?;
+        // Added after the first release of the table: the size tells a restored copy of a
+        // message from another message that reuses its Message-ID.
+        let has_size: bool = db
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'size'")?
+            .exists([])?;
+        if !has_size {
+            db.execute_batch("ALTER TABLE messages ADD COLUMN size INTEGER")?;
+        }
         Ok(Journal { db })
     }
 
@@ -124,6 +132,30 @@ impl Journal {
                 |r| r.get::<_, Option<i64>>(0),
             )
             .map(|o| o.map(State::from_i64))
+    }
+
+    /// The furthest state this Message-ID reached, and whether a copy of the same size
+    /// (or of unknown size) is among them: only then is it the same message.
+    pub fn seen_before(
+        &self,
+        message_id: &str,
+        size: u32,
+    ) -> rusqlite::Result<Option<(State, bool)>> {
+        self.db
+            .query_row(
+                "SELECT MAX(state), MAX(size IS NULL OR size = ?2) FROM messages WHERE message_id = ?1",
+                params![message_id, size],
+                |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<bool>>(1)?)),
+            )
+            .map(|(state, same)| state.map(|s| (State::from_i64(s), same.unwrap_or(false))))
+    }
+
+    pub fn set_size(&self, uidvalidity: u32, uid: u32, size: u32) -> rusqlite::Result<()> {
+        self.db.execute(
+            "UPDATE messages SET size = ?3 WHERE uidvalidity = ?1 AND uid = ?2",
+            params![uidvalidity, uid, size],
+        )?;
+        Ok(())
     }
 
     pub fn plan(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<Option<Plan>> {

@@ -345,7 +345,36 @@ impl Shell<'_> {
                 }
             } else if let Some(id) = &item.message_id {
                 // Seen before under another UIDVALIDITY (or UID): carry its final state over.
-                if let Some(state) = journal.state_by_message_id(id).map_err(db)? {
+                if let Some((state, same)) = journal.seen_before(id, item.size).map_err(db)? {
+                    if state.is_final() && !same {
+                        // Another message reusing a Message-ID (a broken mailer, a
+                        // script): never skipped silently, never answered by guesswork.
+                        let reason = format!(
+                            "another message with the Message-ID <{id}> was handled before, with a different size ({} bytes here)",
+                            item.size
+                        );
+                        let plan = Plan::for_human(Some(id.clone()), reason.clone(), self.config());
+                        journal
+                            .advance(
+                                uidvalidity,
+                                uid,
+                                Some(id),
+                                State::Planned,
+                                Some(&plan),
+                                &reason,
+                            )
+                            .map_err(db)?;
+                        journal.set_size(uidvalidity, uid, item.size).map_err(db)?;
+                        if self.opts.shadow {
+                            journal
+                                .audit(&inbox, uidvalidity, uid, &plan, "shadow", "")
+                                .map_err(db)?;
+                            continue;
+                        }
+                        self.leave_for_human(session, &inbox, uidvalidity, uid, id, &plan, reason)
+                            .await?;
+                        continue;
+                    }
                     if state.is_final() {
                         journal
                             .advance(
@@ -422,6 +451,7 @@ impl Shell<'_> {
                 &plan.reason,
             )
             .map_err(db)?;
+        journal.set_size(uidvalidity, uid, item.size).map_err(db)?;
 
         if self.opts.shadow {
             journal

@@ -177,3 +177,71 @@ fn the_circuit_breaker_stops_all_sending_until_an_operator_resets_it() {
     assert_eq!(inbox.len(), 3);
     assert!(inbox.iter().all(|h| h.flags.iter().any(|f| f == "Flagged")));
 }
+
+#[test]
+fn broken_mail_is_left_for_a_human_and_the_service_carries_on() {
+    let stack = Stack::start("broken");
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    let good = "en-quote-request-direct";
+    let id_of = |n: usize| format!("<case-{good}-{n}@reseller.example>");
+    // Between two good messages, every kind of broken one, each with its own Message-ID,
+    // and one more that reuses the first good message's Message-ID.
+    let mut backlog = vec![numbered_case(good, 0)];
+    let mut expected = Vec::new();
+    for (n, (what, raw, words)) in broken::cases().into_iter().enumerate() {
+        if raw.is_empty() {
+            continue; // IMAP cannot hold an empty message; the decision core test has it
+        }
+        let raw = String::from_utf8_lossy(&raw).replacen(
+            &format!("<case-{good}@reseller.example>"),
+            &id_of(n + 1),
+            1,
+        );
+        backlog.push(raw.into_bytes());
+        // IMAP cannot carry NUL: Dovecot serves those bytes as 0x80, undecodable text.
+        let words = if what == "NUL bytes" { "cannot decode" } else { words };
+        expected.push((what, id_of(n + 1), words));
+    }
+    let mut reused = String::from_utf8(numbered_case(good, 0))
+        .unwrap()
+        .replace("\r\n", "\n");
+    reused = reused.replacen(
+        "\n\n",
+        "\n\nA different message under the same Message-ID.\n",
+        1,
+    );
+    backlog.push(reused.into_bytes());
+    backlog.push(numbered_case(good, 99));
+    append_all(&stack, DESK, "INBOX", &backlog);
+
+    let out = run_once(&stack, &cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("panicked"), "{log}");
+    wait_for(&stack, PARTNER, "INBOX", 2, secs(10));
+    assert_eq!(replied_to(&stack), [id(good, 0), id(good, 99)]);
+
+    let reasons = human_reasons(&stack);
+    for (what, id, words) in &expected {
+        let id = id.trim_matches(['<', '>']);
+        let reason = reasons
+            .get(id)
+            .unwrap_or_else(|| panic!("{what}: no audit record; {reasons:?}"));
+        assert!(reason.contains(words), "{what}: {reason}");
+    }
+    let reuse = journal_rows(
+        &stack,
+        &format!(
+            "SELECT detail FROM audit WHERE message_id = '{}' AND outcome = 'left for human'",
+            id(good, 0)
+        ),
+    );
+    assert!(
+        reuse.len() == 1 && reuse[0][0].contains("was handled before, with a different size"),
+        "{reuse:?}"
+    );
+    // All of them still in the inbox, flagged; the two good ones filed.
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), expected.len() + 1);
+    assert!(inbox.iter().all(|h| h.flags.iter().any(|f| f == "Flagged")));
+    assert_eq!(mailbox(&stack, DESK, "Triage/Orders").len(), 2);
+}

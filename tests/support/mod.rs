@@ -3,6 +3,8 @@
 //! server would do it, and reading mailboxes over IMAP as the recipients would.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod broken;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
