@@ -260,11 +260,36 @@ impl Journal {
         outcome: &str,
         detail: &str,
     ) -> rusqlite::Result<()> {
+        self.together(|| {
+            self.set_outbox(message_id, Some(original), "sent")?;
+            self.audit(mailbox, uidvalidity, uid, plan, outcome, detail)
+        })
+    }
+
+    /// The message's final state (filed, or left for a human) and its audit record, in
+    /// one transaction: a kill between the two would leave a decision nobody can review.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conclude(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        key: Option<&str>,
+        state: State,
+        plan: &Plan,
+        reason: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> rusqlite::Result<()> {
+        self.together(|| {
+            self.advance(uidvalidity, uid, key, state, None, reason)?;
+            self.audit(mailbox, uidvalidity, uid, plan, outcome, detail)
+        })
+    }
+
+    fn together(&self, steps: impl FnOnce() -> rusqlite::Result<()>) -> rusqlite::Result<()> {
         self.db.execute_batch("BEGIN IMMEDIATE")?;
-        let r = self
-            .set_outbox(message_id, Some(original), "sent")
-            .and_then(|_| self.audit(mailbox, uidvalidity, uid, plan, outcome, detail));
-        match r {
+        match steps() {
             Ok(()) => self.db.execute_batch("COMMIT"),
             Err(e) => {
                 let _ = self.db.execute_batch("ROLLBACK");

@@ -3,6 +3,7 @@
 //! that retries.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
@@ -26,6 +27,9 @@ pub struct Options {
     pub shadow: bool,
     /// Becomes true on SIGTERM/SIGINT: the message in hand is finished, then we stop.
     pub stop: watch::Receiver<bool>,
+    /// The rules, templates and directory in force; a reload swaps them between
+    /// messages. Connection settings stay those the service started with.
+    pub playbook: watch::Receiver<Arc<Playbook>>,
 }
 
 impl Options {
@@ -66,7 +70,8 @@ impl Backoff {
     }
 }
 
-pub async fn run(book: Playbook, mut opts: Options) -> Result<(), String> {
+pub async fn run(mut opts: Options) -> Result<(), String> {
+    let book = opts.playbook.borrow().clone();
     let config = &book.config;
     let imap_cfg = config
         .imap
@@ -198,8 +203,9 @@ async fn serve(
     };
     let mut awaiting_copies = HashSet::new();
     loop {
+        let current = opts.playbook.borrow_and_update().clone();
         let mut shell = Shell {
-            book,
+            book: &current,
             journal,
             smtp,
             opts,
@@ -624,21 +630,14 @@ impl Shell<'_> {
                 mailbox::move_to(session, uid, folder, self.caps.r#move, t).await?;
             }
             journal
-                .advance(
+                .conclude(
+                    inbox,
                     uidvalidity,
                     uid,
                     Some(&key),
                     State::Filed,
-                    None,
-                    &plan.reason,
-                )
-                .map_err(db)?;
-            journal
-                .audit(
-                    inbox,
-                    uidvalidity,
-                    uid,
                     &plan,
+                    &plan.reason,
                     "filed",
                     plan.original.folder.as_deref().unwrap_or(inbox),
                 )
@@ -771,10 +770,17 @@ impl Shell<'_> {
             None => mailbox::store(session, uid, "\\Flagged", t).await?,
         }
         self.journal
-            .advance(uidvalidity, uid, Some(key), State::Human, None, &reason)
-            .map_err(db)?;
-        self.journal
-            .audit(inbox, uidvalidity, uid, plan, "left for human", &reason)
+            .conclude(
+                inbox,
+                uidvalidity,
+                uid,
+                Some(key),
+                State::Human,
+                plan,
+                &reason,
+                "left for human",
+                &reason,
+            )
             .map_err(db)?;
         info!(uid, category = %plan.category, "left for a human: {reason}");
         Ok(())
@@ -808,27 +814,20 @@ fn settle_vanished(
                 "the message left the inbox before its answer was sent".to_string(),
             )
         };
-        journal
-            .advance(
-                uidvalidity,
-                uid,
-                plan.message_id.as_deref(),
-                to,
-                None,
-                &reason,
-            )
-            .map_err(db)?;
         let outcome = if to == State::Human {
             "left for human"
         } else {
             "filed"
         };
         journal
-            .audit(
+            .conclude(
                 inbox,
                 uidvalidity,
                 uid,
+                plan.message_id.as_deref(),
+                to,
                 &plan,
+                &reason,
                 outcome,
                 "recorded after a restart",
             )
