@@ -16,6 +16,7 @@ pub mod message;
 pub mod outbox;
 pub mod plan;
 pub mod problems;
+pub mod reload;
 pub mod restraint;
 pub mod rules;
 pub mod service;

@@ -331,15 +331,17 @@ fn run(config: &Path, once: bool, shadow: bool) -> ExitCode {
         }
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (rules, playbook) = tokio::sync::watch::channel(std::sync::Arc::new(book));
     let result = rt.block_on(async {
-        let service = triage::service::run(
-            book,
-            triage::service::Options {
-                once,
-                shadow,
-                stop: stopping,
-            },
-        );
+        if !once {
+            tokio::spawn(triage::reload::watch(config.to_path_buf(), rules));
+        }
+        let service = triage::service::run(triage::service::Options {
+            once,
+            shadow,
+            stop: stopping,
+            playbook,
+        });
         tokio::pin!(service);
         tokio::select! {
             r = &mut service => r,

@@ -446,15 +446,24 @@ impl Rulebook {
                 "no rule files (*.yaml) in the rules folder",
             )));
         }
-        let mut book = Rulebook::default();
+        let mut files = Vec::new();
         for path in entries {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(Problem::file(&path, format!("cannot read: {e}")));
-                    continue;
-                }
-            };
+            match std::fs::read_to_string(&path) {
+                Ok(t) => files.push((path, t)),
+                Err(e) => problems.push(Problem::file(&path, format!("cannot read: {e}"))),
+            }
+        }
+        Rulebook::build(files, problems)
+    }
+
+    /// The rule files' texts, already read, in order (what `load` and the fuzzer share).
+    pub fn from_files(files: Vec<(PathBuf, String)>) -> Result<Rulebook, Problems> {
+        Rulebook::build(files, Problems::default())
+    }
+
+    fn build(files: Vec<(PathBuf, String)>, mut problems: Problems) -> Result<Rulebook, Problems> {
+        let mut book = Rulebook::default();
+        for (path, text) in files {
             let file: RuleFile = if text.trim().is_empty() {
                 RuleFile::default()
             } else {

@@ -199,7 +199,11 @@ fn broken_mail_is_left_for_a_human_and_the_service_carries_on() {
         );
         backlog.push(raw.into_bytes());
         // IMAP cannot carry NUL: Dovecot serves those bytes as 0x80, undecodable text.
-        let words = if what == "NUL bytes" { "cannot decode" } else { words };
+        let words = if what == "NUL bytes" {
+            "cannot decode"
+        } else {
+            words
+        };
         expected.push((what, id_of(n + 1), words));
     }
     let mut reused = String::from_utf8(numbered_case(good, 0))
@@ -244,4 +248,126 @@ fn broken_mail_is_left_for_a_human_and_the_service_carries_on() {
     assert_eq!(inbox.len(), expected.len() + 1);
     assert!(inbox.iter().all(|h| h.flags.iter().any(|f| f == "Flagged")));
     assert_eq!(mailbox(&stack, DESK, "Triage/Orders").len(), 2);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+fn wait_for_log(stack: &Stack, log: &str, what: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(stack.dir.join(log)).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
+    let stack = Stack::start("reload");
+    // Rules and templates copied where this test may break and edit them.
+    let rules = stack.dir.join("rules");
+    let templates = stack.dir.join("templates");
+    copy_dir(&repo().join("rules"), &rules);
+    copy_dir(&repo().join("response-templates"), &templates);
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let root = repo();
+    let text = text
+        .replace(
+            &format!("rules: {}/rules", root.display()),
+            &format!("rules: {}", rules.display()),
+        )
+        .replace(
+            &format!("templates: {}/response-templates", root.display()),
+            &format!("templates: {}", templates.display()),
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let mut service = start_service(&stack, &cfg, "service.log");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // An editor saves a broken procedures file (write to a temp file, rename over).
+    let procedures = rules.join("10-procedures.yaml");
+    let good = std::fs::read_to_string(&procedures).unwrap();
+    let broken = good.replacen("rules:", "rules:\n  - name: [unclosed\n", 1);
+    let tmp = rules.join(".10-procedures.yaml.swp");
+    std::fs::write(&tmp, &broken).unwrap();
+    std::fs::rename(&tmp, &procedures).unwrap();
+    let log = wait_for_log(&stack, "service.log", "RELOAD FAILED", secs(15));
+    let at = format!("{}:", procedures.display());
+    let line = log.lines().find(|l| l.contains(&at)).unwrap_or_default();
+    let position: Vec<&str> = line
+        .trim_start()
+        .strip_prefix(&at)
+        .unwrap_or("")
+        .splitn(3, ':')
+        .collect();
+    assert!(
+        position.len() == 3
+            && position[0].parse::<u32>().is_ok()
+            && position[1].parse::<u32>().is_ok(),
+        "the log names file:line:col: {line:?}\n{log}"
+    );
+    assert!(
+        log.contains("still running on the last good rules"),
+        "{log}"
+    );
+
+    // Still answering, with the last good rules.
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(15));
+    let check = triage(&stack, &cfg, &["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:{}:{}",
+            procedures.display(),
+            position[0],
+            position[1]
+        )),
+        "{err}"
+    );
+
+    // Fixed, and a template changed: the next answer uses the new text.
+    std::fs::write(&procedures, &good).unwrap();
+    let template = templates.join("quote_request_ops_copied.txt");
+    let t = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        t.replace(
+            "Thank you for your quote request.",
+            "Thank you for your quote request (reloaded).",
+        ),
+    )
+    .unwrap();
+    wait_for_log(&stack, "service.log", "reloaded (files changed)", secs(15));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
+    wait_for(&stack, PARTNER, "INBOX", 2, secs(15));
+    let bodies: Vec<String> = mailbox(&stack, PARTNER, "INBOX")
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).to_string())
+        .collect();
+    assert_eq!(
+        bodies.iter().filter(|b| b.contains("(reloaded)")).count(),
+        1,
+        "only the second answer has the new text"
+    );
+
+    signal(&service, "HUP");
+    wait_for_log(&stack, "service.log", "reloaded (SIGHUP)", secs(15));
+    signal(&service, "TERM");
+    let status = wait_exit(&mut service, secs(20));
+    assert!(status.success(), "SIGTERM: exit 0, got {status}");
 }
