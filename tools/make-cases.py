@@ -88,9 +88,14 @@ def raw(name, data, expect):
 B_ACME = "[rep.one@example.com, isr.one@example.com, cam.east@example.com, partnerorderops@example.com]"
 HUMAN = "respond: none\nhuman: true\noutgoing: []\ndiscloses_nothing: true"
 
+# Cases captured from real servers rather than generated here: kept as they are.
+CAPTURED = ("bait-bounce-of-our-reply.",)
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
+        if f.startswith(CAPTURED):
+            continue
         if f.endswith((".eml", ".expect.yaml")):
             os.remove(os.path.join(OUT, f))
 
@@ -497,7 +502,9 @@ outgoing:
               b"--b1\r\nContent-Type: text/plain\r\n\r\nYour quote request could not be delivered.\r\n"
               b"--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mail.reseller.example\r\n\r\n"
               b"Final-Recipient: rfc822; nobody@reseller.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b1--\r\n")
-    raw("bait-bounce-dsn", bounce, f"{HUMAN}")
+    # Somebody else's bounce: nobody is blocked (bait-bounce-of-our-reply, captured from
+    # Postfix, is the one about our own reply).
+    raw("bait-bounce-dsn", bounce, f"{HUMAN}\nbounced: []")
     # ---- Trust: unverified or spoofed senders ------------------------------------------------------
     mail("trust-dmarc-fail", "Alice Buyer <alice@reseller.example>", "Quote request Acme", bait_q,
          ar=[auth("reseller.example", "fail")], expect=f"category: quote_request\nreason_contains: DMARC fail\n{HUMAN}")
