@@ -167,14 +167,7 @@ fn check(config: &Path, directory: Option<&Path>) -> ExitCode {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            println!(
-                "ok: {} rules, {} templates, directory with {} partners, {} opportunities, {} deal registrations",
-                book.rules.rules.len(),
-                book.templates.names.len(),
-                book.directory.partners.len(),
-                book.directory.opportunities.len(),
-                book.directory.deals.len()
-            );
+            println!("ok: {}", book.summary());
             ExitCode::SUCCESS
         }
         Err(problems) => {

@@ -131,6 +131,18 @@ pub fn field_label(field: &str) -> String {
 impl Playbook {
     /// Loads rules, templates and directory, collecting every problem; then renders each
     /// template with the variables its rules provide, so an undefined variable is found now.
+    /// What is loaded, in one line (`triage check`, reload).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} rules, {} templates, directory with {} partners, {} opportunities, {} deal registrations",
+            self.rules.rules.len(),
+            self.templates.names.len(),
+            self.directory.partners.len(),
+            self.directory.opportunities.len(),
+            self.directory.deals.len()
+        )
+    }
+
     pub fn load(config: Config, directory_override: Option<&Path>) -> Result<Playbook, Problems> {
         let mut problems = Problems::default();
         let rules = Rulebook::load(&config.rules)

@@ -92,14 +92,7 @@ pub async fn watch(config_path: PathBuf, tx: watch::Sender<Arc<Playbook>>) {
         let running = tx.borrow().clone();
         match load(&config_path, &running) {
             Ok(book) => {
-                info!(
-                    "reloaded ({why}): {} rules, {} templates, {} partners, {} opportunities, {} deal registrations",
-                    book.rules.rules.len(),
-                    book.templates.names.len(),
-                    book.directory.partners.len(),
-                    book.directory.opportunities.len(),
-                    book.directory.deals.len()
-                );
+                info!("reloaded ({why}): {}", book.summary());
                 seen = fingerprint(&config_path, &book);
                 failed = None;
                 let _ = tx.send(Arc::new(book));

@@ -507,15 +507,7 @@ pub fn journal_rows(stack: &Stack, sql: &str) -> Vec<Vec<String>> {
 
 /// APPENDs a message to a user's folder, as a restore from backup would.
 pub fn append(stack: &Stack, user: &str, name: &str, raw: &[u8]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut s = login(stack, user).await;
-        s.append(name, None, None, raw).await.unwrap();
-        drop(s.logout().await);
-    })
+    append_all(stack, user, name, &[raw.to_vec()])
 }
 
 /// APPENDs many messages over one session (a backlog, faster than SMTP).
