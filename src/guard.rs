@@ -46,8 +46,23 @@ pub fn loop_bait(mail: &Mail, config: &Config) -> Vec<String> {
         }
     }
     if let Some(rp) = mail.header("Return-Path") {
-        if rp.trim() == "<>" {
+        let rp = rp.trim();
+        if rp == "<>" {
             why.push("empty Return-Path (a bounce)".into());
+        } else {
+            // Our own mail come back (a forwarder, a copy rule) under a partner's From.
+            let envelope = rp.trim_matches(['<', '>']).to_ascii_lowercase();
+            if config.own_addresses().contains(&envelope) {
+                why.push(format!("Return-Path is the desk's own address {envelope}"));
+            }
+        }
+    }
+    if let Some(sender) = &mail.sender {
+        if config.own_addresses().contains(&sender.address) {
+            why.push(format!(
+                "Sender is the desk's own address {}",
+                sender.address
+            ));
         }
     }
     if mail.content_type == "multipart/report" {

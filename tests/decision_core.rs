@@ -376,3 +376,29 @@ fn classify_refuses_an_invalid_config_and_prints_json_for_a_valid_one() {
     assert_eq!(first["outgoing"][0]["kind"], "reply");
     assert_eq!(lines[1]["respond"], "none");
 }
+
+#[test]
+fn the_desks_own_mail_is_never_answered_under_a_partners_from() {
+    let book = playbook();
+    let raw = std::fs::read(repo().join("tests/cases/en-quote-request-direct.eml")).unwrap();
+    assert!(
+        !book.decide(&raw).outgoing.is_empty(),
+        "the clean message is answered"
+    );
+    for (header, words) in [
+        (
+            "Return-Path: <PartnerSupport@example.com>",
+            "Return-Path is the desk's own address",
+        ),
+        (
+            "Sender: partnerorderops@example.com",
+            "Sender is the desk's own address",
+        ),
+    ] {
+        let mut with = format!("{header}\r\n").into_bytes();
+        with.extend_from_slice(&raw);
+        let plan = book.decide(&with);
+        assert!(plan.outgoing.is_empty() && plan.original.human, "{header}");
+        assert!(plan.reason.contains(words), "{header}: {}", plan.reason);
+    }
+}
