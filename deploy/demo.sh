@@ -56,13 +56,11 @@ echo
 target/release/triage run --once --config "$state/triage.yaml" 2>&1 | sed 's/^/  /'
 sleep 1
 echo
-echo "== what each message became (audit log) =="
-python3 - "$state/triage.sqlite" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-for t, subj, cat, rule, outcome, detail in db.execute("SELECT time, subject, category, rule, outcome, detail FROM audit ORDER BY id"):
-    print(f"  {subj[:42]:<42} {cat:<19} {outcome:<15} {detail[:70]}")
-PY
+echo "== what each message became: triage audit =="
+target/release/triage audit --config "$state/triage.yaml"
+echo
+echo "== triage audit summary =="
+target/release/triage audit summary --config "$state/triage.yaml" | sed 's/^/  /'
 echo
 echo "== what people received =="
 python3 - "$MAILSTACK_IMAP_PORT" "$MAILSTACK_PASSWORD" <<'PY'

@@ -302,6 +302,13 @@ pub struct ServiceConfig {
     /// broken deployment is noticed at once. true: keep retrying with backoff.
     #[serde(default)]
     pub retry_at_start: bool,
+    /// Audit records older than this are deleted (at start and once a day).
+    #[serde(default = "default_audit_retention")]
+    pub audit_retention_days: u32,
+}
+
+fn default_audit_retention() -> u32 {
+    400
 }
 
 fn default_state() -> PathBuf {
@@ -317,6 +324,7 @@ impl Default for ServiceConfig {
             state: default_state(),
             documents: default_documents(),
             retry_at_start: false,
+            audit_retention_days: default_audit_retention(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::plan::Plan;
+use crate::plan::{Outgoing, Plan};
 
 pub struct Journal {
     db: Connection,
@@ -87,6 +87,23 @@ impl Journal {
             .exists([])?;
         if !has_size {
             db.execute_batch("ALTER TABLE messages ADD COLUMN size INTEGER")?;
+        }
+        // The audit record in full: the decision (plan as JSON: fields, evidence, guards,
+        // outgoing), and for each message sent its recipients, template and documents.
+        for column in [
+            "plan",
+            "to_addrs",
+            "cc_addrs",
+            "template",
+            "attachments",
+            "error",
+        ] {
+            let has: bool = db
+                .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = ?1")?
+                .exists([column])?;
+            if !has {
+                db.execute_batch(&format!("ALTER TABLE audit ADD COLUMN {column} TEXT"))?;
+            }
         }
         Ok(Journal { db })
     }
@@ -257,12 +274,22 @@ impl Journal {
         uidvalidity: u32,
         uid: u32,
         plan: &Plan,
+        sent: &Outgoing,
         outcome: &str,
         detail: &str,
     ) -> rusqlite::Result<()> {
         self.together(|| {
             self.set_outbox(message_id, Some(original), "sent")?;
-            self.audit(mailbox, uidvalidity, uid, plan, outcome, detail)
+            self.insert_audit(
+                mailbox,
+                uidvalidity,
+                uid,
+                plan,
+                outcome,
+                detail,
+                Some(sent),
+                None,
+            )
         })
     }
 
@@ -280,10 +307,20 @@ impl Journal {
         reason: &str,
         outcome: &str,
         detail: &str,
+        error: Option<&str>,
     ) -> rusqlite::Result<()> {
         self.together(|| {
             self.advance(uidvalidity, uid, key, state, None, reason)?;
-            self.audit(mailbox, uidvalidity, uid, plan, outcome, detail)
+            self.insert_audit(
+                mailbox,
+                uidvalidity,
+                uid,
+                plan,
+                outcome,
+                detail,
+                None,
+                error,
+            )
         })
     }
 
@@ -299,7 +336,6 @@ impl Journal {
     }
 
     /// One audit record: a decision or an action. Append-only.
-    #[allow(clippy::too_many_arguments)]
     pub fn audit(
         &self,
         mailbox: &str,
@@ -309,9 +345,36 @@ impl Journal {
         outcome: &str,
         detail: &str,
     ) -> rusqlite::Result<()> {
+        self.insert_audit(mailbox, uidvalidity, uid, plan, outcome, detail, None, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_audit(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        plan: &Plan,
+        outcome: &str,
+        detail: &str,
+        sent: Option<&Outgoing>,
+        error: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let attachments = sent.map(|o| {
+            let list: Vec<serde_json::Value> = o
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    serde_json::json!({"name": name, "sha256": o.attachment_sha256.get(i)})
+                })
+                .collect();
+            serde_json::Value::Array(list).to_string()
+        });
         self.db.execute(
-            "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail)
-             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail,
+                               plan, to_addrs, cc_addrs, template, attachments, error)
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 mailbox,
                 uidvalidity,
@@ -324,10 +387,24 @@ impl Journal {
                 if plan.respond == crate::rules::Respond::Auto { "auto" } else { "none" },
                 plan.reason,
                 outcome,
-                detail
+                detail,
+                serde_json::to_string(plan).ok(),
+                sent.map(|o| o.to.join(", ")),
+                sent.map(|o| o.cc.join(", ")),
+                sent.map(|o| o.template.as_str()),
+                attachments,
+                error,
             ],
         )?;
         Ok(())
+    }
+
+    /// Audit records older than `days` are deleted (`service.audit_retention_days`).
+    pub fn expire_audit(&self, days: u32) -> rusqlite::Result<usize> {
+        self.db.execute(
+            "DELETE FROM audit WHERE time < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
+            [format!("-{days} days")],
+        )
     }
 
     /// Automatic replies to this sender in this category within the last `hours`.
@@ -425,4 +502,150 @@ impl Journal {
         }
         Ok(out)
     }
+
+    /// Audit records matching the filter, oldest first.
+    pub fn audit_rows(&self, f: &AuditFilter) -> rusqlite::Result<Vec<AuditRow>> {
+        let mut sql = String::from(
+            "SELECT id, time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule,
+                    respond, reason, outcome, detail, plan, to_addrs, cc_addrs, template, attachments, error
+             FROM audit WHERE id > ?1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![f.after_id.into()];
+        let mut push = |clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(t) = &f.since {
+            push(" AND time >= ?", t.clone().into());
+        }
+        if let Some(t) = &f.until {
+            push(" AND time < ?", t.clone().into());
+        }
+        if let Some(v) = &f.category {
+            push(" AND category = ?", v.clone().into());
+        }
+        if let Some(v) = &f.outcome {
+            push(" AND outcome = ?", v.clone().into());
+        }
+        if let Some(v) = &f.sender {
+            push(
+                " AND lower(sender) LIKE ?",
+                format!("%{}%", v.to_lowercase()).into(),
+            );
+        }
+        if let Some(v) = &f.rule {
+            push(" AND rule = ?", v.clone().into());
+        }
+        if let Some(v) = &f.message_id {
+            push(
+                " AND message_id = ?",
+                v.trim_matches(['<', '>']).to_string().into(),
+            );
+        }
+        if let Some(id) = f.id {
+            push(" AND id = ?", id.into());
+        }
+        sql.push_str(" ORDER BY id");
+        let mut stmt = self.db.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(AuditRow {
+                id: r.get(0)?,
+                time: r.get(1)?,
+                mailbox: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                uidvalidity: r.get::<_, Option<u32>>(3)?.unwrap_or_default(),
+                uid: r.get::<_, Option<u32>>(4)?.unwrap_or_default(),
+                message_id: r.get(5)?,
+                sender: r.get(6)?,
+                subject: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                category: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                rule: r.get(9)?,
+                respond: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                reason: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                outcome: r.get(12)?,
+                detail: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
+                plan: r
+                    .get::<_, Option<String>>(14)?
+                    .and_then(|p| serde_json::from_str(&p).ok()),
+                to: r.get(15)?,
+                cc: r.get(16)?,
+                template: r.get(17)?,
+                attachments: r
+                    .get::<_, Option<String>>(18)?
+                    .and_then(|a| serde_json::from_str(&a).ok()),
+                error: r.get(19)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// A time as the audit log writes it, from a date, a date and time, or an age
+    /// (`24h`, `7d`, `30m`); None when SQLite cannot read it.
+    pub fn audit_time(&self, text: &str) -> rusqlite::Result<Option<String>> {
+        let t = text.trim();
+        let relative = t
+            .strip_suffix(['m', 'h', 'd'])
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(|n| {
+                let unit = match t.chars().last() {
+                    Some('m') => "minutes",
+                    Some('h') => "hours",
+                    _ => "days",
+                };
+                format!("-{n} {unit}")
+            });
+        let (base, modifier) = match relative {
+            Some(m) => ("now".to_string(), m),
+            None => (
+                t.trim_end_matches('Z').replace(' ', "T"),
+                "+0 seconds".to_string(),
+            ),
+        };
+        self.db.query_row(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1, ?2)",
+            params![base, modifier],
+            |r| r.get(0),
+        )
+    }
+}
+
+/// Which audit records `triage audit` shows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub category: Option<String>,
+    pub outcome: Option<String>,
+    pub sender: Option<String>,
+    pub rule: Option<String>,
+    pub message_id: Option<String>,
+    pub id: Option<i64>,
+    /// Only records after this id (`--follow`).
+    pub after_id: i64,
+}
+
+/// One audit record as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub time: String,
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub message_id: Option<String>,
+    pub sender: Option<String>,
+    pub subject: String,
+    pub category: String,
+    pub rule: Option<String>,
+    pub respond: String,
+    pub reason: String,
+    pub outcome: String,
+    pub detail: String,
+    pub to: Option<String>,
+    pub cc: Option<String>,
+    pub template: Option<String>,
+    pub attachments: Option<serde_json::Value>,
+    pub error: Option<String>,
+    /// The decision in full (fields, evidence, guards, outgoing), as `classify` shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
 }

@@ -6,6 +6,7 @@
 //! writes the answer, and [`plan`] puts it together as one serializable [`plan::Plan`].
 //! The service around it (IMAP, SMTP, journal) only executes plans.
 
+pub mod audit;
 pub mod casebook;
 pub mod config;
 pub mod directory;

@@ -5,8 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use triage::casebook;
 use triage::config::Config;
-use triage::plan::{self, Kind, Plan, Playbook};
-use triage::rules::Respond;
+use triage::plan::{self, Plan, Playbook};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +22,49 @@ struct Cli {
 enum Format {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum AuditFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand)]
+enum AuditView {
+    /// One record in full, with the decision explained as `classify` explains it.
+    Show { id: i64 },
+    /// Counts by category and outcome over the period (default: the last 7 days).
+    Summary,
+}
+
+/// Filters for `triage audit`; they also apply after `summary`.
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// From this time: 2026-11-20, 2026-11-20T10:00, or an age such as 24h, 7d, 30m.
+    #[arg(long, global = true)]
+    since: Option<String>,
+    /// Before this time (same forms as --since).
+    #[arg(long, global = true)]
+    until: Option<String>,
+    #[arg(long, global = true)]
+    category: Option<String>,
+    /// replied, forwarded, filed, left for human, shadow
+    #[arg(long, global = true)]
+    outcome: Option<String>,
+    /// Part of the sender's address.
+    #[arg(long, global = true)]
+    sender: Option<String>,
+    #[arg(long, global = true)]
+    rule: Option<String>,
+    #[arg(long, global = true)]
+    message_id: Option<String>,
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    format: AuditFormat,
+    /// Keep printing new records as they are written.
+    #[arg(long)]
+    follow: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,6 +105,15 @@ enum Command {
         #[arg(long)]
         shadow: bool,
     },
+    /// The audit log: every decision and action, filtered, as a table, JSON lines or CSV.
+    Audit {
+        #[arg(long, default_value = "/etc/triage/triage.yaml", global = true)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: AuditArgs,
+        #[command(subcommand)]
+        view: Option<AuditView>,
+    },
     /// The circuit breaker on automatic answers: show it, or close it after a look at why
     /// it opened (`triage audit`, the logs).
     Breaker {
@@ -100,6 +151,7 @@ fn main() -> ExitCode {
             shadow,
         } => run(&config, once, shadow),
         Command::Breaker { config, action } => breaker(&config, action),
+        Command::Audit { config, args, view } => audit(&config, &args, view),
         Command::Test {
             config,
             directory,
@@ -116,6 +168,151 @@ fn load(config: &Path, directory: Option<&Path>) -> Result<Playbook, ExitCode> {
         eprintln!("triage: the configuration is not valid ({} problem(s)); run `triage check` after fixing", problems.0.len());
         ExitCode::from(2)
     })
+}
+
+fn audit(config: &Path, args: &AuditArgs, view: Option<AuditView>) -> ExitCode {
+    use triage::audit as view_of;
+    use triage::journal::{AuditFilter, Journal};
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    if !config.service.state.exists() {
+        eprintln!(
+            "triage: no journal at {} (has the service run?)",
+            config.service.state.display()
+        );
+        return ExitCode::from(1);
+    }
+    let journal = match Journal::open(&config.service.state) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("triage: journal {}: {e}", config.service.state.display());
+            return ExitCode::from(1);
+        }
+    };
+    let time = |flag: &str, v: &Option<String>| -> Result<Option<String>, ExitCode> {
+        let Some(v) = v else { return Ok(None) };
+        match journal.audit_time(v) {
+            Ok(Some(t)) => Ok(Some(t)),
+            _ => {
+                eprintln!("triage: {flag} {v:?}: expected a date (2026-11-20), a date and time (2026-11-20T10:00) or an age (24h, 7d, 30m)");
+                Err(ExitCode::from(2))
+            }
+        }
+    };
+    let summary = matches!(view, Some(AuditView::Summary));
+    let since = if summary && args.since.is_none() {
+        Some("7d".to_string())
+    } else {
+        args.since.clone()
+    };
+    let mut filter = AuditFilter {
+        since: match time("--since", &since) {
+            Ok(t) => t,
+            Err(c) => return c,
+        },
+        until: match time("--until", &args.until) {
+            Ok(t) => t,
+            Err(c) => return c,
+        },
+        category: args.category.clone(),
+        outcome: args.outcome.clone(),
+        sender: args.sender.clone(),
+        rule: args.rule.clone(),
+        message_id: args.message_id.clone(),
+        id: None,
+        after_id: 0,
+    };
+    if let Some(AuditView::Show { id }) = view {
+        filter = AuditFilter {
+            id: Some(id),
+            ..AuditFilter::default()
+        };
+    }
+    let rows = match journal.audit_rows(&filter) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("triage: journal: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match view {
+        Some(AuditView::Show { id }) => {
+            return match rows.first() {
+                Some(r) if args.format == AuditFormat::Json => {
+                    println!("{}", view_of::json_line(r));
+                    ExitCode::SUCCESS
+                }
+                Some(r) => {
+                    print!("{}", view_of::show(r));
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("triage: no audit record {id}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Some(AuditView::Summary) => {
+            let period = format!(
+                "from {} to {}",
+                filter.since.as_deref().unwrap_or("the start"),
+                filter.until.as_deref().unwrap_or("now")
+            );
+            print!("{}", view_of::summary(&rows, &period));
+            return ExitCode::SUCCESS;
+        }
+        None => {}
+    }
+    let mut csv = csv::Writer::from_writer(std::io::stdout());
+    let mut print = |rows: &[triage::journal::AuditRow], header: bool| match args.format {
+        AuditFormat::Table => {
+            if header {
+                println!("{}", view_of::TABLE_HEADER);
+            }
+            for r in rows {
+                println!("{}", view_of::table_row(r));
+            }
+        }
+        AuditFormat::Json => {
+            for r in rows {
+                println!("{}", view_of::json_line(r));
+            }
+        }
+        AuditFormat::Csv => {
+            if header {
+                let _ = csv.write_record(view_of::CSV_HEADER);
+            }
+            for r in rows {
+                let _ = csv.write_record(view_of::csv_record(r));
+            }
+            let _ = csv.flush();
+        }
+    };
+    print(&rows, true);
+    if args.follow {
+        let mut last = rows.last().map(|r| r.id).unwrap_or(0);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            filter.after_id = last;
+            match journal.audit_rows(&filter) {
+                Ok(new) if !new.is_empty() => {
+                    last = new.last().map(|r| r.id).unwrap_or(last);
+                    print(&new, false);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("triage: journal: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn breaker(config: &Path, action: BreakerAction) -> ExitCode {
@@ -200,7 +397,7 @@ fn classify(
         };
         match format {
             Format::Json => println!("{}", json_line(file, &plan)),
-            Format::Text => print!("{}", explain(&file.display().to_string(), &plan)),
+            Format::Text => print!("{}", plan::explain(&file.display().to_string(), &plan)),
         }
     }
     status
@@ -215,89 +412,6 @@ fn json_line(file: &Path, plan: &Plan) -> String {
         );
     }
     value.to_string()
-}
-
-/// The decision in words, the way a specialist would explain it to a colleague.
-fn explain(name: &str, plan: &Plan) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(s, "{name}");
-    let _ = writeln!(
-        s,
-        "  message-id: {}",
-        plan.message_id.as_deref().unwrap_or("(none)")
-    );
-    let _ = writeln!(
-        s,
-        "  from:       {}",
-        plan.from.as_deref().unwrap_or("(none)")
-    );
-    let _ = writeln!(s, "  subject:    {}", plan.subject);
-    let _ = writeln!(s, "  category:   {}", plan.category);
-    let _ = writeln!(
-        s,
-        "  rule:       {}",
-        plan.rule.as_deref().unwrap_or("(none matched)")
-    );
-    for c in &plan.conditions {
-        let _ = writeln!(s, "    because   {c}");
-    }
-    let _ = writeln!(
-        s,
-        "  respond:    {}",
-        if plan.respond == Respond::Auto {
-            "auto"
-        } else {
-            "none (left for a human)"
-        }
-    );
-    let _ = writeln!(s, "  reason:     {}", plan.reason);
-    for (k, v) in &plan.fields {
-        let _ = writeln!(s, "  field:      {k} = {v}");
-    }
-    for e in &plan.evidence {
-        let _ = writeln!(s, "  evidence:   {e}");
-    }
-    if !plan.missing.is_empty() {
-        let _ = writeln!(s, "  missing:    {}", plan.missing.join(", "));
-    }
-    for o in &plan.outgoing {
-        let kind = if o.kind == Kind::Reply {
-            "reply"
-        } else {
-            "forward"
-        };
-        let _ = writeln!(s, "  {kind:<10}  to {}", o.to.join(", "));
-        if !o.cc.is_empty() {
-            let _ = writeln!(s, "              cc {}", o.cc.join(", "));
-        }
-        let _ = writeln!(
-            s,
-            "              subject {:?}, template {}",
-            o.subject, o.template
-        );
-        if !o.attachments.is_empty() {
-            let _ = writeln!(s, "              attachments {}", o.attachments.join(", "));
-        }
-    }
-    for d in &plan.keep_documents {
-        let _ = writeln!(s, "  keep:       {} under {}", d.name, d.under);
-    }
-    for u in &plan.crm_updates {
-        let _ = writeln!(
-            s,
-            "  crm:        {} {}: {} -> {}",
-            u.record, u.field, u.from, u.to
-        );
-    }
-    let where_ = match (&plan.original.folder, plan.original.human) {
-        (Some(f), true) => format!("left for a human in {f}"),
-        (None, true) => "left for a human, flagged in the inbox".into(),
-        (Some(f), false) => format!("filed to {f}"),
-        (None, false) => "stays in the inbox, marked answered".into(),
-    };
-    let _ = writeln!(s, "  original:   {where_}");
-    s
 }
 
 fn run(config: &Path, once: bool, shadow: bool) -> ExitCode {
@@ -396,7 +510,10 @@ fn test(config: &Path, directory: Option<&Path>, verbose: bool, folders: &[PathB
             if result.failures.is_empty() {
                 passed += 1;
                 if verbose {
-                    print!("ok   {}", explain(&eml.display().to_string(), &result.plan));
+                    print!(
+                        "ok   {}",
+                        plan::explain(&eml.display().to_string(), &result.plan)
+                    );
                 }
             } else {
                 failed += 1;
@@ -405,7 +522,7 @@ fn test(config: &Path, directory: Option<&Path>, verbose: bool, folders: &[PathB
                     println!("     {f}");
                 }
                 if verbose {
-                    print!("{}", explain("     decision:", &result.plan));
+                    print!("{}", plan::explain("     decision:", &result.plan));
                 }
             }
         }

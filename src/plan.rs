@@ -37,6 +37,9 @@ pub struct Outgoing {
     pub attachments: Vec<String>,
     /// Positions of those documents in the original's attachment list.
     pub attachment_index: Vec<usize>,
+    /// SHA-256 of each of those documents, for the audit log.
+    #[serde(default)]
+    pub attachment_sha256: Vec<String>,
     pub body: String,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
@@ -323,6 +326,18 @@ impl Playbook {
         };
         match self.carry_out(mail, rule, &sender_domain, &mut plan) {
             Ok(()) => {
+                for o in &mut plan.outgoing {
+                    o.attachment_sha256 = o
+                        .attachment_index
+                        .iter()
+                        .map(|&i| {
+                            mail.attachments
+                                .get(i)
+                                .map(|a| hex(&Sha256::digest(&a.bytes)))
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                }
                 plan.respond = Respond::Auto;
                 plan.original = Filing {
                     human: false,
@@ -534,6 +549,7 @@ impl Playbook {
                 subject: format!("Fwd: {}", mail.subject),
                 attachments: names(&idx),
                 attachment_index: idx,
+                attachment_sha256: Vec::new(),
                 body,
                 in_reply_to: None,
                 references: Vec::new(),
@@ -891,10 +907,94 @@ fn reply(
         subject,
         attachments: attachments.iter().map(|(_, n)| n.clone()).collect(),
         attachment_index: attachments.iter().map(|(i, _)| *i).collect(),
+        attachment_sha256: Vec::new(),
         body,
         in_reply_to: mail.message_id.clone(),
         references,
     }
+}
+
+/// The decision in words, the way a specialist would explain it to a colleague.
+pub fn explain(name: &str, plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "{name}");
+    let _ = writeln!(
+        s,
+        "  message-id: {}",
+        plan.message_id.as_deref().unwrap_or("(none)")
+    );
+    let _ = writeln!(
+        s,
+        "  from:       {}",
+        plan.from.as_deref().unwrap_or("(none)")
+    );
+    let _ = writeln!(s, "  subject:    {}", plan.subject);
+    let _ = writeln!(s, "  category:   {}", plan.category);
+    let _ = writeln!(
+        s,
+        "  rule:       {}",
+        plan.rule.as_deref().unwrap_or("(none matched)")
+    );
+    for c in &plan.conditions {
+        let _ = writeln!(s, "    because   {c}");
+    }
+    let _ = writeln!(
+        s,
+        "  respond:    {}",
+        if plan.respond == Respond::Auto {
+            "auto"
+        } else {
+            "none (left for a human)"
+        }
+    );
+    let _ = writeln!(s, "  reason:     {}", plan.reason);
+    for (k, v) in &plan.fields {
+        let _ = writeln!(s, "  field:      {k} = {v}");
+    }
+    for e in &plan.evidence {
+        let _ = writeln!(s, "  evidence:   {e}");
+    }
+    if !plan.missing.is_empty() {
+        let _ = writeln!(s, "  missing:    {}", plan.missing.join(", "));
+    }
+    for o in &plan.outgoing {
+        let kind = if o.kind == Kind::Reply {
+            "reply"
+        } else {
+            "forward"
+        };
+        let _ = writeln!(s, "  {kind:<10}  to {}", o.to.join(", "));
+        if !o.cc.is_empty() {
+            let _ = writeln!(s, "              cc {}", o.cc.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "              subject {:?}, template {}",
+            o.subject, o.template
+        );
+        if !o.attachments.is_empty() {
+            let _ = writeln!(s, "              attachments {}", o.attachments.join(", "));
+        }
+    }
+    for d in &plan.keep_documents {
+        let _ = writeln!(s, "  keep:       {} under {}", d.name, d.under);
+    }
+    for u in &plan.crm_updates {
+        let _ = writeln!(
+            s,
+            "  crm:        {} {}: {} -> {}",
+            u.record, u.field, u.from, u.to
+        );
+    }
+    let where_ = match (&plan.original.folder, plan.original.human) {
+        (Some(f), true) => format!("left for a human in {f}"),
+        (None, true) => "left for a human, flagged in the inbox".into(),
+        (Some(f), false) => format!("filed to {f}"),
+        (None, false) => "stays in the inbox, marked answered".into(),
+    };
+    let _ = writeln!(s, "  original:   {where_}");
+    s
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -83,6 +83,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
         .ok_or("the config has no `smtp` section")?;
     let journal = Journal::open(&config.service.state)
         .map_err(|e| format!("journal {}: {e}", config.service.state.display()))?;
+    expire_audit(&journal, config)?;
     let smtp = outbox::Submission::new(smtp_cfg)?;
     let mut backoff = Backoff { attempt: 0 };
 
@@ -202,7 +203,12 @@ async fn serve(
         uidplus: caps.has_str("UIDPLUS"),
     };
     let mut awaiting_copies = HashSet::new();
+    let mut expired_at = tokio::time::Instant::now();
     loop {
+        if expired_at.elapsed() > Duration::from_secs(24 * 3600) {
+            expire_audit(journal, &book.config)?;
+            expired_at = tokio::time::Instant::now();
+        }
         let current = opts.playbook.borrow_and_update().clone();
         let mut shell = Shell {
             book: &current,
@@ -377,8 +383,17 @@ impl Shell<'_> {
                                 .map_err(db)?;
                             continue;
                         }
-                        self.leave_for_human(session, &inbox, uidvalidity, uid, id, &plan, reason)
-                            .await?;
+                        self.leave_for_human(
+                            session,
+                            &inbox,
+                            uidvalidity,
+                            uid,
+                            id,
+                            &plan,
+                            reason,
+                            None,
+                        )
+                        .await?;
                         continue;
                     }
                     if state.is_final() {
@@ -479,13 +494,15 @@ impl Shell<'_> {
                 .is_some_and(|s| s < State::Sending);
 
         let mut human_reason = None;
+        // The SMTP server's own answer when it refused a message, for the audit log.
+        let mut smtp_error = None;
         let mut left_inbox = false;
         if plan.respond == Respond::Auto && !answered_elsewhere {
             let Some(mail) = &mail else {
                 // decide() already sends unreadable mail to a human; this is belt and braces.
                 let reason = "the message cannot be read".to_string();
                 return self
-                    .leave_for_human(session, inbox, uidvalidity, uid, &key, &plan, reason)
+                    .leave_for_human(session, inbox, uidvalidity, uid, &key, &plan, reason, None)
                     .await;
             };
             journal
@@ -556,6 +573,7 @@ impl Shell<'_> {
                         Ok(()) => {}
                         Err(Refusal::Permanent(e)) => {
                             error!(uid, "SMTP refused the {what} to {:?}: {e}", out.to);
+                            smtp_error = Some(e.clone());
                             human_reason = Some(format!(
                                 "SMTP refused the {what} to {} (cc {}): {e}",
                                 out.to.join(", "),
@@ -583,6 +601,7 @@ impl Shell<'_> {
                             uidvalidity,
                             uid,
                             &plan,
+                            out,
                             outcome,
                             &format!("{detail}{note}"),
                         )
@@ -622,8 +641,17 @@ impl Shell<'_> {
         }
         if plan.original.human || human_reason.is_some() {
             let reason = human_reason.unwrap_or_else(|| plan.reason.clone());
-            self.leave_for_human(session, inbox, uidvalidity, uid, &key, &plan, reason)
-                .await?;
+            self.leave_for_human(
+                session,
+                inbox,
+                uidvalidity,
+                uid,
+                &key,
+                &plan,
+                reason,
+                smtp_error,
+            )
+            .await?;
         } else {
             mailbox::store(session, uid, "\\Seen \\Answered", t).await?;
             if let Some(folder) = &plan.original.folder {
@@ -640,6 +668,7 @@ impl Shell<'_> {
                     &plan.reason,
                     "filed",
                     plan.original.folder.as_deref().unwrap_or(inbox),
+                    None,
                 )
                 .map_err(db)?;
             info!(uid, category = %plan.category, "answered and filed: {}", plan.reason);
@@ -762,6 +791,7 @@ impl Shell<'_> {
         key: &str,
         plan: &Plan,
         reason: String,
+        error: Option<String>,
     ) -> Result<(), String> {
         let t = self.t();
         // Flag or move first, record after: a kill in between repeats a harmless step.
@@ -780,6 +810,7 @@ impl Shell<'_> {
                 &reason,
                 "left for human",
                 &reason,
+                error.as_deref(),
             )
             .map_err(db)?;
         info!(uid, category = %plan.category, "left for a human: {reason}");
@@ -830,9 +861,20 @@ fn settle_vanished(
                 &reason,
                 outcome,
                 "recorded after a restart",
+                None,
             )
             .map_err(db)?;
         info!(uid, "{outcome} (recorded after a restart)");
+    }
+    Ok(())
+}
+
+/// Retention of the audit log (`service.audit_retention_days`).
+fn expire_audit(journal: &Journal, config: &Config) -> Result<(), String> {
+    let days = config.service.audit_retention_days;
+    let n = journal.expire_audit(days).map_err(db)?;
+    if n > 0 {
+        info!("audit log: {n} records older than {days} days deleted");
     }
     Ok(())
 }

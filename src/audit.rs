@@ -1,0 +1,245 @@
+//! `triage audit`: the audit log as reviewers read it. A table that fits a 100-column
+//! terminal, JSON lines for tools, CSV for spreadsheets, one record in full (explained the
+//! way `classify` explains a decision), and the weekly summary by category and outcome.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::journal::AuditRow;
+use crate::plan;
+
+/// Cuts to `width` characters, marking the cut.
+fn fit(text: &str, width: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= width {
+        format!("{clean:<width$}")
+    } else {
+        let mut s: String = clean.chars().take(width.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+pub const TABLE_HEADER: &str =
+    "    ID  TIME (UTC)   OUTCOME         CATEGORY            SENDER                  SUBJECT";
+
+/// Two lines of at most 100 characters: what came in and what it became, then to whom it
+/// went or why it was left.
+pub fn table_row(r: &AuditRow) -> String {
+    // 2026-11-23T12:03:43.123Z -> 11-23 12:03
+    let time = r.time.get(5..16).unwrap_or(&r.time).replace('T', " ");
+    let line = format!(
+        "{:>6}  {}  {}  {}  {}  {}",
+        r.id,
+        fit(&time, 11),
+        fit(&r.outcome, 14),
+        fit(&r.category, 18),
+        fit(r.sender.as_deref().unwrap_or("-"), 22),
+        r.subject
+    );
+    let second = match (&r.to, r.outcome.as_str()) {
+        (Some(to), _) => {
+            let mut s = format!("to {to}");
+            if let Some(cc) = r.cc.as_ref().filter(|c| !c.is_empty()) {
+                s.push_str(&format!("; cc {cc}"));
+            }
+            if let Some(t) = &r.template {
+                s.push_str(&format!("; template {t}"));
+            }
+            s
+        }
+        (None, "filed") => format!(
+            "filed to {}; rule {}",
+            r.detail,
+            r.rule.as_deref().unwrap_or("-")
+        ),
+        (None, "left for human") => format!("why: {}", r.detail),
+        _ => format!("why: {}", r.reason),
+    };
+    format!(
+        "{}\n{}",
+        fit(&line, 100).trim_end(),
+        fit(&format!("        {second}"), 100).trim_end()
+    )
+}
+
+pub fn json_line(r: &AuditRow) -> String {
+    serde_json::to_string(r).unwrap_or_default()
+}
+
+pub const CSV_HEADER: [&str; 19] = [
+    "id",
+    "time",
+    "mailbox",
+    "uidvalidity",
+    "uid",
+    "message_id",
+    "sender",
+    "subject",
+    "category",
+    "rule",
+    "outcome",
+    "reason",
+    "detail",
+    "to",
+    "cc",
+    "template",
+    "attachments",
+    "fields",
+    "error",
+];
+
+pub fn csv_record(r: &AuditRow) -> Vec<String> {
+    let fields = r
+        .plan
+        .as_ref()
+        .map(|p| {
+            p.fields
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    vec![
+        r.id.to_string(),
+        r.time.clone(),
+        r.mailbox.clone(),
+        r.uidvalidity.to_string(),
+        r.uid.to_string(),
+        r.message_id.clone().unwrap_or_default(),
+        r.sender.clone().unwrap_or_default(),
+        r.subject.clone(),
+        r.category.clone(),
+        r.rule.clone().unwrap_or_default(),
+        r.outcome.clone(),
+        r.reason.clone(),
+        r.detail.clone(),
+        r.to.clone().unwrap_or_default(),
+        r.cc.clone().unwrap_or_default(),
+        r.template.clone().unwrap_or_default(),
+        attachments(r),
+        fields,
+        r.error.clone().unwrap_or_default(),
+    ]
+}
+
+fn attachments(r: &AuditRow) -> String {
+    r.attachments
+        .as_ref()
+        .and_then(|a| a.as_array())
+        .map(|list| {
+            list.iter()
+                .map(|a| {
+                    format!(
+                        "{} (sha256 {})",
+                        a["name"].as_str().unwrap_or(""),
+                        a["sha256"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// One record in full: what was done, then the decision behind it.
+pub fn show(r: &AuditRow) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "audit record {}", r.id);
+    let _ = writeln!(s, "  time:       {}", r.time);
+    let _ = writeln!(
+        s,
+        "  mailbox:    {} (UIDVALIDITY {}, UID {})",
+        r.mailbox, r.uidvalidity, r.uid
+    );
+    let _ = writeln!(s, "  outcome:    {}", r.outcome);
+    if !r.detail.is_empty() {
+        let _ = writeln!(s, "  detail:     {}", r.detail);
+    }
+    if let Some(to) = &r.to {
+        let _ = writeln!(s, "  sent to:    {to}");
+    }
+    if let Some(cc) = r.cc.as_ref().filter(|c| !c.is_empty()) {
+        let _ = writeln!(s, "  cc:         {cc}");
+    }
+    if let Some(t) = &r.template {
+        let _ = writeln!(s, "  template:   {t}");
+    }
+    let docs = attachments(r);
+    if !docs.is_empty() {
+        let _ = writeln!(s, "  documents:  {docs}");
+    }
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "  error:      {e}");
+    }
+    match &r.plan {
+        Some(p) => s.push_str(&plan::explain("  the decision:", p)),
+        None => {
+            let _ = writeln!(s, "  the decision: (not recorded; older record)");
+            let _ = writeln!(s, "  category:   {}", r.category);
+            let _ = writeln!(s, "  rule:       {}", r.rule.as_deref().unwrap_or("-"));
+            let _ = writeln!(s, "  reason:     {}", r.reason);
+        }
+    }
+    s
+}
+
+/// Outcomes in the order a reviewer reads them.
+const OUTCOMES: [&str; 5] = ["replied", "forwarded", "filed", "left for human", "shadow"];
+
+/// Counts by category and outcome, and messages per category.
+pub fn summary(rows: &[AuditRow], period: &str) -> String {
+    let mut counts: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    let mut messages: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for r in rows {
+        *counts
+            .entry(&r.category)
+            .or_default()
+            .entry(&r.outcome)
+            .or_default() += 1;
+        messages
+            .entry(&r.category)
+            .or_default()
+            .insert(r.message_id.as_deref().unwrap_or(""));
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "audit summary, {period}");
+    let _ = writeln!(
+        s,
+        "{:<22}{:>9}{:>9}{:>10}{:>8}{:>16}{:>8}",
+        "category", "messages", "replied", "forwarded", "filed", "left for human", "shadow"
+    );
+    let mut total = [0usize; 6];
+    for (category, by) in &counts {
+        let n = messages[category].len();
+        let cells: Vec<usize> = OUTCOMES
+            .iter()
+            .map(|o| by.get(o).copied().unwrap_or(0))
+            .collect();
+        total[0] += n;
+        for (i, c) in cells.iter().enumerate() {
+            total[i + 1] += c;
+        }
+        let _ = writeln!(
+            s,
+            "{:<22}{:>9}{:>9}{:>10}{:>8}{:>16}{:>8}",
+            fit(category, 21).trim_end(),
+            n,
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{:<22}{:>9}{:>9}{:>10}{:>8}{:>16}{:>8}",
+        "total", total[0], total[1], total[2], total[3], total[4], total[5]
+    );
+    s
+}
