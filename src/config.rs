@@ -305,6 +305,17 @@ pub struct ServiceConfig {
     /// Audit records older than this are deleted (at start and once a day).
     #[serde(default = "default_audit_retention")]
     pub audit_retention_days: u32,
+    /// Address of the HTTP listener for /metrics, /healthz and /readyz, e.g.
+    /// `127.0.0.1:9464`; unset, there is none.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Readiness fails, loudly, when the inbox has not been read for this long.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_seconds: u64,
+}
+
+fn default_stale_after() -> u64 {
+    900
 }
 
 fn default_audit_retention() -> u32 {
@@ -325,6 +336,8 @@ impl Default for ServiceConfig {
             documents: default_documents(),
             retry_at_start: false,
             audit_retention_days: default_audit_retention(),
+            http: None,
+            stale_after_seconds: default_stale_after(),
         }
     }
 }
@@ -410,6 +423,16 @@ impl Config {
                     &text,
                     key,
                     format!("limits.{field}: must be at least 1"),
+                ));
+            }
+        }
+        if let Some(addr) = &config.service.http {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(Problem::at_text(
+                    path,
+                    &text,
+                    addr,
+                    format!("service.http: expected an address and port such as 127.0.0.1:9464, got {addr:?}"),
                 ));
             }
         }

@@ -11,6 +11,7 @@ pub mod casebook;
 pub mod config;
 pub mod directory;
 pub mod guard;
+pub mod health;
 pub mod journal;
 pub mod mailbox;
 pub mod message;

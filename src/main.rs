@@ -104,6 +104,9 @@ enum Command {
         /// Decide and record everything, but send, append and move nothing.
         #[arg(long)]
         shadow: bool,
+        /// Log lines as text (default) or one JSON object per line.
+        #[arg(long, value_enum, default_value = "text", env = "TRIAGE_LOG_FORMAT")]
+        log_format: Format,
     },
     /// The audit log: every decision and action, filtered, as a table, JSON lines or CSV.
     Audit {
@@ -149,7 +152,8 @@ fn main() -> ExitCode {
             config,
             once,
             shadow,
-        } => run(&config, once, shadow),
+            log_format,
+        } => run(&config, once, shadow, log_format),
         Command::Breaker { config, action } => breaker(&config, action),
         Command::Audit { config, args, view } => audit(&config, &args, view),
         Command::Test {
@@ -414,15 +418,19 @@ fn json_line(file: &Path, plan: &Plan) -> String {
     value.to_string()
 }
 
-fn run(config: &Path, once: bool, shadow: bool) -> ExitCode {
-    tracing_subscriber::fmt()
+fn run(config: &Path, once: bool, shadow: bool, log_format: Format) -> ExitCode {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format {
+        Format::Json => logs.json().init(),
+        Format::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let book = match load(config, None) {
         Ok(b) => b,
         Err(code) => return code,
@@ -438,16 +446,34 @@ fn run(config: &Path, once: bool, shadow: bool) -> ExitCode {
         }
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let health = std::sync::Arc::new(triage::health::Health::new(std::time::Duration::from_secs(
+        book.config.service.stale_after_seconds,
+    )));
+    let http = book
+        .config
+        .service
+        .http
+        .as_ref()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
     let (rules, playbook) = tokio::sync::watch::channel(std::sync::Arc::new(book));
     let result = rt.block_on(async {
         if !once {
-            tokio::spawn(triage::reload::watch(config.to_path_buf(), rules));
+            tokio::spawn(triage::reload::watch(
+                config.to_path_buf(),
+                rules,
+                health.clone(),
+            ));
+            tokio::spawn(triage::health::watch(health.clone()));
+            if let Some(addr) = http {
+                tokio::spawn(triage::health::serve_http(addr, health.clone()));
+            }
         }
         let service = triage::service::run(triage::service::Options {
             once,
             shadow,
             stop: stopping,
             playbook,
+            health: health.clone(),
         });
         tokio::pin!(service);
         tokio::select! {
@@ -455,6 +481,7 @@ fn run(config: &Path, once: bool, shadow: bool) -> ExitCode {
             _ = shutdown() => {
                 // Every step is under a timeout, so finishing the message in hand is bounded.
                 tracing::info!("stopping on signal: finishing the message in hand");
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 let _ = stop.send(true);
                 tokio::select! {
                     r = &mut service => r,

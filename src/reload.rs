@@ -55,7 +55,11 @@ fn load(config_path: &Path, running: &Playbook) -> Result<Playbook, String> {
 }
 
 /// Runs until the receiver side is gone; sends each new valid playbook.
-pub async fn watch(config_path: PathBuf, tx: watch::Sender<Arc<Playbook>>) {
+pub async fn watch(
+    config_path: PathBuf,
+    tx: watch::Sender<Arc<Playbook>>,
+    health: Arc<crate::health::Health>,
+) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -90,7 +94,10 @@ pub async fn watch(config_path: PathBuf, tx: watch::Sender<Arc<Playbook>>) {
         pending = None;
         let why = if signalled { "SIGHUP" } else { "files changed" };
         let running = tx.borrow().clone();
-        match load(&config_path, &running) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let loaded = load(&config_path, &running);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        match loaded {
             Ok(book) => {
                 info!("reloaded ({why}): {}", book.summary());
                 seen = fingerprint(&config_path, &book);
@@ -98,6 +105,7 @@ pub async fn watch(config_path: PathBuf, tx: watch::Sender<Arc<Playbook>>) {
                 let _ = tx.send(Arc::new(book));
             }
             Err(problems) => {
+                health.reload_failed();
                 error!(
                     "RELOAD FAILED ({why}); still running on the last good rules, templates and directory. Fix this and `triage check`:\n{problems}"
                 );

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ImapConfig};
+use crate::health::Health;
 use crate::journal::{Journal, State};
 use crate::mailbox::{self, Imap};
 use crate::message::Mail;
@@ -30,6 +31,8 @@ pub struct Options {
     /// The rules, templates and directory in force; a reload swaps them between
     /// messages. Connection settings stay those the service started with.
     pub playbook: watch::Receiver<Arc<Playbook>>,
+    /// Metrics and readiness, read by the HTTP listener.
+    pub health: Arc<Health>,
 }
 
 impl Options {
@@ -96,6 +99,9 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             ),
             Ok(()) => match mailbox::connect(imap_cfg).await {
                 Ok(session) => {
+                    opts.health.smtp(true);
+                    opts.health.imap(true);
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                     info!(
                         "logged in to {}:{} as {}; SMTP {}:{} answers",
                         imap_cfg.host,
@@ -144,7 +150,17 @@ async fn serve_until_stopped(
                 return Ok(());
             }
             Err(e) if opts.once => return Err(e),
-            Err(e) => warn!("mailbox session ended: {e}"),
+            Err(e) => {
+                opts.health.imap(false);
+                opts.health.error(if e.starts_with("SMTP") {
+                    "smtp"
+                } else if e.starts_with("journal") {
+                    "journal"
+                } else {
+                    "imap"
+                });
+                warn!("mailbox session ended: {e}");
+            }
         }
         session = loop {
             if opts.stopping() {
@@ -162,8 +178,11 @@ async fn serve_until_stopped(
             if opts.stopping() {
                 return Ok(());
             }
+            opts.health.beat();
             match mailbox::connect(imap_cfg).await {
                 Ok(s) => {
+                    opts.health.reconnected();
+                    opts.health.imap(true);
                     info!("reconnected to {}:{}", imap_cfg.host, imap_cfg.port);
                     break s;
                 }
@@ -222,13 +241,16 @@ async fn serve(
         if opts.once {
             shell.collect_own_copies(&mut session).await?;
         }
+        opts.health.checked();
         // A whole drain went through: the connection is good again.
         backoff.reset();
         if opts.once || opts.stopping() {
             return Ok(session);
         }
         session = if use_idle {
-            wait_idle(session, imap_cfg, opts).await?
+            let s = wait_idle(session, imap_cfg, opts).await?;
+            opts.health.beat();
+            s
         } else {
             opts.pause(Duration::from_secs(imap_cfg.poll_seconds)).await;
             session
@@ -325,6 +347,9 @@ impl Shell<'_> {
         let journal = self.journal;
         let mb = mailbox::select(session, &inbox, t).await?;
         let uidvalidity = mb.uid_validity.unwrap_or(0);
+        let setting = self.config().limits.circuit_breaker.setting();
+        let open = journal.breaker_open(&setting).map_err(db)?.is_some();
+        self.opts.health.breaker(open);
         if let Some((v, _)) = journal.folder(&inbox).map_err(db)? {
             if v != uidvalidity {
                 warn!("{inbox}: UIDVALIDITY changed from {v} to {uidvalidity}; re-reading it, and mail handled before is recognised by Message-ID");
@@ -381,6 +406,7 @@ impl Shell<'_> {
                             journal
                                 .audit(&inbox, uidvalidity, uid, &plan, "shadow", "")
                                 .map_err(db)?;
+                            self.opts.health.message(plan.category.as_str(), "shadow");
                             continue;
                         }
                         self.leave_for_human(
@@ -478,6 +504,7 @@ impl Shell<'_> {
             journal
                 .audit(inbox, uidvalidity, uid, &plan, "shadow", "")
                 .map_err(db)?;
+            self.opts.health.message(plan.category.as_str(), "shadow");
             info!(uid, category = %plan.category, respond = ?plan.respond, "shadow: {}", plan.reason);
             return Ok(());
         }
@@ -570,8 +597,12 @@ impl Shell<'_> {
                             .map_err(db)
                     };
                     match self.smtp.send(&message, self_copy, commit).await {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            self.opts.health.smtp(true);
+                            self.opts.health.sent(what);
+                        }
                         Err(Refusal::Permanent(e)) => {
+                            self.opts.health.error("smtp_refused");
                             error!(uid, "SMTP refused the {what} to {:?}: {e}", out.to);
                             smtp_error = Some(e.clone());
                             human_reason = Some(format!(
@@ -586,7 +617,10 @@ impl Shell<'_> {
                         }
                         // Left `sending` (nothing went out) or `committing` (the next
                         // session looks for the receipt before sending again).
-                        Err(Refusal::Transient(e)) => return Err(format!("SMTP: {e}")),
+                        Err(Refusal::Transient(e)) => {
+                            self.opts.health.smtp(false);
+                            return Err(format!("SMTP: {e}"));
+                        }
                     }
                     if smtp_cfg.self_copy {
                         self.awaiting_copies.insert(msg_id.clone());
@@ -671,6 +705,7 @@ impl Shell<'_> {
                     None,
                 )
                 .map_err(db)?;
+            self.opts.health.message(plan.category.as_str(), "filed");
             info!(uid, category = %plan.category, "answered and filed: {}", plan.reason);
         }
         Ok(())
@@ -716,6 +751,7 @@ impl Shell<'_> {
         };
         match restraint::restrain(plan, &history, config) {
             Some(Brake::Tripped(why)) => {
+                self.opts.health.breaker(true);
                 if !self.opts.shadow {
                     journal.open_breaker(&setting, &why).map_err(db)?;
                 }
@@ -813,6 +849,9 @@ impl Shell<'_> {
                 error.as_deref(),
             )
             .map_err(db)?;
+        self.opts
+            .health
+            .message(plan.category.as_str(), "left for human");
         info!(uid, category = %plan.category, "left for a human: {reason}");
         Ok(())
     }

@@ -1,0 +1,280 @@
+//! What operators watch: Prometheus metrics, `/healthz` (alive) and `/readyz` (logged in
+//! to IMAP, SMTP reachable, mailbox checked recently), systemd's READY/WATCHDOG, and a
+//! loud log line when the mailbox has not been checked for too long (the "silently
+//! stopped fetching" failure of other tools).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{error, info, warn};
+
+type Labels = Vec<(String, String)>;
+
+pub struct Health {
+    registry: Registry,
+    messages: Family<Labels, Counter>,
+    sent: Family<Labels, Counter>,
+    left_for_human: Counter,
+    errors: Family<Labels, Counter>,
+    imap_reconnects: Counter,
+    reload_failures: Counter,
+    breaker_open: Gauge,
+    imap_up: Gauge,
+    smtp_up: Gauge,
+    since_check: Gauge<f64, AtomicU64>,
+    last_check: Mutex<Instant>,
+    ever_checked: std::sync::atomic::AtomicBool,
+    /// The service loop's last step (drain, IDLE wake, reconnect attempt): the watchdog.
+    heartbeat: Mutex<Instant>,
+    stale_after: Duration,
+}
+
+impl Health {
+    pub fn new(stale_after: Duration) -> Health {
+        let mut registry = Registry::with_prefix("triage");
+        let h = Health {
+            registry: Registry::default(),
+            messages: Family::default(),
+            sent: Family::default(),
+            left_for_human: Counter::default(),
+            errors: Family::default(),
+            imap_reconnects: Counter::default(),
+            reload_failures: Counter::default(),
+            breaker_open: Gauge::default(),
+            imap_up: Gauge::default(),
+            smtp_up: Gauge::default(),
+            since_check: Gauge::default(),
+            last_check: Mutex::new(Instant::now()),
+            ever_checked: false.into(),
+            heartbeat: Mutex::new(Instant::now()),
+            stale_after,
+        };
+        registry.register(
+            "messages",
+            "Messages decided, by category and outcome (filed, left for human, shadow)",
+            h.messages.clone(),
+        );
+        registry.register(
+            "answers_sent",
+            "Messages sent (kind: reply or forward), accepted by the SMTP server",
+            h.sent.clone(),
+        );
+        registry.register(
+            "left_for_human",
+            "Messages left visibly for a human",
+            h.left_for_human.clone(),
+        );
+        registry.register(
+            "errors",
+            "Errors by kind (imap, smtp, smtp_refused, journal)",
+            h.errors.clone(),
+        );
+        registry.register(
+            "imap_reconnects",
+            "IMAP sessions re-established after a failure",
+            h.imap_reconnects.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Rules/templates/directory reloads refused as invalid (the last good set stays live)",
+            h.reload_failures.clone(),
+        );
+        registry.register(
+            "circuit_breaker_open",
+            "1 while the circuit breaker stops automatic answers",
+            h.breaker_open.clone(),
+        );
+        registry.register("imap_up", "1 while logged in to IMAP", h.imap_up.clone());
+        registry.register(
+            "smtp_up",
+            "1 while the SMTP server answered the last attempt",
+            h.smtp_up.clone(),
+        );
+        registry.register(
+            "seconds_since_mailbox_check",
+            "Seconds since the inbox was last read successfully",
+            h.since_check.clone(),
+        );
+        Health { registry, ..h }
+    }
+
+    pub fn message(&self, category: &str, outcome: &str) {
+        self.messages
+            .get_or_create(&vec![
+                ("category".into(), category.into()),
+                ("outcome".into(), outcome.into()),
+            ])
+            .inc();
+        if outcome == "left for human" {
+            self.left_for_human.inc();
+        }
+    }
+    pub fn sent(&self, kind: &str) {
+        self.sent
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
+    }
+    pub fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc();
+    }
+    pub fn reconnected(&self) {
+        self.imap_reconnects.inc();
+    }
+    pub fn reload_failed(&self) {
+        self.reload_failures.inc();
+    }
+    pub fn breaker(&self, open: bool) {
+        self.breaker_open.set(open as i64);
+    }
+    pub fn imap(&self, up: bool) {
+        self.imap_up.set(up as i64);
+    }
+    pub fn smtp(&self, up: bool) {
+        self.smtp_up.set(up as i64);
+    }
+    /// The inbox was read successfully just now.
+    pub fn checked(&self) {
+        *self.last_check.lock().expect("lock") = Instant::now();
+        self.ever_checked.store(true, Ordering::Relaxed);
+        self.beat();
+    }
+    pub fn beat(&self) {
+        *self.heartbeat.lock().expect("lock") = Instant::now();
+    }
+
+    fn since_check(&self) -> Duration {
+        self.last_check.lock().expect("lock").elapsed()
+    }
+
+    /// Why the service is not ready, if it is not.
+    pub fn ready(&self) -> Result<(), String> {
+        let mut why = Vec::new();
+        if self.imap_up.get() != 1 {
+            why.push("not logged in to IMAP".to_string());
+        }
+        if self.smtp_up.get() != 1 {
+            why.push("SMTP server not reachable".to_string());
+        }
+        if !self.ever_checked.load(Ordering::Relaxed) {
+            why.push("the mailbox has not been read yet".to_string());
+        } else if self.since_check() > self.stale_after {
+            why.push(format!(
+                "the mailbox was last read {} s ago (limit {} s)",
+                self.since_check().as_secs(),
+                self.stale_after.as_secs()
+            ));
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.since_check.set(self.since_check().as_secs_f64());
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The HTTP listener: GET /metrics, /healthz, /readyz; anything else 404. Small on
+/// purpose: three fixed answers need no web framework.
+pub async fn serve_http(addr: std::net::SocketAddr, health: std::sync::Arc<Health>) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("HTTP listener {addr}: {e}; no /metrics, /healthz or /readyz");
+            return;
+        }
+    };
+    info!("HTTP listener on {addr}: /metrics /healthz /readyz");
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("GET "))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or("");
+            let (status, body, kind) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    health.metrics_text(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
+                "/readyz" => match health.ready() {
+                    Ok(()) => ("200 OK", "ready\n".to_string(), "text/plain"),
+                    Err(why) => (
+                        "503 Service Unavailable",
+                        format!("not ready: {why}\n"),
+                        "text/plain",
+                    ),
+                },
+                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+/// Logs loudly while the mailbox goes unread for longer than allowed, and feeds
+/// systemd's watchdog while the service loop is making progress.
+pub async fn watch(health: std::sync::Arc<Health>) {
+    let watchdog = sd_notify::watchdog_enabled();
+    let tick = watchdog
+        .map(|w| (w / 2).min(Duration::from_secs(30)))
+        .unwrap_or(Duration::from_secs(30));
+    let mut last_warned: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        if let Some(limit) = watchdog {
+            let age = health.heartbeat.lock().expect("lock").elapsed();
+            if age < limit {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                warn!(
+                    "no progress for {} s: not feeding the watchdog",
+                    age.as_secs()
+                );
+            }
+        }
+        let stale = health.ever_checked.load(Ordering::Relaxed)
+            && health.since_check() > health.stale_after;
+        if stale && last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(300)) {
+            error!(
+                "MAILBOX NOT CHECKED for {} s (limit {} s): readiness is failing; see the log for the IMAP errors",
+                health.since_check().as_secs(),
+                health.stale_after.as_secs()
+            );
+            last_warned = Some(Instant::now());
+        } else if !stale {
+            last_warned = None;
+        }
+    }
+}
