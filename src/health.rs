@@ -204,12 +204,24 @@ pub async fn serve_http(addr: std::net::SocketAddr, health: std::sync::Arc<Healt
         };
         let health = health.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
+            // Read until the request line is complete: clients may send it in pieces.
+            let mut buf = Vec::with_capacity(256);
+            let read_line = async {
+                let mut chunk = [0u8; 512];
+                while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
             };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            if tokio::time::timeout(Duration::from_secs(5), read_line)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let request = String::from_utf8_lossy(&buf);
             let path = request
                 .lines()
                 .next()

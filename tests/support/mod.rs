@@ -21,6 +21,8 @@ pub fn repo() -> PathBuf {
 
 pub const PARTNER: &str = "alice@reseller.example";
 pub const DESK: &str = "partnersupport@example.com";
+/// Every stack user's password.
+pub const PASSWORD: &str = "Zq7Kx3Vw9Rp2Lm";
 pub const EVERYONE: &str = "partnersupport@example.com partnerorderops@example.com \
     billingops@example.com rep.one@example.com isr.one@example.com cam.east@example.com \
     alice@reseller.example";
@@ -43,7 +45,9 @@ impl Stack {
         let mut cmd = Command::new("bash");
         cmd.arg(repo().join("tools/mailstack/start.sh"))
             .arg(dir.join("stack"))
-            .env("MAILSTACK_USERS", users);
+            .env("MAILSTACK_USERS", users)
+            // Distinctive, so that tests can grep logs and records for it.
+            .env("MAILSTACK_PASSWORD", PASSWORD);
         for p in ["IMAP", "IMAPS", "LMTP", "SMTP", "SUBMISSION", "SMTPS"] {
             cmd.env(format!("MAILSTACK_{p}_PORT"), "0");
         }

@@ -1,0 +1,229 @@
+//! Operating the service, against a real Dovecot and Postfix: the audit log a reviewer
+//! reads (table, JSON, CSV, one record, the summary), /metrics and /readyz as Dovecot goes
+//! away and comes back, and no password anywhere in logs or records.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.1: (status code, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(secs(5))).unwrap();
+    let mut out = String::new();
+    // In pieces, as write! does and some clients do: the server must wait for the line.
+    let sent = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    if sent.is_err() || s.read_to_string(&mut out).is_err() {
+        return (0, String::new());
+    }
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn wait_http(port: u16, path: &str, code: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            drop(s);
+            let (c, body) = get(port, path);
+            if c == code {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path}: {c} {body}");
+        }
+        assert!(Instant::now() < deadline, "{path}: no listener");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn reviewers_see_every_decision_and_operators_see_health() {
+    let stack = Stack::start("operations");
+    let port = free_port();
+    let mut wiring = Wiring::plain(&stack);
+    wiring.service = format!(", http: \"127.0.0.1:{port}\", stale_after_seconds: 60");
+    // A password file too, so that both ways of giving secrets are covered.
+    let cfg = config(&stack, &wiring);
+    let mut service = start_service(&stack, &cfg, "service.log");
+    wait_http(port, "/readyz", 200, secs(15));
+
+    // A mixed backlog: answered, left for a human, loop bait.
+    for name in ANSWERED.iter().chain(&NOT_ANSWERED) {
+        deliver(&stack, &numbered_case(name, 1));
+    }
+    wait_for(&stack, PARTNER, "INBOX", ANSWERED.len(), secs(20));
+    let deadline = Instant::now() + secs(15);
+    while journal_rows(&stack, "SELECT COUNT(*) FROM messages WHERE state >= 4")[0][0] != "6" {
+        assert!(Instant::now() < deadline, "backlog not finished");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The table fits 100 columns and says what happened to whom.
+    let audit = |args: &[&str]| {
+        let out = triage(&stack, &cfg, &[&["audit"], args].concat())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = audit(&[]);
+    assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
+    let po = "case-en-purchase-order-direct-1@reseller.example";
+    assert!(table.contains("replied         purchase_order"), "{table}");
+    assert!(
+        table.contains("to alice@reseller.example; cc rep.one@example.com, isr.one@example.com"),
+        "{table}"
+    );
+    assert!(table.contains("left for human  quote_request"), "{table}");
+    assert!(
+        table.contains("why: no automatic answer: Auto-Submitted"),
+        "{table}"
+    );
+
+    // JSON lines: category, rule, recipients, outcome and the documents' digests.
+    let json = audit(&["--format", "json", "--message-id", po]);
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replied = rows
+        .iter()
+        .find(|r| r["outcome"] == "replied")
+        .expect("replied record");
+    assert_eq!(replied["category"], "purchase_order");
+    assert_eq!(replied["rule"], "purchase-order");
+    assert_eq!(replied["to"], "alice@reseller.example");
+    assert_eq!(
+        replied["cc"],
+        "rep.one@example.com, isr.one@example.com, cam.east@example.com, partnerorderops@example.com"
+    );
+    assert_eq!(replied["template"], "purchase_order_routed");
+    let docs = replied["attachments"].as_array().unwrap();
+    assert!(
+        docs.iter()
+            .all(|d| d["sha256"].as_str().is_some_and(|h| h.len() == 64)),
+        "{docs:?}"
+    );
+    assert!(rows
+        .iter()
+        .any(|r| r["outcome"] == "filed" && r["detail"] == "Triage/Orders"));
+    // The decision behind it: the fields and the evidence the directory lookup used.
+    assert_eq!(replied["plan"]["fields"]["quote_number"], "Q-100234");
+    let evidence = replied["plan"]["evidence"].to_string();
+    assert!(
+        evidence.contains("opportunity 0065e00000AbCdEAAX found by quote number Q-100234"),
+        "{evidence}"
+    );
+
+    // CSV: a header and one record per decision and action, filtered by outcome.
+    let csv = audit(&["--format", "csv", "--outcome", "left for human"]);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 2, "{csv}");
+    assert!(records.iter().all(|r| &r[10] == "left for human"));
+    let categories: Vec<&str> = records.iter().map(|r| &r[8]).collect();
+    assert_eq!(categories, ["quote_request", "quote_request"], "{csv}");
+
+    // One record in full, and the summary.
+    let id = replied["id"].as_i64().unwrap().to_string();
+    let shown = audit(&["show", &id]);
+    assert!(shown.contains("rule:       purchase-order"), "{shown}");
+    assert!(
+        shown.contains("sent to:    alice@reseller.example"),
+        "{shown}"
+    );
+    assert!(shown.contains("because"), "{shown}");
+    let summary = audit(&["summary", "--since", "24h"]);
+    let total = summary.lines().find(|l| l.starts_with("total")).unwrap();
+    let cells: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(cells, ["total", "6", "4", "1", "4", "2", "0"], "{summary}");
+    let bad = triage(&stack, &cfg, &["audit", "--since", "last tuesday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    // Metrics, and readiness as Dovecot goes away and comes back.
+    let metrics = wait_http(port, "/metrics", 200, secs(5));
+    assert_eq!(
+        metric(&metrics, "triage_answers_sent_total{kind=\"reply\"}"),
+        4.0
+    );
+    assert_eq!(
+        metric(&metrics, "triage_answers_sent_total{kind=\"forward\"}"),
+        1.0
+    );
+    assert_eq!(metric(&metrics, "triage_left_for_human_total"), 2.0);
+    assert_eq!(metric(&metrics, "triage_imap_up"), 1.0);
+    assert_eq!(metric(&metrics, "triage_circuit_breaker_open"), 0.0);
+    assert!(metric(&metrics, "triage_seconds_since_mailbox_check") < 60.0);
+    assert_eq!(get(port, "/healthz").0, 200);
+    stack.restart_dovecot(|| {
+        let why = wait_http(port, "/readyz", 503, secs(15));
+        assert!(why.contains("not logged in to IMAP"), "{why}");
+        let m = get(port, "/metrics").1;
+        assert_eq!(metric(&m, "triage_imap_up"), 0.0);
+        assert_eq!(get(port, "/healthz").0, 200, "alive all the same");
+    });
+    wait_http(port, "/readyz", 200, secs(40));
+    let m = get(port, "/metrics").1;
+    assert!(metric(&m, "triage_imap_reconnects_total") >= 1.0);
+    assert!(metric(&m, "triage_errors_total{kind=\"imap\"}") >= 1.0);
+
+    signal(&service, "TERM");
+    assert!(wait_exit(&mut service, secs(20)).success());
+
+    // No password anywhere: the log, every audit format, the journal's bytes.
+    let log = std::fs::read_to_string(stack.dir.join("service.log")).unwrap();
+    let everything = [
+        log,
+        audit(&[]),
+        audit(&["--format", "json"]),
+        audit(&["--format", "csv"]),
+        String::from_utf8_lossy(&std::fs::read(stack.dir.join("triage.sqlite")).unwrap())
+            .to_string(),
+    ];
+    for (i, text) in everything.iter().enumerate() {
+        assert!(
+            !text.contains(PASSWORD),
+            "the password appears in output {i}"
+        );
+    }
+}
