@@ -305,6 +305,9 @@ pub struct ServiceConfig {
     /// Audit records older than this are deleted (at start and once a day).
     #[serde(default = "default_audit_retention")]
     pub audit_retention_days: u32,
+    /// Each message's bytes are kept this long for `triage replay` (0: not kept).
+    #[serde(default = "default_keep_messages")]
+    pub keep_messages_days: u32,
     /// Address of the HTTP listener for /metrics, /healthz and /readyz, e.g.
     /// `127.0.0.1:9464`; unset, there is none.
     #[serde(default)]
@@ -312,6 +315,10 @@ pub struct ServiceConfig {
     /// Readiness fails, loudly, when the inbox has not been read for this long.
     #[serde(default = "default_stale_after")]
     pub stale_after_seconds: u64,
+}
+
+fn default_keep_messages() -> u32 {
+    30
 }
 
 fn default_stale_after() -> u64 {
@@ -336,6 +343,7 @@ impl Default for ServiceConfig {
             documents: default_documents(),
             retry_at_start: false,
             audit_retention_days: default_audit_retention(),
+            keep_messages_days: default_keep_messages(),
             http: None,
             stale_after_seconds: default_stale_after(),
         }

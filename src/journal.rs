@@ -88,6 +88,13 @@ impl Journal {
         if !has_size {
             db.execute_batch("ALTER TABLE messages ADD COLUMN size INTEGER")?;
         }
+        // The message as received, kept for `triage replay` (service.keep_messages_days).
+        let has_raw: bool = db
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'raw'")?
+            .exists([])?;
+        if !has_raw {
+            db.execute_batch("ALTER TABLE messages ADD COLUMN raw BLOB")?;
+        }
         // The audit record in full: the decision (plan as JSON: fields, evidence, guards,
         // outgoing), and for each message sent its recipients, template and documents.
         for column in [
@@ -165,6 +172,46 @@ impl Journal {
                 |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<bool>>(1)?)),
             )
             .map(|(state, same)| state.map(|s| (State::from_i64(s), same.unwrap_or(false))))
+    }
+
+    /// Keeps the message's bytes for `triage replay`.
+    pub fn keep_raw(&self, uidvalidity: u32, uid: u32, raw: &[u8]) -> rusqlite::Result<()> {
+        self.db.execute(
+            "UPDATE messages SET raw = ?3 WHERE uidvalidity = ?1 AND uid = ?2 AND raw IS NULL",
+            params![uidvalidity, uid, raw],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the bytes of messages last touched more than `days` ago.
+    pub fn expire_raw(&self, days: u32) -> rusqlite::Result<usize> {
+        self.db.execute(
+            "UPDATE messages SET raw = NULL WHERE raw IS NOT NULL
+             AND updated < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
+            [format!("-{days} days")],
+        )
+    }
+
+    /// Messages decided since `since` (an audit time) whose bytes are kept:
+    /// (time, Message-ID, plan as decided, bytes).
+    pub fn replayable(
+        &self,
+        since: &str,
+    ) -> rusqlite::Result<Vec<(String, Option<String>, Option<Plan>, Vec<u8>)>> {
+        let mut stmt = self.db.prepare(
+            "SELECT updated, message_id, plan, raw FROM messages
+             WHERE raw IS NOT NULL AND updated >= ?1 ORDER BY updated",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?
+                    .and_then(|p| serde_json::from_str(&p).ok()),
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        rows.collect()
     }
 
     pub fn set_size(&self, uidvalidity: u32, uid: u32, size: u32) -> rusqlite::Result<()> {

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod plan;
 pub mod problems;
 pub mod reload;
+pub mod replay;
 pub mod restraint;
 pub mod rules;
 pub mod service;

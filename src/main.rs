@@ -117,6 +117,20 @@ enum Command {
         #[command(subcommand)]
         view: Option<AuditView>,
     },
+    /// Today's rules over messages already decided: where would they decide differently
+    /// from what was done? Nothing is sent.
+    Replay {
+        #[arg(long, default_value = "/etc/triage/triage.yaml")]
+        config: PathBuf,
+        /// Messages decided since: 2026-11-20, 2026-11-20T10:00, or an age (24h, 7d).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// A rules folder to try instead of the config's (a change not yet live).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// The circuit breaker on automatic answers: show it, or close it after a look at why
     /// it opened (`triage audit`, the logs).
     Breaker {
@@ -156,6 +170,12 @@ fn main() -> ExitCode {
         } => run(&config, once, shadow, log_format),
         Command::Breaker { config, action } => breaker(&config, action),
         Command::Audit { config, args, view } => audit(&config, &args, view),
+        Command::Replay {
+            config,
+            since,
+            rules,
+            format,
+        } => replay(&config, &since, rules.as_deref(), format),
         Command::Test {
             config,
             directory,
@@ -316,6 +336,75 @@ fn audit(config: &Path, args: &AuditArgs, view: Option<AuditView>) -> ExitCode {
             }
         }
     }
+    ExitCode::SUCCESS
+}
+
+fn replay(config: &Path, since: &str, rules: Option<&Path>, format: Format) -> ExitCode {
+    let mut cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(r) = rules {
+        cfg.rules = r.to_path_buf();
+    }
+    let journal_path = cfg.service.state.clone();
+    let book = match Playbook::load(cfg, None) {
+        Ok(b) => b,
+        Err(problems) => {
+            eprintln!("{problems}");
+            eprintln!("triage: the rules to replay are not valid; nothing compared");
+            return ExitCode::from(2);
+        }
+    };
+    let journal = match triage::journal::Journal::open(&journal_path) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("triage: journal {}: {e}", journal_path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let Ok(Some(from)) = journal.audit_time(since) else {
+        eprintln!("triage: --since {since:?}: expected a date (2026-11-20), a date and time (2026-11-20T10:00) or an age (24h, 7d, 30m)");
+        return ExitCode::from(2);
+    };
+    let messages = match journal.replayable(&from) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("triage: journal: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut differ = 0;
+    for (time, message_id, then, raw) in &messages {
+        let Some(then) = then else { continue };
+        let now = book.decide(raw);
+        let diffs = triage::replay::differences(then, &now);
+        if diffs.is_empty() {
+            continue;
+        }
+        differ += 1;
+        let id = message_id.as_deref().unwrap_or("(no Message-ID)");
+        match format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({"time": time, "message_id": id, "subject": now.subject,
+                    "differences": diffs, "then": then, "now": now})
+            ),
+            Format::Text => {
+                println!("{time}  {id}  {:?}", now.subject);
+                for d in &diffs {
+                    println!("    {d}");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "replayed {} messages decided since {from}: {differ} would be decided differently",
+        messages.len()
+    );
     ExitCode::SUCCESS
 }
 

@@ -499,6 +499,12 @@ impl Shell<'_> {
             )
             .map_err(db)?;
         journal.set_size(uidvalidity, uid, item.size).map_err(db)?;
+        if let Some(raw) = raw
+            .as_deref()
+            .filter(|_| config.service.keep_messages_days > 0)
+        {
+            journal.keep_raw(uidvalidity, uid, raw).map_err(db)?;
+        }
 
         if self.opts.shadow {
             journal
@@ -914,6 +920,11 @@ fn expire_audit(journal: &Journal, config: &Config) -> Result<(), String> {
     let n = journal.expire_audit(days).map_err(db)?;
     if n > 0 {
         info!("audit log: {n} records older than {days} days deleted");
+    }
+    let keep = config.service.keep_messages_days;
+    let n = journal.expire_raw(keep).map_err(db)?;
+    if n > 0 {
+        info!("{n} messages' bytes older than {keep} days forgotten (no replay for them)");
     }
     Ok(())
 }

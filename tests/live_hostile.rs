@@ -250,14 +250,6 @@ fn broken_mail_is_left_for_a_human_and_the_service_carries_on() {
     assert_eq!(mailbox(&stack, DESK, "Triage/Orders").len(), 2);
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-    }
-}
-
 fn wait_for_log(stack: &Stack, log: &str, what: &str, within: Duration) -> String {
     let deadline = std::time::Instant::now() + within;
     loop {

@@ -180,6 +180,54 @@ fn reviewers_see_every_decision_and_operators_see_health() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 
+    // Replay: the same rules decide the same; a candidate change shows where it differs.
+    let replay = |extra: &[&str]| {
+        let args = [&["replay", "--since", "1h"], extra].concat();
+        let out = triage(&stack, &cfg, &args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (same, said) = replay(&[]);
+    assert!(same.is_empty(), "{same}");
+    assert!(
+        said.contains("replayed 6 messages") && said.contains(": 0 would be decided differently"),
+        "{said}"
+    );
+    let candidate = stack.dir.join("candidate-rules");
+    copy_dir(&repo().join("rules"), &candidate);
+    let procedures = candidate.join("10-procedures.yaml");
+    let text = std::fs::read_to_string(&procedures).unwrap();
+    let changed = text.replacen(
+        "      template: quote_request_ops_copied\n",
+        "      respond: none\n      reason: quotes are Partner Order Operations' to answer\n",
+        1,
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&procedures, changed).unwrap();
+    let (diff, said) = replay(&["--rules", candidate.to_str().unwrap()]);
+    assert!(said.contains(": 1 would be decided differently"), "{said}");
+    assert!(
+        diff.contains("case-en-quote-request-ops-copied-1@reseller.example"),
+        "{diff}"
+    );
+    assert!(diff.contains("respond: Auto → None"), "{diff}");
+    assert!(
+        diff.contains("sends: reply to alice@reseller.example (quote_request_ops_copied) → \n"),
+        "{diff}"
+    );
+    assert_eq!(
+        replied_to(&stack).len(),
+        ANSWERED.len(),
+        "replay sends nothing"
+    );
+
     // Metrics, and readiness as Dovecot goes away and comes back.
     let metrics = wait_http(port, "/metrics", 200, secs(5));
     assert_eq!(

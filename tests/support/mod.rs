@@ -540,6 +540,15 @@ pub fn human_reasons(stack: &Stack) -> std::collections::BTreeMap<String, String
     .collect()
 }
 
+/// Copies a folder's files (rules, templates) where a test may change them.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
 /// Sends a signal to a child process.
 pub fn signal(child: &Child, sig: &str) {
     Command::new("kill")
