@@ -192,12 +192,8 @@ impl Journal {
         )
     }
 
-    /// Messages decided since `since` (an audit time) whose bytes are kept:
-    /// (time, Message-ID, plan as decided, bytes).
-    pub fn replayable(
-        &self,
-        since: &str,
-    ) -> rusqlite::Result<Vec<(String, Option<String>, Option<Plan>, Vec<u8>)>> {
+    /// Messages decided since `since` (an audit time) whose bytes are kept.
+    pub fn replayable(&self, since: &str) -> rusqlite::Result<Vec<Decided>> {
         let mut stmt = self.db.prepare(
             "SELECT updated, message_id, plan, raw FROM messages
              WHERE raw IS NOT NULL AND updated >= ?1 ORDER BY updated",
@@ -654,6 +650,9 @@ impl Journal {
         )
     }
 }
+
+/// A message as decided then: (time, Message-ID, plan, bytes), for `triage replay`.
+pub type Decided = (String, Option<String>, Option<Plan>, Vec<u8>);
 
 /// Which audit records `triage audit` shows.
 #[derive(Debug, Clone, Default)]
