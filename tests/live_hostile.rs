@@ -273,7 +273,14 @@ fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
     let templates = stack.dir.join("templates");
     copy_dir(&repo().join("rules"), &rules);
     copy_dir(&repo().join("response-templates"), &templates);
-    let cfg = config(&stack, &Wiring::plain(&stack));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut wiring = Wiring::plain(&stack);
+    wiring.service = format!(", http: \"127.0.0.1:{port}\"");
+    let cfg = config(&stack, &wiring);
     let text = std::fs::read_to_string(&cfg).unwrap();
     let root = repo();
     let text = text
@@ -314,6 +321,11 @@ fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
     assert!(
         log.contains("still running on the last good rules"),
         "{log}"
+    );
+    let metrics = http_get(port, "/metrics");
+    assert!(
+        metrics.contains("triage_reload_failures_total 1"),
+        "counted in a metric: {metrics}"
     );
 
     // Still answering, with the last good rules.
@@ -362,4 +374,14 @@ fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
     signal(&service, "TERM");
     let status = wait_exit(&mut service, secs(20));
     assert!(status.success(), "SIGTERM: exit 0, got {status}");
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

@@ -275,3 +275,40 @@ fn reviewers_see_every_decision_and_operators_see_health() {
         );
     }
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let stack = Stack::start("notify");
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    // What systemd would listen on for a Type=notify service with WatchdogSec=2.
+    let socket_path = stack.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(secs(10))).unwrap();
+    let log = std::fs::File::create(stack.dir.join("service.log")).unwrap();
+    let mut service = triage(&stack, &cfg, &["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + secs(10);
+    while !heard.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
+        assert!(Instant::now() < deadline, "heard only {heard:?}");
+        let n = socket.recv(&mut buf).expect("a notification");
+        heard.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(heard[0].contains("READY=1"), "READY comes first: {heard:?}");
+    signal(&service, "TERM");
+    let n = socket.recv(&mut buf).unwrap();
+    let mut last = String::from_utf8_lossy(&buf[..n]).to_string();
+    while last.contains("WATCHDOG=1") {
+        let n = socket.recv(&mut buf).unwrap();
+        last = String::from_utf8_lossy(&buf[..n]).to_string();
+    }
+    assert!(last.contains("STOPPING=1"), "{last}");
+    assert!(wait_exit(&mut service, secs(20)).success());
+}
