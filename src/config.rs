@@ -103,6 +103,28 @@ pub struct Limits {
     /// An address our answer bounced from gets no automatic answer for this many days.
     #[serde(default = "default_bounce_block_days")]
     pub bounce_block_days: u32,
+    /// Reading one attached document (PDF, DOCX, …) may take this much CPU time …
+    #[serde(default = "default_document_seconds")]
+    pub document_seconds: u64,
+    /// … and this much memory; beyond either it is cut off and the message left for a human.
+    #[serde(default = "default_document_memory_mb")]
+    pub document_memory_mb: u64,
+}
+
+fn default_document_seconds() -> u64 {
+    10
+}
+fn default_document_memory_mb() -> u64 {
+    512
+}
+
+impl Limits {
+    pub fn documents(&self) -> crate::documents::Limits {
+        crate::documents::Limits {
+            seconds: self.document_seconds.max(1),
+            memory_bytes: self.document_memory_mb.max(64) << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -161,6 +183,8 @@ impl Default for Limits {
             per_sender: PerSender::default(),
             circuit_breaker: CircuitBreaker::default(),
             bounce_block_days: default_bounce_block_days(),
+            document_seconds: default_document_seconds(),
+            document_memory_mb: default_document_memory_mb(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod casebook;
 pub mod config;
 pub mod directory;
+pub mod documents;
 pub mod guard;
 pub mod health;
 pub mod journal;

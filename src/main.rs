@@ -139,6 +139,10 @@ enum Command {
         #[arg(value_enum, default_value = "status")]
         action: BreakerAction,
     },
+    /// Internal: reads one document (bytes on stdin) as text, under the limits the
+    /// service sets for it. Exit 3 with the reason on stderr when it cannot.
+    #[command(hide = true)]
+    ReadDocument { kind: String },
     /// Run rule test cases: FOLDER/*.eml with the expected decision in *.expect.yaml.
     Test {
         #[arg(long, default_value = "/etc/triage/triage.yaml")]
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
             log_format,
         } => run(&config, once, shadow, log_format),
         Command::Breaker { config, action } => breaker(&config, action),
+        Command::ReadDocument { kind } => read_document(&kind),
         Command::Audit { config, args, view } => audit(&config, &args, view),
         Command::Replay {
             config,
@@ -185,8 +190,37 @@ fn main() -> ExitCode {
     }
 }
 
+fn read_document(kind: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let Some(kind) = triage::documents::Kind::parse(kind) else {
+        eprintln!("unknown document kind {kind:?}");
+        return ExitCode::from(2);
+    };
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+        eprintln!("cannot read the document: {e}");
+        return ExitCode::from(3);
+    }
+    match triage::documents::text_of(kind, &bytes) {
+        Ok(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// The playbook as the service uses it: documents read in a child process under limits.
 fn load(config: &Path, directory: Option<&Path>) -> Result<Playbook, ExitCode> {
-    let loaded = Config::load(config).and_then(|c| Playbook::load(c, directory));
+    let loaded = Config::load(config)
+        .and_then(|c| Playbook::load(c, directory))
+        .map(|mut b| {
+            b.documents = triage::documents::Reader::child(b.config.limits.documents());
+            b
+        });
     loaded.map_err(|problems| {
         eprintln!("{problems}");
         eprintln!("triage: the configuration is not valid ({} problem(s)); run `triage check` after fixing", problems.0.len());
@@ -352,7 +386,10 @@ fn replay(config: &Path, since: &str, rules: Option<&Path>, format: Format) -> E
     }
     let journal_path = cfg.service.state.clone();
     let book = match Playbook::load(cfg, None) {
-        Ok(b) => b,
+        Ok(mut b) => {
+            b.documents = triage::documents::Reader::child(b.config.limits.documents());
+            b
+        }
         Err(problems) => {
             eprintln!("{problems}");
             eprintln!("triage: the rules to replay are not valid; nothing compared");

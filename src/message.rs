@@ -63,6 +63,9 @@ pub struct Mail {
     /// Ways the message is malformed. mail-parser reads almost anything; what it had to
     /// guess at is listed here, and such mail gets no automatic answer.
     pub damage: Vec<String>,
+    /// Attached documents that could not be read as text, with the reason; filled by
+    /// [`crate::documents`] before the decision.
+    pub unreadable: Vec<String>,
 }
 
 /// Deeper MIME nesting than this is not mail a person's client writes.
@@ -150,6 +153,7 @@ impl Mail {
             references: ids(parsed.references()),
             delivery_report: (content_type == "multipart/report").then(|| delivery_report(&parsed)),
             damage: damage(raw, &parsed),
+            unreadable: Vec::new(),
             content_type,
             size: raw.len(),
         })
@@ -460,7 +464,7 @@ fn collect_attachment(part: &mail_parser::MessagePart<'_>, out: &mut Vec<Attachm
 }
 
 /// File names come from the sender: keep them readable but never a path.
-fn sanitize_name(name: &str) -> String {
+pub fn sanitize_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
     let cleaned = cleaned.trim().trim_start_matches('.').to_string();

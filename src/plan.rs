@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::directory::{domain_matches, DealRegistration, Directory, Opportunity};
+use crate::documents;
 use crate::guard;
 use crate::message::{Mail, Mailbox};
 use crate::problems::Problems;
@@ -107,6 +108,9 @@ pub struct Playbook {
     pub rules: Rulebook,
     pub templates: Templates,
     pub directory: Directory,
+    /// How attached documents are read: in a child process under limits in the service
+    /// and `classify`, in process in tests.
+    pub documents: documents::Reader,
 }
 
 /// Human-readable names of required fields, for the reply that asks for them.
@@ -166,6 +170,7 @@ impl Playbook {
             rules,
             templates,
             directory,
+            documents: documents::Reader::InProcess,
         };
         book.check_templates(&mut problems);
         problems.into_result(book)
@@ -217,7 +222,7 @@ impl Playbook {
                 &self.config,
             );
         }
-        let mail = match Mail::parse(raw) {
+        let mut mail = match Mail::parse(raw) {
             Ok(m) => m,
             Err(e) => {
                 return Plan::for_human(
@@ -227,7 +232,62 @@ impl Playbook {
                 )
             }
         };
+        self.read_documents(&mut mail);
         self.decide_mail(&mail)
+    }
+
+    /// Unpacks winmail.dat and reads the attached documents as text, so that rules and
+    /// extractors see what the partner put in them.
+    pub fn read_documents(&self, mail: &mut Mail) {
+        let mut unpacked = Vec::new();
+        for a in std::mem::take(&mut mail.attachments) {
+            if !documents::is_tnef(&a.name, &a.content_type, &a.bytes) {
+                unpacked.push(a);
+                continue;
+            }
+            match documents::unpack_tnef(&a.bytes) {
+                Ok(inner) if !inner.is_empty() => {
+                    for (name, bytes) in inner {
+                        let name = crate::message::sanitize_name(&name);
+                        let content_type = guess_type(&name);
+                        unpacked.push(crate::message::Attachment {
+                            name,
+                            content_type,
+                            bytes,
+                            text: None,
+                        });
+                    }
+                }
+                Ok(_) => unpacked.push(a),
+                Err(why) => {
+                    mail.unreadable.push(format!("{}: {why}", a.name));
+                    unpacked.push(a);
+                }
+            }
+        }
+        mail.attachments = unpacked;
+        // A message with dozens of documents is for a person anyway; bound the work.
+        let mut read = 0;
+        for a in &mut mail.attachments {
+            let Some(kind) = documents::Kind::of(&a.name, &a.content_type) else {
+                continue;
+            };
+            if a.text.is_some() {
+                continue;
+            }
+            read += 1;
+            if read > MAX_DOCUMENTS {
+                mail.unreadable.push(format!(
+                    "{}: more than {MAX_DOCUMENTS} documents; the rest were not read",
+                    a.name
+                ));
+                break;
+            }
+            match self.documents.read(kind, &a.bytes) {
+                Ok(text) => a.text = Some(text),
+                Err(why) => mail.unreadable.push(format!("{}: {why}", a.name)),
+            }
+        }
     }
 
     pub fn decide_mail(&self, mail: &Mail) -> Plan {
@@ -278,6 +338,19 @@ impl Playbook {
             );
             plan.guards.push(why.clone());
             plan.reason = why;
+            return plan;
+        }
+        if !mail.unreadable.is_empty() {
+            if let Some((rule, trail)) = self.rules.first_match(&facts) {
+                plan.category = rule.then.category;
+                plan.rule = Some(rule.name.clone());
+                plan.conditions = trail;
+            }
+            plan.guards = mail.unreadable.clone();
+            plan.reason = format!(
+                "an attached document cannot be read: {}; left for a human",
+                mail.unreadable.join("; ")
+            );
             return plan;
         }
         if !mail.damage.is_empty() {
@@ -995,6 +1068,24 @@ pub fn explain(name: &str, plan: &Plan) -> String {
     };
     let _ = writeln!(s, "  original:   {where_}");
     s
+}
+
+/// Documents read per message, at most.
+const MAX_DOCUMENTS: usize = 10;
+
+/// A content type for a file unpacked from winmail.dat, from its name.
+fn guess_type(name: &str) -> String {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("pdf") => "application/pdf",
+        Some("docx") => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        Some("xlsx") => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        Some("odt") => "application/vnd.oasis.opendocument.text",
+        Some("txt") => "text/plain",
+        Some("csv") => "text/csv",
+        _ => "application/octet-stream",
+    }
+    .to_string()
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -51,7 +51,12 @@ fn load(config_path: &Path, running: &Playbook) -> Result<Playbook, String> {
         config.smtp = was.smtp.clone();
         config.service = was.service.clone();
     }
-    Playbook::load(config, None).map_err(|p| p.to_string())
+    Playbook::load(config, None)
+        .map(|mut b| {
+            b.documents = running.documents.clone();
+            b
+        })
+        .map_err(|p| p.to_string())
 }
 
 /// Runs until the receiver side is gone; sends each new valid playbook.

@@ -14,20 +14,100 @@ OPS = "partnerorderops@example.com"
 DESK = "partnersupport@example.com"
 N = [0]
 
-def pdf(title):
-    body = f"BT /F1 12 Tf 72 720 Td ({title}) Tj ET".encode()
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length %d >>\nstream\n" % len(body) + body + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = b"%PDF-1.4\n"; offs = []
-    for i, o in enumerate(objs, 1):
-        offs.append(len(out)); out += b"%d 0 obj\n" % i + o + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offs)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+# Documents are written by the libraries partners' tools use (reportlab for PDF,
+# python-docx, odfpy, openpyxl), in invariant mode or with fixed timestamps so that a
+# re-run writes the same bytes. pip install reportlab python-docx odfpy openpyxl
+import io, struct, zipfile, datetime
+
+FIXED = (2026, 11, 16, 9, 0, 0)
+
+def pdf(title, lines=(), encrypt=None, scan=False):
+    from reportlab.pdfgen import canvas
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, invariant=1, encrypt=encrypt)
+    if scan:
+        # What a scanner produces: marks on the page, no text layer.
+        for k in range(12):
+            c.rect(72, 760 - 30 * k, 300 + 10 * (k % 4), 12, fill=1)
+    else:
+        c.setFont("Helvetica", 12)
+        y = 780
+        for line in (title, *lines):
+            c.drawString(72, y, line)
+            y -= 18
+    c.showPage()
+    c.save()
+    return buf.getvalue()
+
+def fixzip(data):
+    """Rewrites a ZIP container with fixed timestamps (python-docx, odfpy, openpyxl
+    stamp the time of writing)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            fixed = zipfile.ZipInfo(info.filename, FIXED)
+            fixed.compress_type = zipfile.ZIP_STORED if info.filename == "mimetype" else zipfile.ZIP_DEFLATED
+            dst.writestr(fixed, src.read(info.filename))
+    return out.getvalue()
+
+def docx(lines):
+    import docx as pydocx
+    d = pydocx.Document()
+    d.core_properties.created = datetime.datetime(*FIXED)
+    d.core_properties.modified = datetime.datetime(*FIXED)
+    for line in lines:
+        d.add_paragraph(line)
+    buf = io.BytesIO()
+    d.save(buf)
+    return fixzip(buf.getvalue())
+
+def odt(lines):
+    from odf.opendocument import OpenDocumentText
+    from odf.text import P
+    doc = OpenDocumentText()
+    for line in lines:
+        doc.text.addElement(P(text=line))
+    buf = io.BytesIO()
+    doc.write(buf)
+    return fixzip(buf.getvalue())
+
+def xlsx(rows):
+    import openpyxl
+    wb = openpyxl.Workbook()
+    wb.properties.created = datetime.datetime(*FIXED)
+    wb.properties.modified = datetime.datetime(*FIXED)
+    ws = wb.active
+    for r in rows:
+        ws.append(list(r))
+    buf = io.BytesIO()
+    wb.save(buf)
+    return fixzip(buf.getvalue())
+
+def tnef(files):
+    """winmail.dat as Outlook writes it (MS-OXTNEF): no TNEF writer exists off Windows, so
+    this follows the specification: header, version, OEM code page, message class, then
+    per file its rendering data, title, dates, data and attachment properties."""
+    def attr(level, ident, data):
+        return struct.pack("<BII", level, ident, len(data)) + data + struct.pack("<H", sum(data) & 0xFFFF)
+    out = struct.pack("<IH", 0x223E9F78, 0x0001)
+    out += attr(1, 0x00089006, b"\x00\x00\x01\x00")
+    out += attr(1, 0x00069007, struct.pack("<II", 1252, 0))
+    out += attr(1, 0x00078008, b"IPM.Microsoft Mail.Note\x00")
+    when = struct.pack("<7H", 2026, 11, 16, 9, 0, 0, 1)
+    for name, data in files:
+        out += attr(2, 0x00069002, struct.pack("<HIHHI", 1, 0xFFFFFFFF, 0xFFFF, 0xFFFF, 0))
+        out += attr(2, 0x00018010, name.encode("cp1252") + b"\x00")
+        out += attr(2, 0x00038012, when)
+        out += attr(2, 0x00038013, when)
+        out += attr(2, 0x0006800F, data)
+        out += attr(2, 0x00069005, b"")
     return out
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+ODT = "application/vnd.oasis.opendocument.text"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 def auth(domain, result="pass", server="mx.example.com"):
     return f"{server}; spf=pass smtp.mailfrom={domain}; dkim=pass header.d={domain}; dmarc={result} header.from={domain}"
@@ -134,7 +214,7 @@ outgoing:
     mail("en-purchase-order-direct", "Alice Buyer <alice@reseller.example>", "PO 4500012345 for Acme Corp",
          "Hello,\n\nPlease find attached our purchase order 4500012345 for quote Q-100234.\n\nBest regards,\nAlice",
          attach=[("PO-4500012345.pdf", pdf("PO 4500012345"), "application/pdf"),
-                 ("Terms.docx", b"PK\x03\x04fake-docx-bytes", "application/vnd.openxmlformats-officedocument.wordprocessingml.document")],
+                 ("Terms.docx", docx(["General terms of purchase", "Payment: 30 days net"]), DOCX)],
          expect=f"""
 category: purchase_order
 rule: purchase-order
@@ -404,6 +484,110 @@ outgoing:""" + poe_fwd.format(cm="cam.japan@example.com", att="[実施証明書.
          "Hello,\nPoE attached.\nPartner Name: Reseller Example Inc\nCustomer Name: Umbrella Corp\nService Attach Deal ID: DR-2026-0070\n",
          attach=[("PoE_Umbrella.pdf", pdf("PoE Umbrella"), "application/pdf")],
          expect=f"category: proof_of_execution\nreason_contains: belongs to partner\n{HUMAN}")
+    # ---- Fields only in the attached document (PDF, DOCX, ODT, XLSX), several languages -------
+    mail("doc-poe-fields-only-in-pdf-en", "Alice Buyer <alice@reseller.example>", "PoE Acme",
+         "Hello,\n\nour proof of execution is attached.\n\nAlice",
+         attach=[("PoE_Acme_signed.pdf", pdf("Proof of Execution", ["Partner Name: Reseller Example Inc",
+                  "Customer Name: Acme Corp", "Service Attach Deal ID: DR-2026-0042", "Signed: A. Buyer"]), PDF)],
+         expect="""
+category: proof_of_execution
+respond: auto
+fields: {partner_name: Reseller Example Inc, customer_name: Acme Corp, deal_id: DR-2026-0042}
+missing: []
+outgoing:""" + poe_fwd.format(cm="cam.east@example.com", att="[PoE_Acme_signed.pdf]", to="alice@reseller.example"))
+    mail("doc-poe-fields-only-in-docx-de", "Max Mustermann <max@partner.example>", "Leistungsnachweis",
+         "Hallo,\n\nanbei der Leistungsnachweis.\n\nGruß Max",
+         attach=[("Leistungsnachweis.docx", docx(["Leistungsnachweis Service Attach", "Partnername: Partner Example GmbH",
+                  "Kundenname: Müller Maschinenbau AG", "Deal-ID: DR-2026-0050"]), DOCX)],
+         expect="""
+category: proof_of_execution
+respond: auto
+fields: {customer_name: Müller Maschinenbau AG, deal_id: DR-2026-0050}
+outgoing:""" + poe_fwd.format(cm="cam.dach@example.com", att="[Leistungsnachweis.docx]", to="max@partner.example"))
+    mail("doc-poe-fields-only-in-odt-fr", "Claire Dubois <claire@revendeur.example>", "Preuve d'exécution",
+         "Bonjour,\n\nveuillez trouver notre preuve d'exécution en pièce jointe.\n\nClaire",
+         attach=[("preuve_execution.odt", odt(["Preuve d'exécution", "Nom du partenaire : Revendeur Exemple SAS",
+                  "Nom du client : Logistique Durand SA", "ID du deal : DR-2026-0051"]), ODT)],
+         expect="""
+category: proof_of_execution
+respond: auto
+fields: {customer_name: Logistique Durand SA, deal_id: DR-2026-0051}
+outgoing:""" + poe_fwd.format(cm="cam.france@example.com", att="[preuve_execution.odt]", to="claire@revendeur.example"))
+    mail("doc-poe-fields-only-in-xlsx-pt", "João Silva <joao@parceiro.example>", "Prova de execução",
+         "Olá,\n\nsegue a prova de execução em anexo.\n\nJoão",
+         attach=[("prova_execucao.xlsx", xlsx([("Prova de execução",), ("Nome do parceiro", "Parceiro Exemplo Ltda"),
+                  ("Nome do cliente", "Banco Horizonte"), ("ID do negócio", "DR-2026-0052")]), XLSX)],
+         expect="""
+category: proof_of_execution
+respond: auto
+fields: {customer_name: Banco Horizonte, deal_id: DR-2026-0052}
+outgoing:""" + poe_fwd.format(cm="cam.latam@example.com", att="[prova_execucao.xlsx]", to="joao@parceiro.example"))
+    mail("doc-poe-fields-only-in-docx-ja", "山田 太郎 <yamada@hanbai.example>", "実施証明書",
+         "お世話になっております。\n\n実施証明書を添付いたします。\n\n山田",
+         attach=[("実施証明書.docx", docx(["実施証明書", "パートナー名：Hanbai Example KK", "顧客名：Yamato Seiki",
+                  "案件ID：DR-2026-0053"]), DOCX)],
+         expect="""
+category: proof_of_execution
+respond: auto
+fields: {customer_name: Yamato Seiki, deal_id: DR-2026-0053}
+outgoing:""" + poe_fwd.format(cm="cam.japan@example.com", att="[実施証明書.docx]", to="yamada@hanbai.example"))
+    mail("doc-poe-pdf-without-customer-en", "Alice Buyer <alice@reseller.example>", "PoE",
+         "Hello,\n\nPoE attached.\n\nAlice",
+         attach=[("PoE.pdf", pdf("Proof of Execution", ["Partner Name: Reseller Example Inc",
+                  "Customer Name:", "Service Attach Deal ID: DR-2026-0042"]), PDF)],
+         expect="""
+category: proof_of_execution
+respond: auto
+missing: [customer_name]
+outgoing:
+  - {kind: reply, to: [alice@reseller.example], cc: [], template: poe_missing_fields, attachments: [], body_contains: ["Customer Name"]}
+""")
+    mail("doc-po-quote-only-in-pdf", "Alice Buyer <alice@reseller.example>", "Purchase order",
+         "Hello,\n\nplease find our purchase order attached.\n\nAlice",
+         attach=[("PO-4500012399.pdf", pdf("PURCHASE ORDER 4500012399", ["Vendor quote number: Q-100234",
+                  "Item: Premium seats x 250"]), PDF)],
+         expect=f"""
+category: purchase_order
+rule: purchase-order
+respond: auto
+fields: {{quote_number: Q-100234}}
+outgoing:
+  - kind: reply
+    to: [alice@reseller.example]
+    cc: {B_ACME}
+    template: purchase_order_routed
+    attachments: [PO-4500012399.pdf]
+""")
+    mail("doc-po-in-winmail-dat", "Alice Buyer <alice@reseller.example>", "PO for Acme",
+         "Hello,\n\nour purchase order for quote Q-100234 is attached.\n\nAlice",
+         attach=[("winmail.dat", tnef([("PO-4500012400.pdf", pdf("PURCHASE ORDER 4500012400", ["Quote: Q-100234"]))]),
+                  "application/ms-tnef")],
+         expect=f"""
+category: purchase_order
+respond: auto
+outgoing:
+  - kind: reply
+    to: [alice@reseller.example]
+    cc: {B_ACME}
+    template: purchase_order_routed
+    attachments: [PO-4500012400.pdf]
+""")
+    from reportlab.lib.pdfencrypt import StandardEncryption
+    mail("doc-poe-encrypted-pdf", "Alice Buyer <alice@reseller.example>", "PoE (protected)",
+         "Hello,\n\nPoE attached; the password follows separately.\n\nAlice",
+         attach=[("PoE_protected.pdf", pdf("Proof of Execution", ["Customer Name: Acme Corp"],
+                  encrypt=StandardEncryption("s3cret-partner", ownerPassword="owner", canPrint=0)), PDF)],
+         expect=f"category: proof_of_execution\nreason_contains: PoE_protected.pdf\n{HUMAN}")
+    mail("doc-poe-scanned-pdf", "Alice Buyer <alice@reseller.example>", "PoE scan",
+         "Hello,\n\nthe signed PoE is attached as a scan.\n\nAlice",
+         attach=[("PoE_scan.pdf", pdf("", scan=True), PDF)],
+         expect=f"category: proof_of_execution\nreason_contains: no text layer\n{HUMAN}")
+    whole = pdf("Proof of Execution", ["Partner Name: Reseller Example Inc", "Customer Name: Acme Corp",
+                "Service Attach Deal ID: DR-2026-0042"])
+    mail("doc-poe-corrupted-pdf", "Alice Buyer <alice@reseller.example>", "PoE Acme",
+         "Hello,\n\nPoE attached.\n\nAlice",
+         attach=[("PoE_Acme.pdf", whole[: len(whole) // 2], PDF)],
+         expect=f"category: proof_of_execution\nreason_contains: PoE_Acme.pdf\n{HUMAN}")
     # ---- Lookups that must not guess ---------------------------------------------------------
     mail("quote-ambiguous-customer", "Alice Buyer <alice@reseller.example>", "Quote needed",
          "Hi,\n\nWe need a quote for more seats.\nCustomer: Initech\n\nAlice",
