@@ -239,33 +239,7 @@ impl Playbook {
     /// Unpacks winmail.dat and reads the attached documents as text, so that rules and
     /// extractors see what the partner put in them.
     pub fn read_documents(&self, mail: &mut Mail) {
-        let mut unpacked = Vec::new();
-        for a in std::mem::take(&mut mail.attachments) {
-            if !documents::is_tnef(&a.name, &a.content_type, &a.bytes) {
-                unpacked.push(a);
-                continue;
-            }
-            match documents::unpack_tnef(&a.bytes) {
-                Ok(inner) if !inner.is_empty() => {
-                    for (name, bytes) in inner {
-                        let name = crate::message::sanitize_name(&name);
-                        let content_type = guess_type(&name);
-                        unpacked.push(crate::message::Attachment {
-                            name,
-                            content_type,
-                            bytes,
-                            text: None,
-                        });
-                    }
-                }
-                Ok(_) => unpacked.push(a),
-                Err(why) => {
-                    mail.unreadable.push(format!("{}: {why}", a.name));
-                    unpacked.push(a);
-                }
-            }
-        }
-        mail.attachments = unpacked;
+        unwrap_attachments(mail);
         // A message with dozens of documents is for a person anyway; bound the work.
         let mut read = 0;
         for a in &mut mail.attachments {
@@ -1068,6 +1042,38 @@ pub fn explain(name: &str, plan: &Plan) -> String {
     };
     let _ = writeln!(s, "  original:   {where_}");
     s
+}
+
+/// Replaces each winmail.dat by the files Outlook wrapped in it. The plan's attachment
+/// positions refer to this list, so the service calls it too before it re-attaches.
+pub fn unwrap_attachments(mail: &mut Mail) {
+    let mut unpacked = Vec::new();
+    for a in std::mem::take(&mut mail.attachments) {
+        if !documents::is_tnef(&a.name, &a.content_type, &a.bytes) {
+            unpacked.push(a);
+            continue;
+        }
+        match documents::unpack_tnef(&a.bytes) {
+            Ok(inner) if !inner.is_empty() => {
+                for (name, bytes) in inner {
+                    let name = crate::message::sanitize_name(&name);
+                    let content_type = guess_type(&name);
+                    unpacked.push(crate::message::Attachment {
+                        name,
+                        content_type,
+                        bytes,
+                        text: None,
+                    });
+                }
+            }
+            Ok(_) => unpacked.push(a),
+            Err(why) => {
+                mail.unreadable.push(format!("{}: {why}", a.name));
+                unpacked.push(a);
+            }
+        }
+    }
+    mail.attachments = unpacked;
 }
 
 /// Documents read per message, at most.

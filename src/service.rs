@@ -514,7 +514,14 @@ impl Shell<'_> {
             info!(uid, category = %plan.category, respond = ?plan.respond, "shadow: {}", plan.reason);
             return Ok(());
         }
-        let mail = raw.as_deref().and_then(|r| Mail::parse(r).ok());
+        // The plan's attachment positions count winmail.dat's files, not winmail.dat.
+        let mail = raw
+            .as_deref()
+            .and_then(|r| Mail::parse(r).ok())
+            .map(|mut m| {
+                crate::plan::unwrap_attachments(&mut m);
+                m
+            });
 
         // The same message under another UID (mailbox rebuilt, copied back) was answered already.
         let answered_elsewhere = journal

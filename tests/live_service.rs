@@ -135,3 +135,74 @@ fn answers_each_message_once_with_the_right_people_and_documents() {
         .join("documents/opportunity/0065e00000AbCdEAAX/PO-4500012345.pdf")
         .exists());
 }
+
+/// What the partner's document said, found in the document: the PoE whose fields are only
+/// in its PDF is forwarded to the channel manager with that PDF, the PO wrapped in
+/// winmail.dat goes out with the real PDF, and the encrypted PoE waits for a person.
+#[test]
+fn documents_are_read_and_unwrapped_through_the_real_servers() {
+    let stack = Stack::start("documents");
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    for name in [
+        "doc-poe-fields-only-in-pdf-en",
+        "doc-po-in-winmail-dat",
+        "doc-poe-encrypted-pdf",
+    ] {
+        deliver(&stack, &case(name));
+    }
+    wait_for(&stack, DESK, "INBOX", 3, std::time::Duration::from_secs(10));
+    run_once(&stack, &cfg);
+
+    let parser = MessageParser::default();
+    let attached = |raw: &[u8]| -> Vec<(String, Vec<u8>)> {
+        let m = parser.parse(raw).unwrap();
+        m.attachments()
+            .map(|a| {
+                (
+                    a.attachment_name().unwrap_or("").to_string(),
+                    a.contents().to_vec(),
+                )
+            })
+            .collect()
+    };
+    // The channel manager got the PoE with the partner's PDF, byte for byte.
+    // (They are also on cc of the PO reply.)
+    let cam = mailbox(&stack, "cam.east@example.com", "INBOX");
+    assert_eq!(cam.len(), 2);
+    let forward = cam
+        .iter()
+        .find(|r| String::from_utf8_lossy(r).contains("Subject: Fwd: PoE Acme"))
+        .expect("the PoE forwarded to the channel manager");
+    let original_raw = case("doc-poe-fields-only-in-pdf-en");
+    let original = attached(&original_raw);
+    assert_eq!(original[0].0, "PoE_Acme_signed.pdf");
+    assert_eq!(attached(forward), original);
+
+    // The partner: "PoE submitted", and the PO reply carrying the PDF from winmail.dat.
+    let alice = mailbox(&stack, PARTNER, "INBOX");
+    assert_eq!(alice.len(), 2, "no answer to the encrypted PoE");
+    let po_reply = alice
+        .iter()
+        .find(|r| String::from_utf8_lossy(r).contains("Re: PO for Acme"))
+        .expect("the PO is answered");
+    let docs = attached(po_reply);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].0, "PO-4500012400.pdf");
+    assert!(
+        docs[0].1.starts_with(b"%PDF-"),
+        "the real PDF, not winmail.dat"
+    );
+    let text = triage::documents::text_of(triage::documents::Kind::Pdf, &docs[0].1).unwrap();
+    assert!(text.contains("Q-100234"), "{text}");
+
+    // The encrypted PoE stays flagged for a person, with the reason on record.
+    let reasons = journal_rows(
+        &stack,
+        "SELECT detail FROM audit WHERE outcome = 'left for human'",
+    );
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0][0].contains("PoE_protected.pdf: the PDF is encrypted"),
+        "{reasons:?}"
+    );
+}
