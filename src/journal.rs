@@ -367,7 +367,12 @@ impl Journal {
         })
     }
 
-    fn together(&self, steps: impl FnOnce() -> rusqlite::Result<()>) -> rusqlite::Result<()> {
+    /// Runs the steps in one transaction (or in the one already open): a batch of
+    /// records costs one commit.
+    pub fn together(&self, steps: impl FnOnce() -> rusqlite::Result<()>) -> rusqlite::Result<()> {
+        if !self.db.is_autocommit() {
+            return steps();
+        }
         self.db.execute_batch("BEGIN IMMEDIATE")?;
         match steps() {
             Ok(()) => self.db.execute_batch("COMMIT"),
@@ -427,7 +432,11 @@ impl Journal {
                 plan.subject,
                 plan.category.as_str(),
                 plan.rule,
-                if plan.respond == crate::rules::Respond::Auto { "auto" } else { "none" },
+                match plan.respond {
+                    crate::rules::Respond::Auto => "auto",
+                    crate::rules::Respond::None => "none",
+                    crate::rules::Respond::File => "file",
+                },
                 plan.reason,
                 outcome,
                 detail,

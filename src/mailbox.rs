@@ -136,6 +136,7 @@ pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
 }
 
 /// A message in the listing: enough to decide whether to download it.
+#[derive(Debug, Clone)]
 pub struct Listed {
     pub uid: u32,
     pub size: u32,
@@ -178,24 +179,72 @@ pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, String> {
 
 /// The whole message, without setting \Seen (BODY.PEEK).
 pub async fn fetch(s: &mut Imap, uid: u32, t: u64) -> Result<Option<Vec<u8>>, String> {
-    within(t, "UID FETCH body", async {
-        let mut body = None;
-        let mut stream = s.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])").await?;
+    Ok(fetch_many(s, &[uid], t)
+        .await?
+        .into_iter()
+        .next()
+        .map(|(_, body)| body))
+}
+
+/// Several messages in one UID FETCH: one round trip for a batch instead of one each.
+pub async fn fetch_many(s: &mut Imap, uids: &[u32], t: u64) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    within(t.max(uids.len() as u64 / 10), "UID FETCH bodies", async {
+        let mut out = Vec::with_capacity(uids.len());
+        let mut stream = s.uid_fetch(uid_set(uids), "(UID BODY.PEEK[])").await?;
         while let Some(item) = stream.next().await {
             let f = item?;
-            if f.uid == Some(uid) {
-                body = f.body().map(<[u8]>::to_vec);
+            if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                if uids.contains(&uid) {
+                    out.push((uid, body.to_vec()));
+                }
             }
         }
-        Ok::<_, async_imap::error::Error>(body)
+        Ok::<_, async_imap::error::Error>(out)
     })
     .await
 }
 
+/// `1,2,3,7` as `1:3,7`: UID sets stay short however many messages a batch holds.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
 pub async fn store(s: &mut Imap, uid: u32, flags: &str, t: u64) -> Result<(), String> {
+    store_many(s, &[uid], flags, t).await
+}
+
+pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Result<(), String> {
+    if uids.is_empty() {
+        return Ok(());
+    }
     within(t, "UID STORE", async {
         let mut stream = s
-            .uid_store(uid.to_string(), format!("+FLAGS.SILENT ({flags})"))
+            .uid_store(uid_set(uids), format!("+FLAGS.SILENT ({flags})"))
             .await?;
         while let Some(item) = stream.next().await {
             item?;
@@ -205,8 +254,6 @@ pub async fn store(s: &mut Imap, uid: u32, flags: &str, t: u64) -> Result<(), St
     .await
 }
 
-/// Moves a message, creating the folder if needed; COPY + \Deleted + UID EXPUNGE where
-/// the server has no MOVE.
 pub async fn move_to(
     s: &mut Imap,
     uid: u32,
@@ -214,20 +261,36 @@ pub async fn move_to(
     has_move: bool,
     t: u64,
 ) -> Result<(), String> {
+    move_many(s, &[uid], folder, has_move, t).await
+}
+
+/// Moves messages to a folder (created if missing): UID MOVE, or COPY, \Deleted and
+/// UID EXPUNGE of just those messages.
+pub async fn move_many(
+    s: &mut Imap,
+    uids: &[u32],
+    folder: &str,
+    has_move: bool,
+    t: u64,
+) -> Result<(), String> {
+    if uids.is_empty() {
+        return Ok(());
+    }
     ensure_folder(s, folder, t).await?;
+    let set = uid_set(uids);
     if has_move {
-        within(t, "UID MOVE", s.uid_mv(uid.to_string(), folder)).await
+        within(t, "UID MOVE", s.uid_mv(&set, folder)).await
     } else {
-        within(t, "UID COPY", s.uid_copy(uid.to_string(), folder)).await?;
-        store(s, uid, "\\Deleted", t).await?;
-        uid_expunge(s, uid, t).await
+        within(t, "UID COPY", s.uid_copy(&set, folder)).await?;
+        store_many(s, uids, "\\Deleted", t).await?;
+        uid_expunge(s, &set, t).await
     }
 }
 
-/// Expunges one message marked \Deleted, and no other (UIDPLUS).
-async fn uid_expunge(s: &mut Imap, uid: u32, t: u64) -> Result<(), String> {
+/// Expunges the messages marked \Deleted in the set, and no other (UIDPLUS).
+async fn uid_expunge(s: &mut Imap, set: &str, t: u64) -> Result<(), String> {
     within(t, "UID EXPUNGE", async {
-        let stream = s.uid_expunge(uid.to_string()).await?;
+        let stream = s.uid_expunge(set).await?;
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             item?;
@@ -242,7 +305,7 @@ async fn uid_expunge(s: &mut Imap, uid: u32, t: u64) -> Result<(), String> {
 pub async fn delete(s: &mut Imap, uid: u32, has_uidplus: bool, t: u64) -> Result<(), String> {
     store(s, uid, "\\Seen \\Deleted", t).await?;
     if has_uidplus {
-        uid_expunge(s, uid, t).await?;
+        uid_expunge(s, &uid.to_string(), t).await?;
     }
     Ok(())
 }

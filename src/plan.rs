@@ -240,6 +240,9 @@ impl Playbook {
     /// extractors see what the partner put in them.
     pub fn read_documents(&self, mail: &mut Mail) {
         unwrap_attachments(mail);
+        if !self.rules.reads_documents() {
+            return;
+        }
         // A message with dozens of documents is for a person anyway; bound the work.
         let mut read = 0;
         for a in &mut mail.attachments {
@@ -313,6 +316,37 @@ impl Playbook {
             plan.guards.push(why.clone());
             plan.reason = why;
             return plan;
+        }
+        // Sorting only: filed whatever else is wrong with it, since nothing is sent.
+        if let Some((rule, trail)) = self.rules.first_match(&facts) {
+            if rule.then.respond == Respond::File {
+                plan.category = rule.then.category;
+                plan.rule = Some(rule.name.clone());
+                plan.conditions = trail;
+                plan.guards = mail
+                    .damage
+                    .iter()
+                    .chain(&mail.unreadable)
+                    .cloned()
+                    .collect();
+                plan.respond = Respond::File;
+                plan.reason = rule
+                    .then
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("filed by rule {}", rule.name));
+                plan.original = Filing {
+                    human: false,
+                    folder: rule.then.folder.clone().or_else(|| {
+                        self.config
+                            .folders
+                            .by_category
+                            .get(plan.category.as_str())
+                            .cloned()
+                    }),
+                };
+                return plan;
+            }
         }
         if !mail.unreadable.is_empty() {
             if let Some((rule, trail)) = self.rules.first_match(&facts) {
@@ -989,10 +1023,10 @@ pub fn explain(name: &str, plan: &Plan) -> String {
     let _ = writeln!(
         s,
         "  respond:    {}",
-        if plan.respond == Respond::Auto {
-            "auto"
-        } else {
-            "none (left for a human)"
+        match plan.respond {
+            Respond::Auto => "auto",
+            Respond::File => "file (sorted, no answer)",
+            Respond::None => "none (left for a human)",
         }
     );
     let _ = writeln!(s, "  reason:     {}", plan.reason);

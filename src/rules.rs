@@ -309,9 +309,14 @@ pub enum Lookup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Respond {
+    /// Answer automatically, as the rule says.
     #[default]
     Auto,
+    /// Leave it for a human.
     None,
+    /// Sort only: file the original in its folder, no answer (a filing-only rule set,
+    /// as imapfilter or Sieve would sort).
+    File,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -652,6 +657,30 @@ impl Rulebook {
             path.pop();
         }
         false
+    }
+
+    /// Whether anything here looks at documents' text: a sort-only rule set that does not
+    /// is spared reading every PDF.
+    pub fn reads_documents(&self) -> bool {
+        fn uses(c: &Condition, book: &Rulebook, depth: usize) -> bool {
+            match c {
+                Condition::DocumentText(_) => true,
+                Condition::All(list) | Condition::Any(list) => {
+                    list.iter().any(|c| uses(c, book, depth))
+                }
+                Condition::Not(inner) => uses(inner, book, depth),
+                // Named conditions may refer to each other; cross_check refuses cycles.
+                Condition::Is(name) => {
+                    depth < 16
+                        && book
+                            .conditions
+                            .get(name)
+                            .is_some_and(|c| uses(c, book, depth + 1))
+                }
+                _ => false,
+            }
+        }
+        !self.extractors.is_empty() || self.rules.iter().any(|r| uses(&r.when, self, 0))
     }
 
     /// The first rule that holds, with the conditions that made it hold.

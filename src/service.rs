@@ -307,6 +307,9 @@ fn message_key(plan: &Plan, raw: Option<&[u8]>, uidvalidity: u32, uid: u32) -> S
     }
 }
 
+/// Messages fetched and recorded together.
+const BATCH: usize = 200;
+
 /// What the server can do, read once per session.
 #[derive(Clone, Copy)]
 struct Caps {
@@ -358,6 +361,7 @@ impl Shell<'_> {
         // Messages left for a human stay in the inbox; the journal says they are done.
         let list = mailbox::listing(session, t).await?;
         settle_vanished(journal, &inbox, uidvalidity, &list)?;
+        let mut todo = Vec::new();
         for item in list {
             if self.opts.stopping() {
                 return Ok(());
@@ -380,71 +384,278 @@ impl Shell<'_> {
                 if state.is_final() {
                     continue;
                 }
-            } else if let Some(id) = &item.message_id {
-                // Seen before under another UIDVALIDITY (or UID): carry its final state over.
-                if let Some((state, same)) = journal.seen_before(id, item.size).map_err(db)? {
-                    if state.is_final() && !same {
-                        // Another message reusing a Message-ID (a broken mailer, a
-                        // script): never skipped silently, never answered by guesswork.
-                        let reason = format!(
-                            "another message with the Message-ID <{id}> was handled before, with a different size ({} bytes here)",
-                            item.size
-                        );
-                        let plan = Plan::for_human(Some(id.clone()), reason.clone(), self.config());
-                        journal
-                            .advance(
-                                uidvalidity,
-                                uid,
-                                Some(id),
-                                State::Planned,
-                                Some(&plan),
-                                &reason,
-                            )
-                            .map_err(db)?;
-                        journal.set_size(uidvalidity, uid, item.size).map_err(db)?;
-                        if self.opts.shadow {
-                            journal
-                                .audit(&inbox, uidvalidity, uid, &plan, "shadow", "")
-                                .map_err(db)?;
-                            self.opts.health.message(plan.category.as_str(), "shadow");
-                            continue;
-                        }
-                        self.leave_for_human(
-                            session,
-                            &inbox,
-                            uidvalidity,
-                            uid,
-                            id,
-                            &plan,
-                            reason,
-                            None,
-                        )
-                        .await?;
-                        continue;
-                    }
-                    if state.is_final() {
-                        journal
-                            .advance(
-                                uidvalidity,
-                                uid,
-                                Some(id),
-                                state,
-                                None,
-                                "handled before under another UID",
-                            )
-                            .map_err(db)?;
-                        info!(uid, "{id}: handled before under another UID; left as it is");
-                        continue;
-                    }
-                }
+            } else if self
+                .seen_elsewhere(session, &inbox, uidvalidity, &item)
+                .await?
+            {
+                continue;
             }
             if self.opts.shadow && journal.shadowed(uidvalidity, uid).map_err(db)? {
                 continue;
             }
-            self.handle(session, &inbox, uidvalidity, item).await?;
-            journal.set_folder(&inbox, uidvalidity, uid).map_err(db)?;
+            todo.push(item);
         }
+        self.work_through(session, &inbox, uidvalidity, todo)
+            .await?;
         journal.set_folder(&inbox, uidvalidity, 0).map_err(db)?;
+        Ok(())
+    }
+
+    /// A message this journal knows by Message-ID from another UID: a restored copy
+    /// carries its final state over; another message reusing the Message-ID (a broken
+    /// mailer, a script) is left for a human, never skipped and never answered by
+    /// guesswork. True when the message needs nothing more.
+    async fn seen_elsewhere(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        item: &mailbox::Listed,
+    ) -> Result<bool, String> {
+        let journal = self.journal;
+        let uid = item.uid;
+        let Some(id) = &item.message_id else {
+            return Ok(false);
+        };
+        let Some((state, same)) = journal.seen_before(id, item.size).map_err(db)? else {
+            return Ok(false);
+        };
+        if !state.is_final() {
+            return Ok(false);
+        }
+        if !same {
+            let reason = format!(
+                "another message with the Message-ID <{id}> was handled before, with a different size ({} bytes here)",
+                item.size
+            );
+            let plan = Plan::for_human(Some(id.clone()), reason.clone(), self.config());
+            journal
+                .advance(
+                    uidvalidity,
+                    uid,
+                    Some(id),
+                    State::Planned,
+                    Some(&plan),
+                    &reason,
+                )
+                .map_err(db)?;
+            journal.set_size(uidvalidity, uid, item.size).map_err(db)?;
+            if self.opts.shadow {
+                journal
+                    .audit(inbox, uidvalidity, uid, &plan, "shadow", "")
+                    .map_err(db)?;
+                self.opts.health.message(plan.category.as_str(), "shadow");
+                return Ok(true);
+            }
+            self.leave_for_human(session, inbox, uidvalidity, uid, id, &plan, reason, None)
+                .await?;
+            return Ok(true);
+        }
+        journal
+            .advance(
+                uidvalidity,
+                uid,
+                Some(id),
+                state,
+                None,
+                "handled before under another UID",
+            )
+            .map_err(db)?;
+        info!(uid, "{id}: handled before under another UID; left as it is");
+        Ok(true)
+    }
+
+    /// Decides the messages in batches: one UID FETCH per batch, and what sends nothing
+    /// (filed, or left for a human) recorded in one transaction and flagged or moved
+    /// with one UID STORE / UID MOVE per folder. What sends mail goes one at a time.
+    async fn work_through(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        todo: Vec<mailbox::Listed>,
+    ) -> Result<(), String> {
+        let t = self.t();
+        let limit = self.config().limits.max_message_bytes;
+        for chunk in todo.chunks(BATCH) {
+            if self.opts.stopping() {
+                return Ok(());
+            }
+            if self.opts.shadow {
+                for item in chunk {
+                    self.handle(session, inbox, uidvalidity, item.clone(), None)
+                        .await?;
+                }
+                continue;
+            }
+            let wanted: Vec<u32> = chunk
+                .iter()
+                .filter(|i| i.size as usize <= limit)
+                .map(|i| i.uid)
+                .collect();
+            let mut bodies: std::collections::HashMap<u32, Vec<u8>> =
+                mailbox::fetch_many(session, &wanted, t)
+                    .await?
+                    .into_iter()
+                    .collect();
+            let mut quiet = Vec::new();
+            for item in chunk {
+                if self.opts.stopping() {
+                    break;
+                }
+                // A copy handled earlier in this same pass (same Message-ID) is known now.
+                let new_here = self
+                    .journal
+                    .state(uidvalidity, item.uid)
+                    .map_err(db)?
+                    .is_none();
+                if new_here
+                    && self
+                        .seen_elsewhere(session, inbox, uidvalidity, item)
+                        .await?
+                {
+                    continue;
+                }
+                // Oversized (or gone meanwhile): the one-at-a-time path says why.
+                let Some(raw) = bodies.remove(&item.uid) else {
+                    self.handle(session, inbox, uidvalidity, item.clone(), None)
+                        .await?;
+                    continue;
+                };
+                let plan = match self.journal.plan(uidvalidity, item.uid).map_err(db)? {
+                    Some(p) => p,
+                    None => {
+                        let mut plan = self.book.decide(&raw);
+                        self.restrain(&mut plan)?;
+                        plan
+                    }
+                };
+                if plan.respond == Respond::Auto && !plan.outgoing.is_empty() {
+                    self.handle(session, inbox, uidvalidity, item.clone(), Some((plan, raw)))
+                        .await?;
+                } else {
+                    quiet.push((item.uid, item.size, plan, raw));
+                }
+            }
+            self.file_quietly(session, inbox, uidvalidity, quiet)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Messages whose plan sends nothing, as one batch. Recorded as planned first and as
+    /// done last, like one message: a kill in between repeats harmless flags and moves,
+    /// and what already left the inbox is settled at the next start.
+    async fn file_quietly(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        quiet: Vec<(u32, u32, Plan, Vec<u8>)>,
+    ) -> Result<(), String> {
+        if quiet.is_empty() {
+            return Ok(());
+        }
+        let t = self.t();
+        let config = self.config();
+        let journal = self.journal;
+        let keep_raw = config.service.keep_messages_days > 0;
+        let keys: Vec<String> = quiet
+            .iter()
+            .map(|(uid, _, plan, raw)| message_key(plan, Some(raw), uidvalidity, *uid))
+            .collect();
+        journal
+            .together(|| {
+                for ((uid, size, plan, raw), key) in quiet.iter().zip(&keys) {
+                    journal.advance(
+                        uidvalidity,
+                        *uid,
+                        Some(key),
+                        State::Planned,
+                        Some(plan),
+                        &plan.reason,
+                    )?;
+                    journal.set_size(uidvalidity, *uid, *size)?;
+                    if keep_raw {
+                        journal.keep_raw(uidvalidity, *uid, raw)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(db)?;
+        let mut seen = Vec::new();
+        let mut answered = Vec::new();
+        let mut human = Vec::new();
+        let mut by_folder: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+        for (uid, _, plan, _) in &quiet {
+            if plan.original.human {
+                human.push(*uid);
+                continue;
+            }
+            if plan.outgoing.is_empty() {
+                seen.push(*uid);
+            } else {
+                answered.push(*uid);
+            }
+            if let Some(folder) = &plan.original.folder {
+                by_folder.entry(folder).or_default().push(*uid);
+            }
+        }
+        mailbox::store_many(session, &seen, "\\Seen", t).await?;
+        mailbox::store_many(session, &answered, "\\Seen \\Answered", t).await?;
+        for (folder, uids) in &by_folder {
+            mailbox::move_many(session, uids, folder, self.caps.r#move, t).await?;
+        }
+        match &config.folders.human {
+            Some(folder) => {
+                mailbox::move_many(session, &human, folder, self.caps.r#move, t).await?
+            }
+            None => mailbox::store_many(session, &human, "\\Flagged", t).await?,
+        }
+        journal
+            .together(|| {
+                for ((uid, _, plan, _), key) in quiet.iter().zip(&keys) {
+                    if plan.original.human {
+                        journal.conclude(
+                            inbox,
+                            uidvalidity,
+                            *uid,
+                            Some(key),
+                            State::Human,
+                            plan,
+                            &plan.reason,
+                            "left for human",
+                            &plan.reason,
+                            None,
+                        )?;
+                    } else {
+                        journal.conclude(
+                            inbox,
+                            uidvalidity,
+                            *uid,
+                            Some(key),
+                            State::Filed,
+                            plan,
+                            &plan.reason,
+                            "filed",
+                            plan.original.folder.as_deref().unwrap_or(inbox),
+                            None,
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(db)?;
+        for (uid, _, plan, _) in &quiet {
+            let outcome = if plan.original.human {
+                info!(uid, category = %plan.category, "left for a human: {}", plan.reason);
+                "left for human"
+            } else {
+                info!(uid, category = %plan.category, "filed: {}", plan.reason);
+                "filed"
+            };
+            self.opts.health.message(plan.category.as_str(), outcome);
+        }
         Ok(())
     }
 
@@ -454,6 +665,7 @@ impl Shell<'_> {
         inbox: &str,
         uidvalidity: u32,
         item: mailbox::Listed,
+        prepared: Option<(Plan, Vec<u8>)>,
     ) -> Result<(), String> {
         let config = &self.book.config;
         let journal = self.journal;
@@ -463,7 +675,9 @@ impl Shell<'_> {
         let size = item.size as usize;
 
         // Oversized: decided from the size alone, never downloaded.
-        let (plan, raw) = if size > config.limits.max_message_bytes {
+        let (plan, raw) = if let Some((plan, raw)) = prepared {
+            (plan, Some(raw))
+        } else if size > config.limits.max_message_bytes {
             (
                 Plan::for_human(
                     item.message_id.clone(),
@@ -700,7 +914,12 @@ impl Shell<'_> {
             )
             .await?;
         } else {
-            mailbox::store(session, uid, "\\Seen \\Answered", t).await?;
+            let flags = if plan.outgoing.is_empty() {
+                "\\Seen"
+            } else {
+                "\\Seen \\Answered"
+            };
+            mailbox::store(session, uid, flags, t).await?;
             if let Some(folder) = &plan.original.folder {
                 mailbox::move_to(session, uid, folder, self.caps.r#move, t).await?;
             }
@@ -719,7 +938,7 @@ impl Shell<'_> {
                 )
                 .map_err(db)?;
             self.opts.health.message(plan.category.as_str(), "filed");
-            info!(uid, category = %plan.category, "answered and filed: {}", plan.reason);
+            info!(uid, category = %plan.category, "filed: {}", plan.reason);
         }
         Ok(())
     }

@@ -85,6 +85,11 @@ impl Stack {
         self.env[&format!("MAILSTACK_{name}_PORT")].parse().unwrap()
     }
 
+    /// One of the stack's settings (mailstack.env), e.g. `MAILSTACK_DOVECOT_CONF`.
+    pub fn setting(&self, key: &str) -> &str {
+        &self.env[key]
+    }
+
     pub fn password(&self) -> &str {
         &self.env["MAILSTACK_PASSWORD"]
     }

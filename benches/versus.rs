@@ -1,0 +1,659 @@
+//! `cargo bench --bench versus`: triage side by side with imapfilter and with what the
+//! server itself can do, on one local Dovecot + Postfix (tools/mailstack), in one run.
+//!
+//! 1. Seeds partnersupport@'s INBOX with N generated partner messages (deterministic: the
+//!    desk's categories in five languages, loop bait, a quarter with an attachment of
+//!    2–150 KB, about 12 KB on average), written straight into the Maildir and indexed.
+//! 2. Sort job, each contender from the same restored snapshot, repeated: triage with a
+//!    filing-only rule set (benches/sort/rules) and imapfilter with the same rules in Lua
+//!    (benches/sort/sort.lua); floors: a client that only fetches every message, and one
+//!    that fetches everything and then issues one UID MOVE per folder, the categories
+//!    known. Wall time, messages/s, peak RSS (/usr/bin/time -v); every run is checked
+//!    (nothing lost or twice; category disagreements with the generator counted).
+//! 3. Full job: `triage run --once` with the shipped rules on a backlog that gets replies
+//!    through Postfix, against a bare SMTP client submitting as many messages.
+//! 4. Latency while idling (IDLE) over 50 messages sent at random intervals, and the
+//!    service's memory while idle.
+//!
+//! VERSUS_N="1000,10000" VERSUS_REPEAT=3 VERSUS_FULL=1000 VERSUS_LATENCY=50.
+//! Not in CI (minutes, and noisy); VERSUS_N=50 VERSUS_REPEAT=1 is a smoke run.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use support::*;
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ---- the generator ----------------------------------------------------------------------
+
+/// (subject, body, the folder the rules should pick, headers)
+type Template = (&'static str, &'static str, &'static str, &'static str);
+
+const TEMPLATES: [Template; 14] = [
+    ("Purchase order {n} for Acme Corp", "Hello,\n\nplease find attached our purchase order {n} for quote Q-100234.\n\nBest regards,\nAlice", "Sort/Orders", ""),
+    ("Bestellung {n}", "Hallo,\n\nanbei unsere Bestellung {n} zum Angebot Q-100234.\n\nViele Grüße\nMax", "Sort/Orders", ""),
+    ("Bon de commande {n}", "Bonjour,\n\nveuillez trouver ci-joint notre bon de commande {n}.\n\nCordialement,\nClaire", "Sort/Orders", ""),
+    ("Where is our order {n}?", "Hi,\n\ncould you tell us the order status for PO {n}? The licences have not arrived.\n\nThanks,\nAlice", "Sort/Status", ""),
+    ("Bestellstatus {n}", "Hallo,\n\nwie ist der Bestellstatus unserer Bestellnummer {n}?\n\nGruß Max", "Sort/Status", ""),
+    ("Proof of execution - Acme {n}", "Hello,\n\nattached is the proof of execution.\n\nPartner Name: Reseller Example Inc\nCustomer Name: Acme Corp\nService Attach Deal ID: DR-2026-0042\n", "Sort/PoE", ""),
+    ("Leistungsnachweis {n}", "Hallo,\n\nanbei der Leistungsnachweis.\n\nKundenname: Müller Maschinenbau AG\nDeal-ID: DR-2026-0050\n", "Sort/PoE", ""),
+    ("Quote request - 250 seats ({n})", "Hi team,\n\ncould you send us a quote for 250 Premium seats for Acme Corp?\n\nThanks,\nAlice", "Sort/Quotes", ""),
+    ("Angebotsanfrage {n}", "Hallo,\n\nbitte senden Sie uns ein Angebot für 50 Lizenzen.\n\nDanke\nMax", "Sort/Quotes", ""),
+    ("Demande de devis {n}", "Bonjour,\n\npourriez-vous nous envoyer un devis pour 20 licences ?\n\nMerci,\nClaire", "Sort/Quotes", ""),
+    ("見積依頼 {n}", "お世話になっております。\n\n見積をお願いいたします。\n\n山田", "Sort/Quotes", ""),
+    ("Portal access {n}", "Hi,\n\nI cannot log in to the partner portal since yesterday.\n\nAlice", "Sort/Other", ""),
+    ("Automatic reply: Your message {n}", "I am out of the office until Monday and will answer your message then.", "Sort/Other", "Auto-Submitted: auto-replied\r\n"),
+    ("Invoice 2026-{n}", "Hello,\n\nwe have a question about invoice 2026-{n}.\n\nAlice", "Sort/Other", ""),
+];
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + data.len() / 57 * 2 + 4);
+    for (i, c) in data.chunks(3).enumerate() {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(A[(n >> (18 - 6 * k)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+        if i % 19 == 18 {
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn unit(&mut self) -> f64 {
+        self.next() as f64 / (1u64 << 31) as f64
+    }
+}
+
+/// Message `i` of the run: its bytes, its Message-ID and the folder it belongs in.
+fn generate(i: usize, rng: &mut Rng) -> (Vec<u8>, String, &'static str) {
+    let (subject, body, folder, extra) = TEMPLATES[i % TEMPLATES.len()];
+    let n = format!("{}", 4_500_000 + i);
+    let subject = subject.replace("{n}", &n);
+    let body = body.replace("{n}", &n).replace('\n', "\r\n");
+    let id = format!("bench-{i}@reseller.example");
+    let subject_header = if subject.is_ascii() {
+        subject
+    } else {
+        format!("=?UTF-8?B?{}?=", base64(subject.as_bytes()))
+    };
+    let mut head = format!(
+        "Authentication-Results: mx.example.com; dmarc=pass header.from=reseller.example\r\n\
+         From: Alice Buyer <alice@reseller.example>\r\nTo: partnersupport@example.com\r\n\
+         Subject: {subject_header}\r\nDate: Mon, 16 Nov 2026 09:00:00 +0000\r\n\
+         Message-ID: <{id}>\r\n{extra}MIME-Version: 1.0\r\n"
+    );
+    let text_part = format!(
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n\r\n--\r\nAlice Buyer\r\nReseller Example Inc\r\n"
+    );
+    // A quarter carry a document of 2–150 KB (log-uniform), like scans and PDFs.
+    let raw = if rng.unit() < 0.25 {
+        let size = (2048.0 * (75.0f64).powf(rng.unit())) as usize;
+        let doc: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+        head.push_str("Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
+        format!(
+            "{head}--b\r\n{text_part}--b\r\nContent-Type: application/pdf; name=\"doc-{i}.pdf\"\r\nContent-Disposition: attachment; filename=\"doc-{i}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+            base64(&doc)
+        )
+    } else {
+        format!("{head}{text_part}")
+    };
+    (raw.into_bytes(), id, folder)
+}
+
+// ---- the mailbox --------------------------------------------------------------------------
+
+fn doveadm(stack: &Stack, args: &[&str]) -> String {
+    let out = Command::new("doveadm")
+        .arg("-c")
+        .arg(stack.setting("MAILSTACK_DOVECOT_CONF"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "doveadm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chown_r(path: &Path, stack: &Stack) {
+    let owner = format!(
+        "{}:{}",
+        stack.setting("MAILSTACK_MAIL_UID"),
+        stack.setting("MAILSTACK_MAIL_GID")
+    );
+    Command::new("chown")
+        .args(["-R", &owner])
+        .arg(path)
+        .status()
+        .unwrap();
+}
+
+/// Writes the messages into the desk's Maildir and has Dovecot index them; returns the
+/// snapshot folder to restore from.
+fn seed(stack: &Stack, messages: &[(Vec<u8>, String, &str)], tag: &str) -> PathBuf {
+    let maildir = stack.maildir(DESK);
+    let _ = std::fs::remove_dir_all(&maildir);
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (i, (raw, _, _)) in messages.iter().enumerate() {
+        std::fs::write(
+            maildir.join("new").join(format!("1795000000.{i}.bench")),
+            raw,
+        )
+        .unwrap();
+    }
+    chown_r(&maildir, stack);
+    doveadm(stack, &["index", "-u", DESK, "INBOX"]);
+    let snapshot = stack.dir.join(format!("snapshot-{tag}"));
+    let _ = std::fs::remove_dir_all(&snapshot);
+    Command::new("cp")
+        .arg("-a")
+        .arg(&maildir)
+        .arg(&snapshot)
+        .status()
+        .unwrap();
+    snapshot
+}
+
+fn restore(stack: &Stack, snapshot: &Path) {
+    let maildir = stack.maildir(DESK);
+    let _ = std::fs::remove_dir_all(&maildir);
+    Command::new("cp")
+        .arg("-a")
+        .arg(snapshot)
+        .arg(&maildir)
+        .status()
+        .unwrap();
+}
+
+/// Message-ID → folder for every message of the desk's mailbox.
+fn where_is(stack: &Stack) -> Vec<(String, String)> {
+    doveadm(
+        stack,
+        &[
+            "-f",
+            "tab",
+            "fetch",
+            "-u",
+            DESK,
+            "mailbox hdr.message-id",
+            "ALL",
+        ],
+    )
+    .lines()
+    .skip(1)
+    .filter_map(|l| {
+        let (folder, id) = l.split_once('\t')?;
+        Some((
+            id.trim().trim_matches(['<', '>']).to_string(),
+            folder.to_string(),
+        ))
+    })
+    .collect()
+}
+
+/// (lost, duplicated, category disagreements) against the generator.
+fn check(stack: &Stack, expected: &HashMap<String, &str>, moved: bool) -> (usize, usize, usize) {
+    let found = where_is(stack);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut disagree = 0;
+    for (id, folder) in &found {
+        *seen.entry(id).or_default() += 1;
+        if moved && expected.get(id.as_str()).is_some_and(|f| f != folder) {
+            disagree += 1;
+        }
+    }
+    let lost = expected
+        .keys()
+        .filter(|id| !seen.contains_key(id.as_str()))
+        .count();
+    let twice = seen.values().filter(|&&n| n > 1).count();
+    (lost, twice, disagree)
+}
+
+// ---- contenders ---------------------------------------------------------------------------
+
+/// Runs a command under /usr/bin/time -v: (wall seconds, peak RSS in MiB).
+fn timed(cmd: Command) -> (f64, f64) {
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
+        .collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-v").arg(&program).args(&args).envs(envs);
+    let t = Instant::now();
+    let out = timed.output().unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program:?} failed:\n{err}");
+    let rss_kb: f64 = err
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    (wall, rss_kb / 1024.0)
+}
+
+fn sort_config(stack: &Stack) -> PathBuf {
+    let mut wiring = Wiring::plain(stack);
+    wiring.imap = wiring
+        .imap
+        .replace("timeout_seconds: 10", "timeout_seconds: 120");
+    let cfg = config(stack, &wiring);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("rules: {}/rules", repo().display()),
+        &format!("rules: {}/benches/sort/rules", repo().display()),
+    );
+    let path = stack.dir.join("sort.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> Command {
+    let me = std::env::current_exe().unwrap();
+    match name {
+        "triage" => {
+            let _ = std::fs::remove_file(stack.dir.join("triage.sqlite"));
+            let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-wal"));
+            let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-shm"));
+            let mut c = triage(stack, sort_cfg, &["run", "--once"]);
+            c.env("TRIAGE_LOG", "warn");
+            c
+        }
+        "imapfilter" => {
+            let mut c = Command::new("imapfilter");
+            c.arg("-c").arg(repo().join("benches/sort/sort.lua"));
+            c.env("SORT_PORT", stack.port("IMAP").to_string())
+                .env("SORT_USER", DESK)
+                .env("SORT_PASSWORD", stack.password())
+                .env("HOME", stack.dir.as_os_str());
+            c
+        }
+        floor => {
+            let mut c = Command::new(me);
+            c.arg(floor)
+                .env("FLOOR_PORT", stack.port("IMAP").to_string())
+                .env("FLOOR_PASSWORD", stack.password())
+                .env("FLOOR_EXPECT", expect_file);
+            c
+        }
+    }
+}
+
+/// The floors: what a client that does no classifying at all costs.
+fn floor(kind: &str) {
+    let port: u16 = std::env::var("FLOOR_PORT").unwrap().parse().unwrap();
+    let password = std::env::var("FLOOR_PASSWORD").unwrap();
+    let expect: HashMap<String, String> =
+        std::fs::read_to_string(std::env::var("FLOOR_EXPECT").unwrap())
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                l.split_once('\t')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.unwrap();
+        let mut s = client
+            .login(DESK, &password)
+            .await
+            .map_err(|e| e.0)
+            .unwrap();
+        s.select("INBOX").await.unwrap();
+        let mut by_folder: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut bytes = 0usize;
+        {
+            let mut stream = s.uid_fetch("1:*", "(UID BODY.PEEK[])").await.unwrap();
+            while let Some(f) = stream.next().await {
+                let f = f.unwrap();
+                let body = f.body().unwrap_or_default();
+                bytes += body.len();
+                if kind == "floor-move" {
+                    // The category is known (the generator's); find the Message-ID only.
+                    let head = &body[..body.len().min(2048)];
+                    let text = String::from_utf8_lossy(head);
+                    let id = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Message-ID: "))
+                        .unwrap_or("")
+                        .trim()
+                        .trim_matches(['<', '>'])
+                        .to_string();
+                    let folder = expect
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| "Sort/Other".into());
+                    by_folder.entry(folder).or_default().push(f.uid.unwrap());
+                }
+            }
+        }
+        if kind == "floor-move" {
+            for (folder, uids) in by_folder {
+                let _ = s.create(&folder).await;
+                let set = uids
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                s.uid_mv(&set, &folder).await.unwrap();
+            }
+        }
+        eprintln!("{kind}: {bytes} bytes");
+        let _ = s.logout().await;
+    });
+}
+
+/// A bare SMTP client: one connection, `n` messages one after another.
+fn submit(stack: &Stack, n: usize) -> f64 {
+    use std::io::{BufRead, BufReader, Write};
+    let raw = numbered_case("en-quote-request-ops-copied", 0);
+    let t = Instant::now();
+    let s = std::net::TcpStream::connect(("127.0.0.1", stack.port("SMTP"))).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut line = String::new();
+    let mut expect = |r: &mut BufReader<std::net::TcpStream>, code: &str| loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with(code), "SMTP expected {code}, got {line}");
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    };
+    expect(&mut r, "220");
+    write!(w, "EHLO bench.example\r\n").unwrap();
+    expect(&mut r, "250");
+    let body = String::from_utf8_lossy(&raw)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    for i in 0..n {
+        let msg = body.replacen("Message-ID: <", &format!("Message-ID: <bare-{i}-"), 1);
+        write!(w, "MAIL FROM:<{DESK}>\r\n").unwrap();
+        expect(&mut r, "250");
+        write!(w, "RCPT TO:<{PARTNER}>\r\n").unwrap();
+        expect(&mut r, "250");
+        write!(w, "DATA\r\n").unwrap();
+        expect(&mut r, "354");
+        w.write_all(msg.as_bytes()).unwrap();
+        write!(w, "\r\n.\r\n").unwrap();
+        expect(&mut r, "250");
+    }
+    write!(w, "QUIT\r\n").unwrap();
+    t.elapsed().as_secs_f64()
+}
+
+fn vm_kb(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let version = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| {
+                let s = String::from_utf8_lossy(&o.stdout).to_string()
+                    + &String::from_utf8_lossy(&o.stderr);
+                s.lines().next().unwrap_or("").trim().to_string()
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "machine: {cores} cores, {cpu}; {}; dovecot {}; postfix {}; {}",
+        mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "),
+        version("dovecot", &["--version"]),
+        version("postconf", &["-d", "-h", "mail_version"]),
+        version("imapfilter", &["-V"]),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if let Some(kind) = args.get(1).filter(|a| a.starts_with("floor-")) {
+        floor(kind);
+        return;
+    }
+    let sizes = env_list("VERSUS_N", "1000,10000");
+    let repeat = env_list("VERSUS_REPEAT", "3")[0].max(1);
+    let full_n = env_list("VERSUS_FULL", "1000")[0];
+    let latency_n = env_list("VERSUS_LATENCY", "50")[0];
+    println!("{}", machine());
+
+    let stack = Stack::start("versus");
+    let sort_cfg = sort_config(&stack);
+    let contenders = ["triage", "imapfilter", "floor-fetch", "floor-move"];
+    let mut peak_triage_10k = 0.0f64;
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let mut rng = Rng(20261123);
+        let messages: Vec<_> = (0..n).map(|i| generate(i, &mut rng)).collect();
+        let avg = messages.iter().map(|m| m.0.len()).sum::<usize>() as f64 / n as f64 / 1024.0;
+        let expected: HashMap<String, &str> = messages.iter().map(|m| (m.1.clone(), m.2)).collect();
+        let expect_file = stack.dir.join(format!("expect-{n}.tsv"));
+        std::fs::write(
+            &expect_file,
+            messages
+                .iter()
+                .map(|m| format!("{}\t{}\n", m.1, m.2))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let snapshot = seed(&stack, &messages, &n.to_string());
+        println!(
+            "\nN = {n}: seeded {n} messages ({avg:.1} KB average) into the Maildir and indexed in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let mut walls: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut rss: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut ratios = Vec::new();
+        for rep in 0..repeat {
+            let mut this_run = HashMap::new();
+            for &c in &contenders {
+                restore(&stack, &snapshot);
+                let (wall, peak) = timed(contender(&stack, c, &sort_cfg, &expect_file));
+                let (lost, twice, disagree) = check(&stack, &expected, c != "floor-fetch");
+                println!(
+                    "  run {}: {c:<11} {wall:>7.2} s {:>7.0} msg/s  peak RSS {peak:>6.1} MiB  lost {lost} twice {twice} other category {disagree}",
+                    rep + 1,
+                    n as f64 / wall
+                );
+                assert_eq!((lost, twice), (0, 0), "{c} lost or duplicated mail");
+                walls.entry(c).or_default().push(wall);
+                rss.entry(c).or_default().push(peak);
+                this_run.insert(c, wall);
+            }
+            ratios.push(this_run["imapfilter"] / this_run["triage"]);
+        }
+        for &c in &contenders {
+            let w = median(walls.get_mut(c).unwrap());
+            let r = median(rss.get_mut(c).unwrap());
+            if c == "triage" && n == *sizes.iter().max().unwrap() {
+                peak_triage_10k = r;
+            }
+            rows.push((n, c, w, n as f64 / w, r));
+        }
+        let floor_move = median(walls.get_mut("floor-move").unwrap());
+        let triage_wall = median(walls.get_mut("triage").unwrap());
+        println!(
+            "  median ratio imapfilter time / triage time, pair by pair: {:.2}x; triage / fetch-and-move floor: {:.2}x",
+            median(&mut ratios),
+            triage_wall / floor_move
+        );
+    }
+    println!("\nsort job, medians of {repeat} runs:");
+    println!(
+        "{:>7}  {:<11} {:>9} {:>10} {:>14}",
+        "N", "contender", "wall s", "msg/s", "peak RSS MiB"
+    );
+    for (n, c, w, rate, r) in &rows {
+        println!("{n:>7}  {c:<11} {w:>9.2} {rate:>10.0} {r:>14.1}");
+    }
+
+    // ---- full job: replies through Postfix, against a bare SMTP client
+    if full_n > 0 {
+        let cfg = config(&stack, &Wiring::plain(&stack));
+        let kinds: Vec<&str> = ANSWERED.iter().chain(&NOT_ANSWERED).copied().collect();
+        let backlog: Vec<_> = (0..full_n)
+            .map(|i| (numbered_case(kinds[i % kinds.len()], i), String::new(), ""))
+            .collect();
+        seed(&stack, &backlog, "full");
+        let _ = std::fs::remove_file(stack.dir.join("triage.sqlite"));
+        let t = Instant::now();
+        run_once(&stack, &cfg);
+        let wall = t.elapsed().as_secs_f64();
+        let sent = mailbox(&stack, DESK, "Sent").len();
+        let bare = submit(&stack, sent);
+        println!(
+            "\nfull job: triage run --once on {full_n} messages sent {sent} replies and forwards in {wall:.2} s: {:.0} sent/s; a bare SMTP client submits {sent} in {bare:.2} s: {:.0}/s; triage at {:.0} % of it",
+            sent as f64 / wall,
+            sent as f64 / bare,
+            100.0 * bare / wall
+        );
+    }
+
+    // ---- latency while idling, and memory
+    if latency_n > 0 {
+        let mut wiring = Wiring::plain(&stack);
+        wiring.imap = wiring.imap.replace("poll_seconds: 1", "poll_seconds: 600");
+        let cfg = config(&stack, &wiring);
+        let mut service = start_service(&stack, &cfg, "versus-service.log");
+        std::thread::sleep(Duration::from_millis(1000));
+        let pid = service.id();
+        let idle_rss = vm_kb(pid, "VmRSS:") / 1024.0;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut partner = rt.block_on(async {
+            let mut s = login(&stack, PARTNER).await;
+            s.select("INBOX").await.unwrap();
+            s
+        });
+        let mut rng = Rng(7);
+        let mut samples = Vec::new();
+        for i in 0..latency_n {
+            std::thread::sleep(Duration::from_millis(100 + rng.next() % 900));
+            let raw = numbered_case("en-quote-request-ops-copied", 50_000 + i);
+            let id = format!(
+                "case-en-quote-request-ops-copied-{}@reseller.example",
+                50_000 + i
+            );
+            let t0 = Instant::now();
+            deliver(&stack, &raw);
+            loop {
+                let found = rt.block_on(async {
+                    partner.noop().await.unwrap();
+                    while partner.unsolicited_responses.try_recv().is_ok() {}
+                    !partner
+                        .search(format!("HEADER In-Reply-To \"{id}\""))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                });
+                if found {
+                    break;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(30), "no reply to {id}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples.push(t0.elapsed().as_secs_f64());
+        }
+        let peak_rss = vm_kb(pid, "VmHWM:") / 1024.0;
+        signal(&service, "TERM");
+        wait_exit(&mut service, Duration::from_secs(30));
+        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let p = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "\nlatency, Postfix accepted -> reply in the partner's INBOX, {latency_n} messages at random intervals while idling: p50 {:.2} s, p95 {:.2} s",
+            p(0.5),
+            p(0.95)
+        );
+        println!(
+            "memory: triage idle {idle_rss:.1} MiB RSS, {peak_rss:.1} MiB peak over the latency run; peak on the largest sort backlog {peak_triage_10k:.1} MiB"
+        );
+    }
+}
