@@ -286,6 +286,8 @@ fn sort_config(stack: &Stack) -> PathBuf {
     wiring.imap = wiring
         .imap
         .replace("timeout_seconds: 10", "timeout_seconds: 120");
+    // VERSUS_SERVICE=", keep_messages_days: 0" and the like, for experiments.
+    wiring.service = std::env::var("VERSUS_SERVICE").unwrap_or_default();
     let cfg = config(stack, &wiring);
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         &format!("rules: {}/rules", repo().display()),
@@ -305,6 +307,15 @@ fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> 
             let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-shm"));
             let mut c = triage(stack, sort_cfg, &["run", "--once"]);
             c.env("TRIAGE_LOG", "warn");
+            // VERSUS_PERF=FILE: the triage runs recorded by perf, for profiling.
+            if let Ok(file) = std::env::var("VERSUS_PERF") {
+                let mut p = Command::new("perf");
+                p.args(["record", "-g", "-o", &file, "--"])
+                    .arg(c.get_program())
+                    .args(c.get_args())
+                    .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+                return p;
+            }
             c
         }
         "imapfilter" => {

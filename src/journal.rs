@@ -57,7 +57,13 @@ impl Journal {
         // "250 queued" and our `sent` record to microseconds, which is what matters
         // for answering exactly once; only a power cut can lose the last commits.
         db.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoint every ~16 MB of WAL rather than every 4 MB: a batch of messages (and
+        // their kept bytes) otherwise triggers several checkpoints.
+        db.pragma_update(None, "wal_autocheckpoint", 4000)?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Every statement here is prepared once and reused (a batch of 200 messages runs
+        // each of them hundreds of times).
+        db.set_prepared_statement_cache_capacity(64);
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS folders (
                  name TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, last_uid INTEGER NOT NULL);
@@ -118,18 +124,14 @@ impl Journal {
     /// The folder's UIDVALIDITY and last UID handled, if known.
     pub fn folder(&self, name: &str) -> rusqlite::Result<Option<(u32, u32)>> {
         self.db
-            .query_row(
-                "SELECT uidvalidity, last_uid FROM folders WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT uidvalidity, last_uid FROM folders WHERE name = ?1")?
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
     }
 
     pub fn set_folder(&self, name: &str, uidvalidity: u32, last_uid: u32) -> rusqlite::Result<()> {
-        self.db.execute(
-            "INSERT INTO folders(name, uidvalidity, last_uid) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET uidvalidity = ?2, last_uid = MAX(CASE WHEN uidvalidity = ?2 THEN last_uid ELSE 0 END, ?3)",
+        self.db.prepare_cached("INSERT INTO folders(name, uidvalidity, last_uid) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET uidvalidity = ?2, last_uid = MAX(CASE WHEN uidvalidity = ?2 THEN last_uid ELSE 0 END, ?3)")?.execute(
             params![name, uidvalidity, last_uid],
         )?;
         Ok(())
@@ -137,11 +139,8 @@ impl Journal {
 
     pub fn state(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<Option<State>> {
         self.db
-            .query_row(
-                "SELECT state FROM messages WHERE uidvalidity = ?1 AND uid = ?2",
-                [uidvalidity, uid],
-                |r| r.get::<_, i64>(0),
-            )
+            .prepare_cached("SELECT state FROM messages WHERE uidvalidity = ?1 AND uid = ?2")?
+            .query_row([uidvalidity, uid], |r| r.get::<_, i64>(0))
             .optional()
             .map(|o| o.map(State::from_i64))
     }
@@ -150,11 +149,8 @@ impl Journal {
     /// UIDVALIDITY): a message already answered is never answered again.
     pub fn state_by_message_id(&self, message_id: &str) -> rusqlite::Result<Option<State>> {
         self.db
-            .query_row(
-                "SELECT MAX(state) FROM messages WHERE message_id = ?1",
-                [message_id],
-                |r| r.get::<_, Option<i64>>(0),
-            )
+            .prepare_cached("SELECT MAX(state) FROM messages WHERE message_id = ?1")?
+            .query_row([message_id], |r| r.get::<_, Option<i64>>(0))
             .map(|o| o.map(State::from_i64))
     }
 
@@ -165,9 +161,7 @@ impl Journal {
         message_id: &str,
         size: u32,
     ) -> rusqlite::Result<Option<(State, bool)>> {
-        self.db
-            .query_row(
-                "SELECT MAX(state), MAX(size IS NULL OR size = ?2) FROM messages WHERE message_id = ?1",
+        self.db.prepare_cached("SELECT MAX(state), MAX(size IS NULL OR size = ?2) FROM messages WHERE message_id = ?1")?.query_row(
                 params![message_id, size],
                 |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<bool>>(1)?)),
             )
@@ -176,20 +170,22 @@ impl Journal {
 
     /// Keeps the message's bytes for `triage replay`.
     pub fn keep_raw(&self, uidvalidity: u32, uid: u32, raw: &[u8]) -> rusqlite::Result<()> {
-        self.db.execute(
-            "UPDATE messages SET raw = ?3 WHERE uidvalidity = ?1 AND uid = ?2 AND raw IS NULL",
-            params![uidvalidity, uid, raw],
-        )?;
+        self.db
+            .prepare_cached(
+                "UPDATE messages SET raw = ?3 WHERE uidvalidity = ?1 AND uid = ?2 AND raw IS NULL",
+            )?
+            .execute(params![uidvalidity, uid, raw])?;
         Ok(())
     }
 
     /// Forgets the bytes of messages last touched more than `days` ago.
     pub fn expire_raw(&self, days: u32) -> rusqlite::Result<usize> {
-        self.db.execute(
-            "UPDATE messages SET raw = NULL WHERE raw IS NOT NULL
+        self.db
+            .prepare_cached(
+                "UPDATE messages SET raw = NULL WHERE raw IS NOT NULL
              AND updated < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
-            [format!("-{days} days")],
-        )
+            )?
+            .execute([format!("-{days} days")])
     }
 
     /// Messages decided since `since` (an audit time) whose bytes are kept.
@@ -211,10 +207,9 @@ impl Journal {
     }
 
     pub fn set_size(&self, uidvalidity: u32, uid: u32, size: u32) -> rusqlite::Result<()> {
-        self.db.execute(
-            "UPDATE messages SET size = ?3 WHERE uidvalidity = ?1 AND uid = ?2",
-            params![uidvalidity, uid, size],
-        )?;
+        self.db
+            .prepare_cached("UPDATE messages SET size = ?3 WHERE uidvalidity = ?1 AND uid = ?2")?
+            .execute(params![uidvalidity, uid, size])?;
         Ok(())
     }
 
@@ -241,11 +236,10 @@ impl Journal {
         reason: &str,
     ) -> rusqlite::Result<()> {
         let plan = plan.map(|p| serde_json::to_string(p).unwrap_or_default());
-        self.db.execute(
-            "INSERT INTO messages(uidvalidity, uid, message_id, state, plan, reason, updated)
+        self.db.prepare_cached("INSERT INTO messages(uidvalidity, uid, message_id, state, plan, reason, updated)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
              ON CONFLICT(uidvalidity, uid) DO UPDATE SET
-                 state = MAX(state, ?4), plan = COALESCE(?5, plan), reason = ?6, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                 state = MAX(state, ?4), plan = COALESCE(?5, plan), reason = ?6, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')")?.execute(
             params![uidvalidity, uid, message_id, state as i64, plan, reason],
         )?;
         Ok(())
@@ -272,9 +266,7 @@ impl Journal {
 
     /// Was this message already decided in shadow mode?
     pub fn shadowed(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<bool> {
-        self.db
-            .query_row(
-                "SELECT 1 FROM audit WHERE uidvalidity = ?1 AND uid = ?2 AND outcome = 'shadow' LIMIT 1",
+        self.db.prepare_cached("SELECT 1 FROM audit WHERE uidvalidity = ?1 AND uid = ?2 AND outcome = 'shadow' LIMIT 1")?.query_row(
                 [uidvalidity, uid],
                 |_| Ok(()),
             )
@@ -284,11 +276,8 @@ impl Journal {
 
     pub fn outbox_state(&self, message_id: &str) -> rusqlite::Result<Option<String>> {
         self.db
-            .query_row(
-                "SELECT state FROM outbox WHERE message_id = ?1",
-                [message_id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT state FROM outbox WHERE message_id = ?1")?
+            .query_row([message_id], |r| r.get(0))
             .optional()
     }
 
@@ -298,9 +287,8 @@ impl Journal {
         original: Option<&str>,
         state: &str,
     ) -> rusqlite::Result<()> {
-        self.db.execute(
-            "INSERT INTO outbox(message_id, original, state, updated) VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-             ON CONFLICT(message_id) DO UPDATE SET state = ?3, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+        self.db.prepare_cached("INSERT INTO outbox(message_id, original, state, updated) VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+             ON CONFLICT(message_id) DO UPDATE SET state = ?3, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')")?.execute(
             params![message_id, original, state],
         )?;
         Ok(())
@@ -419,10 +407,9 @@ impl Journal {
                 .collect();
             serde_json::Value::Array(list).to_string()
         });
-        self.db.execute(
-            "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail,
+        self.db.prepare_cached("INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail,
                                plan, to_addrs, cc_addrs, template, attachments, error)
-             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?.execute(
             params![
                 mailbox,
                 uidvalidity,
@@ -453,10 +440,11 @@ impl Journal {
 
     /// Audit records older than `days` are deleted (`service.audit_retention_days`).
     pub fn expire_audit(&self, days: u32) -> rusqlite::Result<usize> {
-        self.db.execute(
-            "DELETE FROM audit WHERE time < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
-            [format!("-{days} days")],
-        )
+        self.db
+            .prepare_cached(
+                "DELETE FROM audit WHERE time < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
+            )?
+            .execute([format!("-{days} days")])
     }
 
     /// Automatic replies to this sender in this category within the last `hours`.
@@ -466,9 +454,8 @@ impl Journal {
         category: &str,
         hours: u32,
     ) -> rusqlite::Result<u32> {
-        self.db.query_row(
-            "SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome = 'replied' AND sender = ?1
-             AND category = ?2 AND time >= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?3)",
+        self.db.prepare_cached("SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome = 'replied' AND sender = ?1
+             AND category = ?2 AND time >= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?3)")?.query_row(
             params![sender, category, format!("-{hours} hours")],
             |r| r.get(0),
         )
@@ -476,36 +463,34 @@ impl Journal {
 
     /// Messages (replies and forwards) sent within the last `minutes`.
     pub fn sent_recently(&self, minutes: u32) -> rusqlite::Result<u32> {
-        self.db.query_row(
-            "SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded')
+        self.db
+            .prepare_cached(
+                "SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded')
              AND time >= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
-            [format!("-{minutes} minutes")],
-            |r| r.get(0),
-        )
+            )?
+            .query_row([format!("-{minutes} minutes")], |r| r.get(0))
     }
 
     /// The open circuit breaker for this setting: "since TIME: REASON". One opened under
     /// another setting no longer counts: the operator changed the limit on purpose.
     pub fn breaker_open(&self, setting: &str) -> rusqlite::Result<Option<String>> {
         self.db
-            .query_row(
+            .prepare_cached(
                 "SELECT opened, reason FROM breaker WHERE closed IS NULL AND setting = ?1
                  ORDER BY id DESC LIMIT 1",
-                [setting],
-                |r| {
-                    Ok(format!(
-                        "since {}: {}",
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?
-                    ))
-                },
-            )
+            )?
+            .query_row([setting], |r| {
+                Ok(format!(
+                    "since {}: {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?
+                ))
+            })
             .optional()
     }
 
     pub fn open_breaker(&self, setting: &str, reason: &str) -> rusqlite::Result<()> {
-        self.db.execute(
-            "INSERT INTO breaker(opened, setting, reason) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2)",
+        self.db.prepare_cached("INSERT INTO breaker(opened, setting, reason) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2)")?.execute(
             params![setting, reason],
         )?;
         Ok(())
@@ -513,8 +498,7 @@ impl Journal {
 
     /// Closes every open breaker; returns how many were open.
     pub fn reset_breaker(&self, by: &str) -> rusqlite::Result<usize> {
-        self.db.execute(
-            "UPDATE breaker SET closed = strftime('%Y-%m-%dT%H:%M:%fZ','now'), closed_by = ?1 WHERE closed IS NULL",
+        self.db.prepare_cached("UPDATE breaker SET closed = strftime('%Y-%m-%dT%H:%M:%fZ','now'), closed_by = ?1 WHERE closed IS NULL")?.execute(
             [by],
         )
     }
@@ -527,10 +511,9 @@ impl Journal {
         bounce: &str,
     ) -> rusqlite::Result<()> {
         for a in addresses {
-            self.db.execute(
-                "INSERT INTO bounced(address, until, bounce, updated)
+            self.db.prepare_cached("INSERT INTO bounced(address, until, bounce, updated)
                  VALUES (?1, strftime('%Y-%m-%dT%H:%M:%SZ','now', ?2), ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-                 ON CONFLICT(address) DO UPDATE SET until = excluded.until, bounce = excluded.bounce, updated = excluded.updated",
+                 ON CONFLICT(address) DO UPDATE SET until = excluded.until, bounce = excluded.bounce, updated = excluded.updated")?.execute(
                 params![a.to_lowercase(), format!("+{days} days"), bounce],
             )?;
         }
@@ -652,11 +635,9 @@ impl Journal {
                 "+0 seconds".to_string(),
             ),
         };
-        self.db.query_row(
-            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1, ?2)",
-            params![base, modifier],
-            |r| r.get(0),
-        )
+        self.db
+            .prepare_cached("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1, ?2)")?
+            .query_row(params![base, modifier], |r| r.get(0))
     }
 }
 

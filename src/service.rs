@@ -236,6 +236,7 @@ async fn serve(
             opts,
             caps,
             awaiting_copies: &mut awaiting_copies,
+            repeated_ids: HashSet::new(),
         };
         shell.drain(&mut session).await?;
         if opts.once {
@@ -326,6 +327,8 @@ struct Shell<'a> {
     caps: Caps,
     /// Messages sent by this process whose own copy has not come back yet.
     awaiting_copies: &'a mut HashSet<String>,
+    /// Message-IDs that appear more than once in the current listing.
+    repeated_ids: HashSet<String>,
 }
 
 fn db(e: rusqlite::Error) -> String {
@@ -362,6 +365,19 @@ impl Shell<'_> {
         let list = mailbox::listing(session, t).await?;
         settle_vanished(journal, &inbox, uidvalidity, &list)?;
         let mut todo = Vec::new();
+        // Message-IDs listed more than once: only those need a second look when their
+        // turn comes (a copy earlier in this same pass may have been handled by then).
+        let mut ids = std::collections::HashMap::new();
+        for item in &list {
+            if let Some(id) = &item.message_id {
+                *ids.entry(id.clone()).or_insert(0u32) += 1;
+            }
+        }
+        self.repeated_ids = ids
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(id, _)| id)
+            .collect();
         for item in list {
             if self.opts.stopping() {
                 return Ok(());
@@ -504,12 +520,16 @@ impl Shell<'_> {
                     break;
                 }
                 // A copy handled earlier in this same pass (same Message-ID) is known now.
-                let new_here = self
-                    .journal
-                    .state(uidvalidity, item.uid)
-                    .map_err(db)?
-                    .is_none();
-                if new_here
+                let repeated = item
+                    .message_id
+                    .as_ref()
+                    .is_some_and(|id| self.repeated_ids.contains(id));
+                if repeated
+                    && self
+                        .journal
+                        .state(uidvalidity, item.uid)
+                        .map_err(db)?
+                        .is_none()
                     && self
                         .seen_elsewhere(session, inbox, uidvalidity, item)
                         .await?
