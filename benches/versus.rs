@@ -593,9 +593,17 @@ fn main() {
             .collect();
         seed(&stack, &backlog, "full");
         let _ = std::fs::remove_file(stack.dir.join("triage.sqlite"));
-        let t = Instant::now();
-        run_once(&stack, &cfg);
-        let wall = t.elapsed().as_secs_f64();
+        let mut run = triage(&stack, &cfg, &["run", "--once"]);
+        run.env("TRIAGE_LOG", "warn");
+        if let Ok(file) = std::env::var("VERSUS_PERF") {
+            let mut p = Command::new("perf");
+            p.args(["record", "-g", "-o", &format!("{file}.full"), "--"])
+                .arg(run.get_program())
+                .args(run.get_args())
+                .envs(run.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+            run = p;
+        }
+        let (wall, _) = timed(run);
         let sent = mailbox(&stack, DESK, "Sent").len();
         let bare = submit(&stack, sent);
         println!(
