@@ -317,43 +317,44 @@ impl Playbook {
             plan.reason = why;
             return plan;
         }
+        // The rule is matched first, so that every plan, even one left for a human, says
+        // what the message is.
+        let matched = self.rules.first_match(&facts);
+        if let Some((rule, trail)) = &matched {
+            plan.category = rule.then.category;
+            plan.rule = Some(rule.name.clone());
+            plan.conditions = trail.clone();
+        }
         // Sorting only: filed whatever else is wrong with it, since nothing is sent.
-        if let Some((rule, trail)) = self.rules.first_match(&facts) {
-            if rule.then.respond == Respond::File {
-                plan.category = rule.then.category;
-                plan.rule = Some(rule.name.clone());
-                plan.conditions = trail;
-                plan.guards = mail
-                    .damage
-                    .iter()
-                    .chain(&mail.unreadable)
-                    .cloned()
-                    .collect();
-                plan.respond = Respond::File;
-                plan.reason = rule
-                    .then
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| format!("filed by rule {}", rule.name));
-                plan.original = Filing {
-                    human: false,
-                    folder: rule.then.folder.clone().or_else(|| {
-                        self.config
-                            .folders
-                            .by_category
-                            .get(plan.category.as_str())
-                            .cloned()
-                    }),
-                };
-                return plan;
-            }
+        if let Some((rule, _)) = matched
+            .as_ref()
+            .filter(|(r, _)| r.then.respond == Respond::File)
+        {
+            plan.guards = mail
+                .damage
+                .iter()
+                .chain(&mail.unreadable)
+                .cloned()
+                .collect();
+            plan.respond = Respond::File;
+            plan.reason = rule
+                .then
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("filed by rule {}", rule.name));
+            plan.original = Filing {
+                human: false,
+                folder: rule.then.folder.clone().or_else(|| {
+                    self.config
+                        .folders
+                        .by_category
+                        .get(plan.category.as_str())
+                        .cloned()
+                }),
+            };
+            return plan;
         }
         if !mail.unreadable.is_empty() {
-            if let Some((rule, trail)) = self.rules.first_match(&facts) {
-                plan.category = rule.then.category;
-                plan.rule = Some(rule.name.clone());
-                plan.conditions = trail;
-            }
             plan.guards = mail.unreadable.clone();
             plan.reason = format!(
                 "an attached document cannot be read: {}; left for a human",
@@ -363,11 +364,6 @@ impl Playbook {
         }
         if !mail.damage.is_empty() {
             // Classified for the audit, but a guess from damaged mail is never sent.
-            if let Some((rule, trail)) = self.rules.first_match(&facts) {
-                plan.category = rule.then.category;
-                plan.rule = Some(rule.name.clone());
-                plan.conditions = trail;
-            }
             plan.guards = mail.damage.clone();
             plan.reason = format!(
                 "the message is damaged: {}; left for a human",
@@ -375,13 +371,10 @@ impl Playbook {
             );
             return plan;
         }
-        let Some((rule, trail)) = self.rules.first_match(&facts) else {
+        let Some((rule, _)) = matched else {
             plan.reason = "no rule matched: left for a human".into();
             return plan;
         };
-        plan.category = rule.then.category;
-        plan.rule = Some(rule.name.clone());
-        plan.conditions = trail;
 
         plan.guards = guard::loop_bait(mail, &self.config);
         if !plan.guards.is_empty() {
