@@ -17,7 +17,7 @@ N = [0]
 # Documents are written by the libraries partners' tools use (reportlab for PDF,
 # python-docx, odfpy, openpyxl), in invariant mode or with fixed timestamps so that a
 # re-run writes the same bytes. pip install reportlab python-docx odfpy openpyxl
-import io, struct, zipfile, datetime
+import io, struct, zipfile, datetime, random
 
 FIXED = (2026, 11, 16, 9, 0, 0)
 
@@ -154,6 +154,8 @@ def mail(name, frm, subject, body, to=(DESK,), cc=(), attach=(), html=None, head
             m.add_attachment(data.decode(), subtype=sub, filename=fname)
         else:
             m.add_attachment(data, maintype=main, subtype=sub, filename=fname)
+    # MIME boundaries come from `random`: seeded per case, a re-run writes the same bytes.
+    random.seed(name)
     with open(os.path.join(OUT, name + ".eml"), "wb") as f:
         f.write(m.as_bytes())
     with open(os.path.join(OUT, name + ".expect.yaml"), "w") as f:
