@@ -586,7 +586,12 @@ fn main() {
 
     // ---- full job: replies through Postfix, against a bare SMTP client
     if full_n > 0 {
-        let cfg = config(&stack, &Wiring::plain(&stack));
+        let mut wiring = Wiring::plain(&stack);
+        // VERSUS_SMTP=", self_copy: false" and the like, for experiments.
+        if let Ok(extra) = std::env::var("VERSUS_SMTP") {
+            wiring.smtp = wiring.smtp.replace('}', &format!("{extra}}}"));
+        }
+        let cfg = config(&stack, &wiring);
         let kinds: Vec<&str> = ANSWERED.iter().chain(&NOT_ANSWERED).copied().collect();
         let backlog: Vec<_> = (0..full_n)
             .map(|i| (numbered_case(kinds[i % kinds.len()], i), String::new(), ""))

@@ -303,9 +303,22 @@ async fn uid_expunge(s: &mut Imap, set: &str, t: u64) -> Result<(), String> {
 /// Deletes one message for good (our own copy of a message we sent). Without UIDPLUS
 /// it is only marked \Deleted, and recognised again next time.
 pub async fn delete(s: &mut Imap, uid: u32, has_uidplus: bool, t: u64) -> Result<(), String> {
-    store(s, uid, "\\Seen \\Deleted", t).await?;
+    delete_many(s, &[uid], has_uidplus, t).await
+}
+
+/// Deletes several messages for good, with one UID STORE and one UID EXPUNGE.
+pub async fn delete_many(
+    s: &mut Imap,
+    uids: &[u32],
+    has_uidplus: bool,
+    t: u64,
+) -> Result<(), String> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    store_many(s, uids, "\\Seen \\Deleted", t).await?;
     if has_uidplus {
-        uid_expunge(s, &uid.to_string(), t).await?;
+        uid_expunge(s, &uid_set(uids), t).await?;
     }
     Ok(())
 }

@@ -365,6 +365,7 @@ impl Shell<'_> {
         let list = mailbox::listing(session, t).await?;
         settle_vanished(journal, &inbox, uidvalidity, &list)?;
         let mut todo = Vec::new();
+        let mut own_copies = Vec::new();
         // Message-IDs listed more than once: only those need a second look when their
         // turn comes (a copy earlier in this same pass may have been handled by then).
         let mut ids = std::collections::HashMap::new();
@@ -390,9 +391,9 @@ impl Shell<'_> {
                     if state == "committing" || state == "sending" {
                         journal.set_outbox(&ours, None, "received").map_err(db)?;
                     }
-                    mailbox::delete(session, uid, self.caps.uidplus, t).await?;
+                    own_copies.push(uid);
                     self.awaiting_copies.remove(&ours);
-                    debug!(uid, "own copy of {ours} received and removed");
+                    debug!(uid, "own copy of {ours} received");
                     continue;
                 }
             }
@@ -411,6 +412,8 @@ impl Shell<'_> {
             }
             todo.push(item);
         }
+        // The receipts are recorded; the copies themselves go in one step.
+        mailbox::delete_many(session, &own_copies, self.caps.uidplus, t).await?;
         self.work_through(session, &inbox, uidvalidity, todo)
             .await?;
         journal.set_folder(&inbox, uidvalidity, 0).map_err(db)?;
