@@ -339,7 +339,7 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
     let total = backlog.len();
     append_all(&stack, DESK, "INBOX", &backlog);
 
-    // SIGKILL after a pseudo-random 20–170 ms, again and again, until the journal says
+    // SIGKILL after a pseudo-random 20–250 ms, again and again, until the journal says
     // everything is done; then one more ordinary run.
     let mut seed: u64 = std::env::var("TRIAGE_KILL_SEED")
         .ok()
@@ -359,7 +359,7 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let ms = 20 + (seed >> 33) % 150;
+        let ms = 20 + (seed >> 33) % 230;
         let mut service = start_service(&stack, &cfg, &format!("kill-{round}.log"));
         std::thread::sleep(Duration::from_millis(ms));
         service.kill().unwrap();
