@@ -255,16 +255,32 @@ fn check(stack: &Stack, expected: &HashMap<String, &str>, moved: bool) -> (usize
 
 // ---- contenders ---------------------------------------------------------------------------
 
+/// The same command run by a wrapper (`/usr/bin/time -v`, `perf record …`).
+fn prefixed(wrapper: &str, wrapper_args: &[&str], cmd: &Command) -> Command {
+    let mut c = Command::new(wrapper);
+    c.args(wrapper_args)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    c
+}
+
+/// VERSUS_PERF=FILE: triage's runs recorded by perf (FILE, and FILE.full for the full job).
+fn perf(cmd: Command, suffix: &str) -> Command {
+    match std::env::var("VERSUS_PERF") {
+        Ok(file) => prefixed(
+            "perf",
+            &["record", "-g", "-o", &format!("{file}{suffix}"), "--"],
+            &cmd,
+        ),
+        Err(_) => cmd,
+    }
+}
+
 /// Runs a command under /usr/bin/time -v: (wall seconds, peak RSS in MiB).
 fn timed(cmd: Command) -> (f64, f64) {
     let program = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let envs: Vec<_> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
-        .collect();
-    let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-v").arg(&program).args(&args).envs(envs);
+    let mut timed = prefixed("/usr/bin/time", &["-v"], &cmd);
     let t = Instant::now();
     let out = timed.output().unwrap();
     let wall = t.elapsed().as_secs_f64();
@@ -307,16 +323,7 @@ fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> 
             let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-shm"));
             let mut c = triage(stack, sort_cfg, &["run", "--once"]);
             c.env("TRIAGE_LOG", "warn");
-            // VERSUS_PERF=FILE: the triage runs recorded by perf, for profiling.
-            if let Ok(file) = std::env::var("VERSUS_PERF") {
-                let mut p = Command::new("perf");
-                p.args(["record", "-g", "-o", &file, "--"])
-                    .arg(c.get_program())
-                    .args(c.get_args())
-                    .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
-                return p;
-            }
-            c
+            perf(c, "")
         }
         "imapfilter" => {
             let mut c = Command::new("imapfilter");
@@ -351,11 +358,7 @@ fn floor(kind: &str) {
                     .map(|(a, b)| (a.to_string(), b.to_string()))
             })
             .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
@@ -413,41 +416,16 @@ fn floor(kind: &str) {
 
 /// A bare SMTP client: one connection, `n` messages one after another.
 fn submit(stack: &Stack, n: usize) -> f64 {
-    use std::io::{BufRead, BufReader, Write};
-    let raw = numbered_case("en-quote-request-ops-copied", 0);
+    let raw = String::from_utf8(numbered_case("en-quote-request-ops-copied", 0)).unwrap();
+    let messages: Vec<String> = (0..n)
+        .map(|i| raw.replacen("Message-ID: <", &format!("Message-ID: <bare-{i}-"), 1))
+        .collect();
     let t = Instant::now();
-    let s = std::net::TcpStream::connect(("127.0.0.1", stack.port("SMTP"))).unwrap();
-    s.set_nodelay(true).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
-    let mut line = String::new();
-    let mut expect = |r: &mut BufReader<std::net::TcpStream>, code: &str| loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        assert!(line.starts_with(code), "SMTP expected {code}, got {line}");
-        if line.as_bytes().get(3) == Some(&b' ') {
-            break;
-        }
-    };
-    expect(&mut r, "220");
-    write!(w, "EHLO bench.example\r\n").unwrap();
-    expect(&mut r, "250");
-    let body = String::from_utf8_lossy(&raw)
-        .replace("\r\n", "\n")
-        .replace('\n', "\r\n");
-    for i in 0..n {
-        let msg = body.replacen("Message-ID: <", &format!("Message-ID: <bare-{i}-"), 1);
-        write!(w, "MAIL FROM:<{DESK}>\r\n").unwrap();
-        expect(&mut r, "250");
-        write!(w, "RCPT TO:<{PARTNER}>\r\n").unwrap();
-        expect(&mut r, "250");
-        write!(w, "DATA\r\n").unwrap();
-        expect(&mut r, "354");
-        w.write_all(msg.as_bytes()).unwrap();
-        write!(w, "\r\n.\r\n").unwrap();
-        expect(&mut r, "250");
+    let mut smtp = SmtpTalk::open(stack.port("SMTP"));
+    for m in &messages {
+        smtp.send(DESK, PARTNER, m.as_bytes());
     }
-    write!(w, "QUIT\r\n").unwrap();
+    drop(smtp);
     t.elapsed().as_secs_f64()
 }
 
@@ -600,15 +578,7 @@ fn main() {
         let _ = std::fs::remove_file(stack.dir.join("triage.sqlite"));
         let mut run = triage(&stack, &cfg, &["run", "--once"]);
         run.env("TRIAGE_LOG", "warn");
-        if let Ok(file) = std::env::var("VERSUS_PERF") {
-            let mut p = Command::new("perf");
-            p.args(["record", "-g", "-o", &format!("{file}.full"), "--"])
-                .arg(run.get_program())
-                .args(run.get_args())
-                .envs(run.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
-            run = p;
-        }
-        let (wall, _) = timed(run);
+        let (wall, _) = timed(perf(run, ".full"));
         let sent = mailbox(&stack, DESK, "Sent").len();
         let bare = submit(&stack, sent);
         println!(

@@ -37,9 +37,8 @@ pub struct Health {
 
 impl Health {
     pub fn new(stale_after: Duration) -> Health {
-        let mut registry = Registry::with_prefix("triage");
-        let h = Health {
-            registry: Registry::default(),
+        let mut h = Health {
+            registry: Registry::with_prefix("triage"),
             messages: Family::default(),
             sent: Family::default(),
             left_for_human: Counter::default(),
@@ -55,53 +54,53 @@ impl Health {
             heartbeat: Mutex::new(Instant::now()),
             stale_after,
         };
-        registry.register(
+        h.registry.register(
             "messages",
             "Messages decided, by category and outcome (filed, left for human, shadow)",
             h.messages.clone(),
         );
-        registry.register(
+        h.registry.register(
             "answers_sent",
             "Messages sent (kind: reply or forward), accepted by the SMTP server",
             h.sent.clone(),
         );
-        registry.register(
+        h.registry.register(
             "left_for_human",
             "Messages left visibly for a human",
             h.left_for_human.clone(),
         );
-        registry.register(
+        h.registry.register(
             "errors",
             "Errors by kind (imap, smtp, smtp_refused, journal)",
             h.errors.clone(),
         );
-        registry.register(
+        h.registry.register(
             "imap_reconnects",
             "IMAP sessions re-established after a failure",
             h.imap_reconnects.clone(),
         );
-        registry.register(
+        h.registry.register(
             "reload_failures",
             "Rules/templates/directory reloads refused as invalid (the last good set stays live)",
             h.reload_failures.clone(),
         );
-        registry.register(
+        h.registry.register(
             "circuit_breaker_open",
             "1 while the circuit breaker stops automatic answers",
             h.breaker_open.clone(),
         );
-        registry.register("imap_up", "1 while logged in to IMAP", h.imap_up.clone());
-        registry.register(
+        h.registry.register("imap_up", "1 while logged in to IMAP", h.imap_up.clone());
+        h.registry.register(
             "smtp_up",
             "1 while the SMTP server answered the last attempt",
             h.smtp_up.clone(),
         );
-        registry.register(
+        h.registry.register(
             "seconds_since_mailbox_check",
             "Seconds since the inbox was last read successfully",
             h.since_check.clone(),
         );
-        Health { registry, ..h }
+        h
     }
 
     pub fn message(&self, category: &str, outcome: &str) {

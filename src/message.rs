@@ -166,10 +166,8 @@ fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
     if raw.contains(&0) {
         found.push("NUL bytes in the message".to_string());
     }
-    let header_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .or_else(|| raw.windows(2).position(|w| w == b"\n\n"))
+    let header_end = memchr::memmem::find(raw, b"\r\n\r\n")
+        .or_else(|| memchr::memmem::find(raw, b"\n\n"))
         .unwrap_or(raw.len());
     if let Some(longest) = raw[..header_end]
         .split(|&b| b == b'\n')
@@ -210,7 +208,7 @@ fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
             if let Some(b) = ct.attribute("boundary") {
                 let open = format!("--{b}");
                 let close = format!("--{b}--");
-                let has = |needle: &str| raw.windows(needle.len()).any(|w| w == needle.as_bytes());
+                let has = |needle: &str| memchr::memmem::find(raw, needle.as_bytes()).is_some();
                 if !has(&open) {
                     found.push(format!("multipart boundary {b:?} never appears"));
                 } else if !has(&close) {

@@ -236,6 +236,18 @@ impl Playbook {
         self.decide_mail(&mail)
     }
 
+    /// Where a message this rule handled is filed: the rule's own folder, else its
+    /// category's.
+    fn filing_folder(&self, rule: &Rule) -> Option<String> {
+        rule.then.folder.clone().or_else(|| {
+            self.config
+                .folders
+                .by_category
+                .get(rule.then.category.as_str())
+                .cloned()
+        })
+    }
+
     /// Unpacks winmail.dat and reads the attached documents as text, so that rules and
     /// extractors see what the partner put in them.
     pub fn read_documents(&self, mail: &mut Mail) {
@@ -344,13 +356,7 @@ impl Playbook {
                 .unwrap_or_else(|| format!("filed by rule {}", rule.name));
             plan.original = Filing {
                 human: false,
-                folder: rule.then.folder.clone().or_else(|| {
-                    self.config
-                        .folders
-                        .by_category
-                        .get(plan.category.as_str())
-                        .cloned()
-                }),
+                folder: self.filing_folder(rule),
             };
             return plan;
         }
@@ -415,13 +421,7 @@ impl Playbook {
                 plan.respond = Respond::Auto;
                 plan.original = Filing {
                     human: false,
-                    folder: rule.then.folder.clone().or_else(|| {
-                        self.config
-                            .folders
-                            .by_category
-                            .get(plan.category.as_str())
-                            .cloned()
-                    }),
+                    folder: self.filing_folder(rule),
                 };
             }
             Err(reason) => {

@@ -43,8 +43,8 @@ fn fingerprint(config_path: &Path, book: &Playbook) -> Fingerprint {
 fn load(config_path: &Path, running: &Playbook) -> Result<Playbook, String> {
     let mut config = Config::load(config_path).map_err(|p| p.to_string())?;
     let was = &running.config;
-    let differs = format!("{:?}{:?}{:?}", config.imap, config.smtp, config.service)
-        != format!("{:?}{:?}{:?}", was.imap, was.smtp, was.service);
+    let differs =
+        (&config.imap, &config.smtp, &config.service) != (&was.imap, &was.smtp, &was.service);
     if differs {
         warn!("{}: imap, smtp and service settings take effect at the next restart; the rest is reloaded", config_path.display());
         config.imap = was.imap.clone();

@@ -417,6 +417,8 @@ pub struct Rulebook {
     /// All extractor patterns in one set, in `extractors` order: one pass over a long body
     /// tells which patterns can match at all, instead of one pass per pattern.
     extractor_set: Option<regex::RegexSet>,
+    /// Whether anything here looks at documents' text; worked out once at load.
+    reads_documents: bool,
 }
 
 /// What held when a rule matched, in words, for `classify` and the audit log.
@@ -517,6 +519,7 @@ impl Rulebook {
             .size_limit(32 << 20)
             .build()
             .ok();
+        book.reads_documents = book.find_document_readers();
         problems.into_result(book)
     }
 
@@ -662,6 +665,10 @@ impl Rulebook {
     /// Whether anything here looks at documents' text: a sort-only rule set that does not
     /// is spared reading every PDF.
     pub fn reads_documents(&self) -> bool {
+        self.reads_documents
+    }
+
+    fn find_document_readers(&self) -> bool {
         fn uses(c: &Condition, book: &Rulebook, depth: usize) -> bool {
             match c {
                 Condition::DocumentText(_) => true,

@@ -308,6 +308,15 @@ fn message_key(plan: &Plan, raw: Option<&[u8]>, uidvalidity: u32, uid: u32) -> S
     }
 }
 
+/// The flags of a message filed with its plan done: answered when something went out.
+fn filing_flags(plan: &Plan) -> &'static str {
+    if plan.outgoing.is_empty() {
+        "\\Seen"
+    } else {
+        "\\Seen \\Answered"
+    }
+}
+
 /// Messages fetched and recorded together.
 const BATCH: usize = 200;
 
@@ -606,35 +615,26 @@ impl Shell<'_> {
                 Ok(())
             })
             .map_err(db)?;
-        let mut seen = Vec::new();
-        let mut answered = Vec::new();
         let mut human = Vec::new();
+        let mut by_flags: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
         let mut by_folder: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
         for (uid, _, plan, _) in &quiet {
             if plan.original.human {
                 human.push(*uid);
                 continue;
             }
-            if plan.outgoing.is_empty() {
-                seen.push(*uid);
-            } else {
-                answered.push(*uid);
-            }
+            by_flags.entry(filing_flags(plan)).or_default().push(*uid);
             if let Some(folder) = &plan.original.folder {
                 by_folder.entry(folder).or_default().push(*uid);
             }
         }
-        mailbox::store_many(session, &seen, "\\Seen", t).await?;
-        mailbox::store_many(session, &answered, "\\Seen \\Answered", t).await?;
+        for (flags, uids) in &by_flags {
+            mailbox::store_many(session, uids, flags, t).await?;
+        }
         for (folder, uids) in &by_folder {
             mailbox::move_many(session, uids, folder, self.caps.r#move, t).await?;
         }
-        match &config.folders.human {
-            Some(folder) => {
-                mailbox::move_many(session, &human, folder, self.caps.r#move, t).await?
-            }
-            None => mailbox::store_many(session, &human, "\\Flagged", t).await?,
-        }
+        self.set_aside(session, &human).await?;
         journal
             .together(|| {
                 for ((uid, _, plan, _), key) in quiet.iter().zip(&keys) {
@@ -937,12 +937,7 @@ impl Shell<'_> {
             )
             .await?;
         } else {
-            let flags = if plan.outgoing.is_empty() {
-                "\\Seen"
-            } else {
-                "\\Seen \\Answered"
-            };
-            mailbox::store(session, uid, flags, t).await?;
+            mailbox::store(session, uid, filing_flags(&plan), t).await?;
             if let Some(folder) = &plan.original.folder {
                 mailbox::move_to(session, uid, folder, self.caps.r#move, t).await?;
             }
@@ -1072,6 +1067,16 @@ impl Shell<'_> {
         }
     }
 
+    /// Messages left for a human stay visible: flagged in the inbox, or moved to the
+    /// configured folder.
+    async fn set_aside(&self, session: &mut Imap, uids: &[u32]) -> Result<(), String> {
+        let t = self.t();
+        match &self.config().folders.human {
+            Some(folder) => mailbox::move_many(session, uids, folder, self.caps.r#move, t).await,
+            None => mailbox::store_many(session, uids, "\\Flagged", t).await,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn leave_for_human(
         &self,
@@ -1084,12 +1089,8 @@ impl Shell<'_> {
         reason: String,
         error: Option<String>,
     ) -> Result<(), String> {
-        let t = self.t();
         // Flag or move first, record after: a kill in between repeats a harmless step.
-        match &self.config().folders.human {
-            Some(folder) => mailbox::move_to(session, uid, folder, self.caps.r#move, t).await?,
-            None => mailbox::store(session, uid, "\\Flagged", t).await?,
-        }
+        self.set_aside(session, &[uid]).await?;
         self.journal
             .conclude(
                 inbox,

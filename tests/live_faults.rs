@@ -79,11 +79,7 @@ fn implicit_tls_and_starttls_with_the_configured_ca() {
 #[test]
 fn servers_unreachable_at_start_are_a_clear_error() {
     let stack = Stack::start("down");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let mut wiring = Wiring::plain(&stack);
     wiring.imap = wiring
         .imap

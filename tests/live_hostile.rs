@@ -39,10 +39,18 @@ fn one_answer_per_sender_and_day_and_none_to_an_address_that_bounced() {
     let quote = "en-quote-request-ops-copied";
     let status = "en-order-status-ops-copied";
     let gone = "carol@reseller.example"; // not a mailbox on the stack
-    deliver(&stack, &numbered_case(quote, 1));
-    deliver(&stack, &numbered_case(quote, 2));
-    deliver(&stack, &from(quote, 3, gone));
-    wait_for(&stack, DESK, "INBOX", 3, secs(10));
+                                         // One at a time, so that UIDs follow this order (the first quote is the answered one).
+    for (n, raw) in [
+        numbered_case(quote, 1),
+        numbered_case(quote, 2),
+        from(quote, 3, gone),
+    ]
+    .iter()
+    .enumerate()
+    {
+        deliver(&stack, raw);
+        wait_for(&stack, DESK, "INBOX", n + 1, secs(10));
+    }
     run_once(&stack, &cfg);
 
     // The reply to carol bounced: Postfix's DSN arrives in the desk's inbox.
@@ -118,10 +126,12 @@ fn the_circuit_breaker_stops_all_sending_until_an_operator_resets_it() {
         "poe-complete-en",
         "poe-missing-customer-en",
     ];
-    for name in order {
+    // One at a time: Postfix may hand a burst to Dovecot in another order, and the
+    // order (UIDs) decides which message trips the breaker.
+    for (n, name) in order.iter().enumerate() {
         deliver(&stack, &numbered_case(name, 1));
+        wait_for(&stack, DESK, "INBOX", n + 1, secs(10));
     }
-    wait_for(&stack, DESK, "INBOX", order.len(), secs(10));
     let out = run_once(&stack, &cfg);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("CIRCUIT BREAKER OPEN"), "{log}");
@@ -273,11 +283,7 @@ fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
     let templates = stack.dir.join("templates");
     copy_dir(&repo().join("rules"), &rules);
     copy_dir(&repo().join("response-templates"), &templates);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut wiring = Wiring::plain(&stack);
     wiring.service = format!(", http: \"127.0.0.1:{port}\"");
     let cfg = config(&stack, &wiring);
@@ -322,7 +328,7 @@ fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
         log.contains("still running on the last good rules"),
         "{log}"
     );
-    let metrics = http_get(port, "/metrics");
+    let metrics = http_get(port, "/metrics").1;
     assert!(
         metrics.contains("triage_reload_failures_total 1"),
         "counted in a metric: {metrics}"
@@ -374,14 +380,4 @@ fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
     signal(&service, "TERM");
     let status = wait_exit(&mut service, secs(20));
     assert!(status.success(), "SIGTERM: exit 0, got {status}");
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

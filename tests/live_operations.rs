@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -13,45 +12,12 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET over plain HTTP/1.1: (status code, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(secs(5))).unwrap();
-    let mut out = String::new();
-    // In pieces, as write! does and some clients do: the server must wait for the line.
-    let sent = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    if sent.is_err() || s.read_to_string(&mut out).is_err() {
-        return (0, String::new());
-    }
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 fn wait_http(port: u16, path: &str, code: u16, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             drop(s);
-            let (c, body) = get(port, path);
+            let (c, body) = http_get(port, path);
             if c == code {
                 return body;
             }
@@ -242,16 +208,16 @@ fn reviewers_see_every_decision_and_operators_see_health() {
     assert_eq!(metric(&metrics, "triage_imap_up"), 1.0);
     assert_eq!(metric(&metrics, "triage_circuit_breaker_open"), 0.0);
     assert!(metric(&metrics, "triage_seconds_since_mailbox_check") < 60.0);
-    assert_eq!(get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/healthz").0, 200);
     stack.restart_dovecot(|| {
         let why = wait_http(port, "/readyz", 503, secs(15));
         assert!(why.contains("not logged in to IMAP"), "{why}");
-        let m = get(port, "/metrics").1;
+        let m = http_get(port, "/metrics").1;
         assert_eq!(metric(&m, "triage_imap_up"), 0.0);
-        assert_eq!(get(port, "/healthz").0, 200, "alive all the same");
+        assert_eq!(http_get(port, "/healthz").0, 200, "alive all the same");
     });
     wait_http(port, "/readyz", 200, secs(40));
-    let m = get(port, "/metrics").1;
+    let m = http_get(port, "/metrics").1;
     assert!(metric(&m, "triage_imap_reconnects_total") >= 1.0);
     assert!(metric(&m, "triage_errors_total{kind=\"imap\"}") >= 1.0);
 

@@ -211,40 +211,114 @@ pub fn deliver(stack: &Stack, raw: &[u8]) {
 }
 
 pub fn deliver_to(port: u16, from: &str, to: &str, raw: &[u8]) {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
-    let mut line = String::new();
-    let mut expect = |r: &mut BufReader<TcpStream>, code: &str| loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        assert!(line.starts_with(code), "SMTP expected {code}, got {line}");
-        if line.as_bytes().get(3) == Some(&b' ') {
-            break;
-        }
-    };
-    expect(&mut r, "220");
-    for (cmd, code) in [
-        ("EHLO test.example".to_string(), "250"),
-        (format!("MAIL FROM:<{from}>"), "250"),
-        (format!("RCPT TO:<{to}>"), "250"),
-        ("DATA".into(), "354"),
-    ] {
-        write!(w, "{cmd}\r\n").unwrap();
-        expect(&mut r, code);
-    }
-    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
-    for l in text.lines() {
-        let l = if l.starts_with('.') {
-            format!(".{l}")
-        } else {
-            l.to_string()
+    SmtpTalk::open(port).send(from, to, raw);
+}
+
+/// A plain SMTP conversation, as a partner's server (or a bare benchmark client) holds
+/// it: one connection, any number of messages, QUIT when dropped.
+pub struct SmtpTalk {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl SmtpTalk {
+    pub fn open(port: u16) -> SmtpTalk {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut talk = SmtpTalk {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
         };
-        write!(w, "{l}\r\n").unwrap();
+        talk.expect("220");
+        talk.command("EHLO test.example", "250");
+        talk
     }
-    write!(w, ".\r\n").unwrap();
-    expect(&mut r, "250");
-    write!(w, "QUIT\r\n").unwrap();
+
+    fn expect(&mut self, code: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with(code), "SMTP expected {code}, got {line}");
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: &str, code: &str) {
+        write!(self.writer, "{cmd}\r\n").unwrap();
+        self.expect(code);
+    }
+
+    /// One message, dot-stuffed, in one write; returns once the server said 250.
+    pub fn send(&mut self, from: &str, to: &str, raw: &[u8]) {
+        self.command(&format!("MAIL FROM:<{from}>"), "250");
+        self.command(&format!("RCPT TO:<{to}>"), "250");
+        self.command("DATA", "354");
+        let mut data = String::with_capacity(raw.len() + 64);
+        for l in String::from_utf8_lossy(raw).replace("\r\n", "\n").lines() {
+            if l.starts_with('.') {
+                data.push('.');
+            }
+            data.push_str(l);
+            data.push_str("\r\n");
+        }
+        data.push_str(".\r\n");
+        self.writer.write_all(data.as_bytes()).unwrap();
+        self.expect("250");
+    }
+}
+
+impl Drop for SmtpTalk {
+    fn drop(&mut self) {
+        let _ = write!(self.writer, "QUIT\r\n");
+    }
+}
+
+/// Runs a future to completion on a runtime of its own (the helpers below are sync).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A port nothing listens on (yet): for the HTTP listener, or a server that is down.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.1: (status code, body); (0, "") when nothing answers. The
+/// request goes in pieces, as write! does and some clients do: the server must wait for
+/// the whole line.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = String::new();
+    let sent = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    if sent.is_err() || s.read_to_string(&mut out).is_err() {
+        return (0, String::new());
+    }
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 pub type ImapSession = async_imap::Session<tokio::net::TcpStream>;
@@ -283,11 +357,7 @@ pub struct Held {
 
 /// Every message in a user's folder, read over IMAP (empty if the folder does not exist).
 pub fn folder(stack: &Stack, user: &str, name: &str) -> Vec<Held> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let mut s = login(stack, user).await;
         let mut out = Vec::new();
         if s.examine(name).await.is_ok() {
@@ -521,11 +591,7 @@ pub fn append(stack: &Stack, user: &str, name: &str, raw: &[u8]) {
 
 /// APPENDs many messages over one session (a backlog, faster than SMTP).
 pub fn append_all(stack: &Stack, user: &str, name: &str, raws: &[Vec<u8>]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let mut s = login(stack, user).await;
         for raw in raws {
             s.append(name, None, None, raw).await.unwrap();
