@@ -257,7 +257,12 @@ pub struct ImapConfig {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     pub username: String,
-    pub password: Secret,
+    /// Password sign-in (servers that still allow it). Either this or `oauth2`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// OAuth2 sign-in (Microsoft 365, Google Workspace). Either this or `password`.
+    #[serde(default)]
+    pub oauth2: Option<OAuth2Config>,
     /// Use IDLE when the server offers it (push); otherwise, or when false, poll.
     #[serde(default = "yes")]
     pub idle: bool,
@@ -286,6 +291,10 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// OAuth2 sign-in instead of a password. The same settings as `imap.oauth2` (a YAML
+    /// alias) share one token, one cache and one refresh-token file.
+    #[serde(default)]
+    pub oauth2: Option<OAuth2Config>,
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
     /// Every message also goes (envelope only, like a Bcc) to the desk's own address.
@@ -311,6 +320,92 @@ fn default_poll() -> u64 {
 }
 fn default_timeout() -> u64 {
     30
+}
+
+/// Where access tokens come from and how they are presented (SASL XOAUTH2 or
+/// OAUTHBEARER, RFC 7628).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    /// Fills in the token endpoint and scopes: `microsoft` (identity platform v2.0) or
+    /// `google`; `other` needs `token_url` (and `scopes` if the endpoint wants them).
+    #[serde(default)]
+    pub provider: Provider,
+    /// Microsoft only: the directory (tenant) ID or domain; `organizations` by default.
+    /// App-only access (`client_credentials`) needs the real tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub grant: Grant,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Confidential clients only (and always for `client_credentials`).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// For `refresh_token`: where the refresh token lives. A `file` is rewritten
+    /// (atomically, mode 0600) whenever the endpoint rotates the token; from `env` a
+    /// rotated token cannot be kept, which is logged as an error.
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    /// Overrides the provider's token endpoint.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Overrides the provider's device-authorization endpoint (`triage auth --device`).
+    #[serde(default)]
+    pub device_url: Option<String>,
+    /// Overrides the provider's authorization endpoint (`triage auth`, code flow).
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Overrides the provider's scopes.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// For `command`: the program and its arguments; it prints an access token, or a
+    /// JSON token response with `access_token` and `expires_in`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// `auto` takes what the server advertises (OAUTHBEARER first, the standard).
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    /// A token is replaced this long before it expires.
+    #[serde(default = "default_refresh_ahead")]
+    pub refresh_ahead_seconds: u64,
+    /// PEM file of the CA to trust for the token endpoint instead of the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_refresh_ahead() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[default]
+    Microsoft,
+    Google,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// Delegated access for the mailbox user: a refresh token from `triage auth`.
+    #[default]
+    RefreshToken,
+    /// App-only access (Microsoft): client ID and secret, no user involved.
+    ClientCredentials,
+    /// An operator's own token broker prints the token.
+    Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SaslMechanism {
+    #[default]
+    Auto,
+    Xoauth2,
+    Oauthbearer,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -390,7 +485,90 @@ impl Secret {
     }
 }
 
+/// What each grant needs, said at load rather than at the first refresh.
+fn check_oauth2(path: &Path, text: &str, side: &str, o: &OAuth2Config, problems: &mut Problems) {
+    let section = text.find(&format!("\n{side}:")).unwrap_or(0);
+    let mut need = |ok: bool, field: &str, why: &str| {
+        if !ok {
+            problems.push(Problem::at_text_after(
+                path,
+                text,
+                section,
+                "oauth2:",
+                format!("{side}.oauth2: `{field}` is needed {why}"),
+            ));
+        }
+    };
+    match o.grant {
+        Grant::RefreshToken => {
+            need(
+                o.client_id.is_some(),
+                "client_id",
+                "for the refresh_token grant",
+            );
+            need(
+                o.refresh_token.is_some(),
+                "refresh_token",
+                "for the refresh_token grant (`triage auth` obtains the first one)",
+            );
+        }
+        Grant::ClientCredentials => {
+            need(
+                o.client_id.is_some(),
+                "client_id",
+                "for the client_credentials grant",
+            );
+            need(
+                o.client_secret.is_some(),
+                "client_secret",
+                "for the client_credentials grant",
+            );
+        }
+        Grant::Command => need(
+            o.command.as_ref().is_some_and(|c| !c.is_empty()),
+            "command",
+            "for the command grant",
+        ),
+    }
+    if o.grant != Grant::Command {
+        need(
+            o.provider != Provider::Other || o.token_url.is_some(),
+            "token_url",
+            "with provider `other`",
+        );
+    }
+}
+
 impl Config {
+    /// Every secret the service will read, named by its place in the config.
+    pub fn secrets(&self) -> Vec<(String, &Secret)> {
+        let mut all = Vec::new();
+        fn oauth<'a>(side: &str, o: Option<&'a OAuth2Config>) -> Vec<(String, &'a Secret)> {
+            let Some(o) = o else { return Vec::new() };
+            let named = [
+                ("client_secret", &o.client_secret),
+                ("refresh_token", &o.refresh_token),
+            ];
+            named
+                .into_iter()
+                .filter_map(|(n, s)| s.as_ref().map(|s| (format!("{side}.oauth2.{n}"), s)))
+                .collect()
+        }
+        if let Some(imap) = &self.imap {
+            if let Some(p) = &imap.password {
+                all.push(("imap.password".to_string(), p));
+            }
+            all.extend(oauth("imap", imap.oauth2.as_ref()));
+        }
+        if let Some(smtp) = &self.smtp {
+            if let Some(p) = &smtp.password {
+                all.push(("smtp.password".to_string(), p));
+            }
+            all.extend(oauth("smtp", smtp.oauth2.as_ref()));
+        }
+        all
+    }
+
     /// Reads and validates the config file. Paths come back resolved.
     pub fn load(path: &Path) -> Result<Config, Problems> {
         let text = std::fs::read_to_string(path)
@@ -410,22 +588,27 @@ impl Config {
         config.directory.path = resolve(&config.directory.path);
         config.service.state = resolve(&config.service.state);
         config.service.documents = resolve(&config.service.documents);
-        for secret in [
-            config.imap.as_mut().map(|i| &mut i.password),
-            config.smtp.as_mut().and_then(|s| s.password.as_mut()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Some(f) = &secret.file {
-                secret.file = Some(resolve(f));
-            }
-        }
+        let mut secrets = Vec::new();
+        let mut oauth = Vec::new();
         if let Some(imap) = config.imap.as_mut() {
             imap.ca_file = imap.ca_file.as_deref().map(resolve);
+            secrets.extend(imap.password.as_mut());
+            oauth.extend(imap.oauth2.as_mut());
         }
         if let Some(smtp) = config.smtp.as_mut() {
             smtp.ca_file = smtp.ca_file.as_deref().map(resolve);
+            secrets.extend(smtp.password.as_mut());
+            oauth.extend(smtp.oauth2.as_mut());
+        }
+        for o in oauth {
+            o.ca_file = o.ca_file.as_deref().map(resolve);
+            secrets.extend(o.client_secret.as_mut());
+            secrets.extend(o.refresh_token.as_mut());
+        }
+        for secret in secrets {
+            if let Some(f) = &secret.file {
+                secret.file = Some(resolve(f));
+            }
         }
         config.source = path.to_path_buf();
         let mut problems = Problems::default();
@@ -492,6 +675,39 @@ impl Config {
                         format!("imap.{field}: must be at least 1"),
                     ));
                 }
+            }
+        }
+        if let Some(imap) = &config.imap {
+            match (&imap.password, &imap.oauth2) {
+                (Some(_), Some(_)) | (None, None) => problems.push(Problem::at_text(
+                    path,
+                    &text,
+                    "imap:",
+                    "imap: give either `password` or `oauth2`, exactly one",
+                )),
+                (None, Some(o)) => check_oauth2(path, &text, "imap", o, &mut problems),
+                _ => {}
+            }
+        }
+        if let Some(smtp) = &config.smtp {
+            if smtp.password.is_some() && smtp.oauth2.is_some() {
+                problems.push(Problem::at_text(
+                    path,
+                    &text,
+                    "smtp:",
+                    "smtp: give either `password` or `oauth2`, not both",
+                ));
+            }
+            if (smtp.password.is_some() || smtp.oauth2.is_some()) && smtp.username.is_none() {
+                problems.push(Problem::at_text(
+                    path,
+                    &text,
+                    "smtp:",
+                    "smtp: `username` is needed to sign in",
+                ));
+            }
+            if let Some(o) = &smtp.oauth2 {
+                check_oauth2(path, &text, "smtp", o, &mut problems);
             }
         }
         problems.into_result(config)

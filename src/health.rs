@@ -33,6 +33,11 @@ pub struct Health {
     /// The service loop's last step (drain, IDLE wake, reconnect attempt): the watchdog.
     heartbeat: Mutex<Instant>,
     stale_after: Duration,
+    token_refreshes: Family<Labels, Counter>,
+    token_ok: Family<Labels, Gauge>,
+    token_lifetime: Family<Labels, Gauge>,
+    /// Per OAuth2 account, why its tokens are not flowing (None: they are).
+    token_trouble: Mutex<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 impl Health {
@@ -53,7 +58,26 @@ impl Health {
             ever_checked: false.into(),
             heartbeat: Mutex::new(Instant::now()),
             stale_after,
+            token_refreshes: Family::default(),
+            token_ok: Family::default(),
+            token_lifetime: Family::default(),
+            token_trouble: Mutex::new(Default::default()),
         };
+        h.registry.register(
+            "oauth2_token_refreshes",
+            "OAuth2 access-token requests by account and outcome (ok, failed)",
+            h.token_refreshes.clone(),
+        );
+        h.registry.register(
+            "oauth2_token_ok",
+            "1 while the account's last OAuth2 token refresh succeeded (and a rotated refresh token was saved)",
+            h.token_ok.clone(),
+        );
+        h.registry.register(
+            "oauth2_token_lifetime_seconds",
+            "Lifetime of the account's current OAuth2 access token as granted",
+            h.token_lifetime.clone(),
+        );
         h.registry.register(
             "messages",
             "Messages decided, by category and outcome (filed, left for human, shadow)",
@@ -89,7 +113,8 @@ impl Health {
             "1 while the circuit breaker stops automatic answers",
             h.breaker_open.clone(),
         );
-        h.registry.register("imap_up", "1 while logged in to IMAP", h.imap_up.clone());
+        h.registry
+            .register("imap_up", "1 while logged in to IMAP", h.imap_up.clone());
         h.registry.register(
             "smtp_up",
             "1 while the SMTP server answered the last attempt",
@@ -139,6 +164,39 @@ impl Health {
     pub fn smtp(&self, up: bool) {
         self.smtp_up.set(up as i64);
     }
+    /// An OAuth2 refresh's outcome: the lifetime granted, or the endpoint's error.
+    /// `trouble` keeps readiness red although the refresh went through.
+    pub fn token_refreshed(
+        &self,
+        account: &str,
+        outcome: Result<u64, &str>,
+        trouble: Option<&str>,
+    ) {
+        let labels = vec![("account".to_string(), account.to_string())];
+        let mut with_outcome = labels.clone();
+        with_outcome.push((
+            "outcome".into(),
+            if outcome.is_ok() { "ok" } else { "failed" }.into(),
+        ));
+        self.token_refreshes.get_or_create(&with_outcome).inc();
+        let why = match outcome {
+            Ok(lifetime) => {
+                self.token_lifetime
+                    .get_or_create(&labels)
+                    .set(lifetime as i64);
+                trouble.map(String::from)
+            }
+            Err(e) => Some(format!("OAuth2 token refresh failing: {e}")),
+        };
+        self.token_ok
+            .get_or_create(&labels)
+            .set(why.is_none() as i64);
+        self.token_trouble
+            .lock()
+            .expect("lock")
+            .insert(account.to_string(), why);
+    }
+
     /// The inbox was read successfully just now.
     pub fn checked(&self) {
         *self.last_check.lock().expect("lock") = Instant::now();
@@ -161,6 +219,11 @@ impl Health {
         }
         if self.smtp_up.get() != 1 {
             why.push("SMTP server not reachable".to_string());
+        }
+        for (account, trouble) in self.token_trouble.lock().expect("lock").iter() {
+            if let Some(t) = trouble {
+                why.push(format!("{account}: {t}"));
+            }
         }
         if !self.ever_checked.load(Ordering::Relaxed) {
             why.push("the mailbox has not been read yet".to_string());

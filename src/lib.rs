@@ -16,6 +16,7 @@ pub mod health;
 pub mod journal;
 pub mod mailbox;
 pub mod message;
+pub mod oauth;
 pub mod outbox;
 pub mod plan;
 pub mod problems;

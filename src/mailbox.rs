@@ -14,6 +14,7 @@ use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ImapConfig, TlsMode};
+use crate::oauth::{self, SignIn, Tokens};
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Debug> Io for T {}
@@ -86,8 +87,100 @@ pub async fn select(
     within(t, &format!("SELECT {folder}"), s.select(folder)).await
 }
 
-/// Connects and logs in; the error names the step that failed, never the password.
-pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
+/// Connects and signs in; the error names the step that failed, never a secret. With
+/// OAuth2, a refused token that looked valid gets one new token and one more try.
+pub async fn connect(cfg: &ImapConfig, sign_in: &SignIn) -> Result<Imap, String> {
+    match sign_in {
+        SignIn::Password(password) => open(cfg, Credential::Password(password))
+            .await
+            .map_err(|f| f.why),
+        SignIn::OAuth2(tokens) => {
+            let token = tokens.token().await?;
+            match open(cfg, Credential::Token(tokens, &token)).await {
+                Err(f) if f.refused => {
+                    let token = tokens
+                        .renew(&token)
+                        .await
+                        .map_err(|e| format!("{}; {e}", f.why))?;
+                    open(cfg, Credential::Token(tokens, &token))
+                        .await
+                        .map_err(|f| f.why)
+                }
+                r => r.map_err(|f| f.why),
+            }
+        }
+    }
+}
+
+enum Credential<'a> {
+    Password(&'a str),
+    Token(&'a Tokens, &'a str),
+}
+
+/// Why a connection failed, and whether it was the server refusing the sign-in.
+struct Refused {
+    why: String,
+    refused: bool,
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Self {
+        Refused {
+            why,
+            refused: false,
+        }
+    }
+}
+
+/// The SASL exchange for a bearer token: the initial response, then (after a failure
+/// the server explains in a challenge) the acknowledgement it waits for.
+struct Bearer {
+    first: Option<String>,
+    mechanism: &'static str,
+}
+
+impl async_imap::Authenticator for Bearer {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.first
+            .take()
+            .unwrap_or_else(|| oauth::error_acknowledgement(self.mechanism).to_string())
+    }
+}
+
+/// The capabilities before sign-in (for the SASL mechanisms offered).
+async fn capabilities<T: Io>(client: &mut async_imap::Client<T>) -> Result<Vec<String>, String> {
+    use async_imap::imap_proto::{Capability, RequestId, Response};
+    use tokio::io::AsyncWriteExt;
+    // Before sign-in async-imap runs no arbitrary command (its Client keeps that private),
+    // so the command is written under our own tag, and its answer read back through it.
+    let stream = client.get_mut();
+    stream
+        .write_all(b"cap0 CAPABILITY\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let tag = RequestId("cap0".into());
+    let mut caps = Vec::new();
+    loop {
+        let r = client
+            .read_response()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("connection closed")?;
+        match r.parsed() {
+            Response::Capabilities(list) => caps.extend(list.iter().map(|c| match c {
+                Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+                Capability::Auth(m) => format!("AUTH={}", m.to_uppercase()),
+                Capability::Atom(a) => a.to_uppercase(),
+            })),
+            Response::Done { tag: t, .. } if *t == tag => return Ok(caps),
+            _ => {}
+        }
+    }
+}
+
+async fn open(cfg: &ImapConfig, credential: Credential<'_>) -> Result<Imap, Refused> {
     let t = cfg.timeout_seconds;
     let tcp = within(
         t,
@@ -124,15 +217,46 @@ pub async fn connect(cfg: &ImapConfig) -> Result<Imap, String> {
     if cfg.tls != TlsMode::Starttls {
         greeting(&mut client, t).await?;
     }
-    let password = cfg.password.read()?;
-    let session = within(t, &format!("login as {}", cfg.username), async {
-        client
-            .login(&cfg.username, &password)
+    let step = format!("sign-in as {}", cfg.username);
+    let attempt = match credential {
+        Credential::Password(password) => {
+            tokio::time::timeout(Duration::from_secs(t), async {
+                client
+                    .login(&cfg.username, password)
+                    .await
+                    .map_err(|(e, _)| e)
+            })
             .await
-            .map_err(|(e, _)| e)
-    })
-    .await?;
-    Ok(session)
+        }
+        Credential::Token(tokens, token) => {
+            let caps = within(t, "CAPABILITY", capabilities(&mut client)).await?;
+            let mechanism = oauth::choose_mechanism(tokens.mechanism(), |m| {
+                caps.iter().any(|c| *c == format!("AUTH={m}"))
+            })
+            .map_err(|e| format!("{step}: {e}"))?;
+            let bearer = Bearer {
+                first: Some(oauth::initial_response(mechanism, &cfg.username, token)),
+                mechanism,
+            };
+            tokio::time::timeout(Duration::from_secs(t), async {
+                client
+                    .authenticate(mechanism, bearer)
+                    .await
+                    .map_err(|(e, _)| e)
+            })
+            .await
+        }
+    };
+    match attempt {
+        Ok(Ok(session)) => Ok(session),
+        // NO to LOGIN or AUTHENTICATE: the credentials, not the network.
+        Ok(Err(async_imap::error::Error::No(why))) => Err(Refused {
+            why: format!("{step}: refused: {why}"),
+            refused: true,
+        }),
+        Ok(Err(e)) => Err(format!("{step}: {e}").into()),
+        Err(_) => Err(format!("{step}: no answer in {t} s").into()),
+    }
 }
 
 /// A message in the listing: enough to decide whether to download it.

@@ -548,7 +548,12 @@ fn run(config: &Path, once: bool, shadow: bool, log_format: Format) -> ExitCode 
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info".into())
+                // The IMAP and HTTP libraries trace raw protocol lines, which carry
+                // passwords and tokens: never below info, whatever TRIAGE_LOG says.
+                .add_directive("async_imap=info".parse().expect("directive"))
+                .add_directive("ureq=info".parse().expect("directive"))
+                .add_directive("ureq_proto=info".parse().expect("directive")),
         )
         .with_writer(std::io::stderr);
     match log_format {

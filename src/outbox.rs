@@ -23,6 +23,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::{Config, SmtpConfig, TlsMode};
 use crate::message::Mail;
+use crate::oauth::{self, SignIn, Tokens};
 use crate::plan::{hex, Outgoing};
 
 #[derive(Clone)]
@@ -117,7 +118,7 @@ pub fn compose(
 /// delayed ACK, 40 ms per message on Linux.
 pub struct Submission {
     cfg: SmtpConfig,
-    password: Option<String>,
+    sign_in: Option<SignIn>,
     hello: ClientId,
     conn: tokio::sync::Mutex<Option<AsyncSmtpConnection>>,
 }
@@ -138,6 +139,10 @@ pub enum Refusal {
 enum Failure {
     Connect(String),
     Tls(String),
+    /// Signing in failed: never the message's fault, so never permanent for it.
+    SignIn(String),
+    /// The server refused the credentials (535).
+    Refused(String),
     Smtp(lettre::transport::smtp::Error),
     Journal(String),
 }
@@ -159,9 +164,19 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Connect(e) => write!(f, "connect: {e}"),
             Failure::Tls(e) => write!(f, "TLS: {e}"),
+            Failure::SignIn(e) | Failure::Refused(e) => write!(f, "sign-in: {e}"),
             Failure::Smtp(e) => write!(f, "{e}"),
             Failure::Journal(e) => write!(f, "not sent, the journal failed: {e}"),
         }
+    }
+}
+
+/// One raw command line (lettre's own commands cover no OAUTHBEARER).
+struct Line(String);
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\r\n", self.0)
     }
 }
 
@@ -202,14 +217,11 @@ impl AsyncWrite for Implicit {
 }
 
 impl Submission {
-    pub fn new(cfg: &SmtpConfig) -> Result<Submission, String> {
-        let password = match (&cfg.username, &cfg.password) {
-            (Some(_), Some(secret)) => Some(secret.read()?),
-            _ => None,
-        };
+    /// `sign_in` is None for a relay that needs no AUTH (loopback).
+    pub fn new(cfg: &SmtpConfig, sign_in: Option<SignIn>) -> Result<Submission, String> {
         Ok(Submission {
             cfg: cfg.clone(),
-            password,
+            sign_in,
             hello: ClientId::default(),
             conn: tokio::sync::Mutex::new(None),
         })
@@ -240,14 +252,78 @@ impl Submission {
         if cfg.tls == TlsMode::Starttls {
             conn.starttls(self.tls_parameters()?, &self.hello).await?;
         }
-        if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
-            conn.auth(
-                &[Mechanism::Plain, Mechanism::Login],
-                &Credentials::new(user.clone(), password.clone()),
-            )
-            .await?;
+        let user = cfg.username.clone().unwrap_or_default();
+        match &self.sign_in {
+            None => {}
+            Some(SignIn::Password(password)) => {
+                conn.auth(
+                    &[Mechanism::Plain, Mechanism::Login],
+                    &Credentials::new(user, password.clone()),
+                )
+                .await
+                .map_err(|e| Failure::SignIn(e.to_string()))?;
+            }
+            Some(SignIn::OAuth2(tokens)) => {
+                let token = tokens.token().await.map_err(Failure::SignIn)?;
+                match self.bearer(&mut conn, &user, tokens, &token).await {
+                    // One new token and one more try on the same connection, not a loop.
+                    Err(Failure::Refused(why)) => {
+                        let token = tokens
+                            .renew(&token)
+                            .await
+                            .map_err(|e| Failure::SignIn(format!("{why}; {e}")))?;
+                        self.bearer(&mut conn, &user, tokens, &token).await?;
+                    }
+                    r => r?,
+                }
+            }
         }
         Ok(conn)
+    }
+
+    /// AUTH with a bearer token (lettre knows XOAUTH2 only, and not the error exchange).
+    async fn bearer(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        user: &str,
+        tokens: &Tokens,
+        token: &str,
+    ) -> Result<(), Failure> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let ehlo = conn
+            .command(commands::Ehlo::new(self.hello.clone()))
+            .await?;
+        let offered = |m: &str| {
+            ehlo.message().any(|line| {
+                let line = line.to_ascii_uppercase();
+                let mut words = line.split([' ', '=']);
+                words.next() == Some("AUTH") && words.any(|w| w == m)
+            })
+        };
+        let mechanism =
+            oauth::choose_mechanism(tokens.mechanism(), offered).map_err(Failure::SignIn)?;
+        let first = b64.encode(oauth::initial_response(mechanism, user, token));
+        match conn
+            .command(Line(format!("AUTH {mechanism} {first}")))
+            .await
+        {
+            Ok(r) if r.has_code(334) => {
+                // The server explains the failure in a challenge and says no after our
+                // acknowledgement; its explanation is what the log needs.
+                let detail = r
+                    .first_line()
+                    .and_then(|l| b64.decode(l.trim()).ok())
+                    .map(|d| String::from_utf8_lossy(&d).into_owned())
+                    .unwrap_or_default();
+                let ack = b64.encode(oauth::error_acknowledgement(mechanism));
+                let _ = conn.command(Line(ack)).await;
+                Err(Failure::Refused(format!("{mechanism} refused {detail}")))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(Failure::Refused(format!("{mechanism}: {e}"))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn tls_parameters(&self) -> Result<TlsParameters, Failure> {

@@ -1161,14 +1161,8 @@ pub fn check(
 ) -> Result<(Playbook, Vec<String>), Problems> {
     let config = Config::load(config_path)?;
     let mut warnings = Vec::new();
-    for (what, secret) in [
-        ("imap.password", config.imap.as_ref().map(|i| &i.password)),
-        (
-            "smtp.password",
-            config.smtp.as_ref().and_then(|s| s.password.as_ref()),
-        ),
-    ] {
-        if let Some(Err(e)) = secret.map(|s| s.read()) {
+    for (what, secret) in config.secrets() {
+        if let Err(e) = secret.read() {
             warnings.push(format!(
                 "{}: {what}: {e} (needed by `triage run`)",
                 config_path.display()

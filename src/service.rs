@@ -16,6 +16,7 @@ use crate::health::Health;
 use crate::journal::{Journal, State};
 use crate::mailbox::{self, Imap};
 use crate::message::Mail;
+use crate::oauth;
 use crate::outbox::{self, Refusal};
 use crate::plan::{hex, Kind, Plan, Playbook};
 use crate::restraint::{self, Brake, History};
@@ -87,7 +88,24 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
     let journal = Journal::open(&config.service.state)
         .map_err(|e| format!("journal {}: {e}", config.service.state.display()))?;
     expire_audit(&journal, config)?;
-    let smtp = outbox::Submission::new(smtp_cfg)?;
+    let (imap_in, smtp_in) = oauth::sign_ins(config, Some(opts.health.clone()))?;
+    let imap_in = imap_in.ok_or("the config has no `imap` section")?;
+    // Tokens are kept fresh in the background, so a failing refresh shows the moment
+    // it happens (once per token source; IMAP and SMTP may share one).
+    if !opts.once {
+        let mut sources: Vec<&Arc<oauth::Tokens>> = Vec::new();
+        for sign_in in [Some(&imap_in), smtp_in.as_ref()].into_iter().flatten() {
+            if let oauth::SignIn::OAuth2(t) = sign_in {
+                if !sources.iter().any(|k| Arc::ptr_eq(k, t)) {
+                    sources.push(t);
+                }
+            }
+        }
+        for tokens in sources {
+            tokio::spawn(tokens.clone().keep_fresh(opts.stop.clone()));
+        }
+    }
+    let smtp = outbox::Submission::new(smtp_cfg, smtp_in)?;
     let mut backoff = Backoff { attempt: 0 };
 
     // Health check at start: both servers, with a clear error (or retries, if configured).
@@ -97,7 +115,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
                 "SMTP server {}:{} is not usable: {e}",
                 smtp_cfg.host, smtp_cfg.port
             ),
-            Ok(()) => match mailbox::connect(imap_cfg).await {
+            Ok(()) => match mailbox::connect(imap_cfg, &imap_in).await {
                 Ok(session) => {
                     opts.health.smtp(true);
                     opts.health.imap(true);
@@ -110,7 +128,9 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
                         smtp_cfg.host,
                         smtp_cfg.port
                     );
-                    let r = serve_until_stopped(&book, &journal, &smtp, session, &mut opts).await;
+                    let r =
+                        serve_until_stopped(&book, &journal, &smtp, &imap_in, session, &mut opts)
+                            .await;
                     smtp.quit().await;
                     return r;
                 }
@@ -135,6 +155,7 @@ async fn serve_until_stopped(
     book: &Playbook,
     journal: &Journal,
     smtp: &Smtp,
+    imap_in: &oauth::SignIn,
     mut session: Imap,
     opts: &mut Options,
 ) -> Result<(), String> {
@@ -179,7 +200,7 @@ async fn serve_until_stopped(
                 return Ok(());
             }
             opts.health.beat();
-            match mailbox::connect(imap_cfg).await {
+            match mailbox::connect(imap_cfg, imap_in).await {
                 Ok(s) => {
                     opts.health.reconnected();
                     opts.health.imap(true);
