@@ -148,6 +148,14 @@ impl async_imap::Authenticator for Bearer {
     }
 }
 
+/// The server's own text from async-imap's NO description (`code: .., info: Some("..")`).
+fn server_words(no: &str) -> &str {
+    no.split_once("info: Some(\"")
+        .and_then(|(_, rest)| rest.rsplit_once("\")"))
+        .map(|(text, _)| text)
+        .unwrap_or(no)
+}
+
 /// The capabilities before sign-in (for the SASL mechanisms offered).
 async fn capabilities<T: Io>(client: &mut async_imap::Client<T>) -> Result<Vec<String>, String> {
     use async_imap::imap_proto::{Capability, RequestId, Response};
@@ -251,7 +259,7 @@ async fn open(cfg: &ImapConfig, credential: Credential<'_>) -> Result<Imap, Refu
         Ok(Ok(session)) => Ok(session),
         // NO to LOGIN or AUTHENTICATE: the credentials, not the network.
         Ok(Err(async_imap::error::Error::No(why))) => Err(Refused {
-            why: format!("{step}: refused: {why}"),
+            why: format!("{step}: refused: {}", server_words(&why)),
             refused: true,
         }),
         Ok(Err(e)) => Err(format!("{step}: {e}").into()),

@@ -318,6 +318,8 @@ pub struct Tokens {
     endpoints: Endpoints,
     agent: ureq::Agent,
     cache: tokio::sync::Mutex<Cache>,
+    /// Wakes the background refresher when any caller refreshed (its plan changed).
+    refreshed: tokio::sync::Notify,
     health: Option<Arc<Health>>,
 }
 
@@ -347,6 +349,7 @@ impl Tokens {
             endpoints: endpoints(cfg),
             agent,
             cache: tokio::sync::Mutex::new(Cache::default()),
+            refreshed: tokio::sync::Notify::new(),
             health,
         })
     }
@@ -371,7 +374,7 @@ impl Tokens {
                 "OAuth2 token for {}: {} (next try in {} s)",
                 self.account,
                 cache.last_error.as_deref().unwrap_or("refresh failed"),
-                (at - now).as_secs()
+                (at - now).as_secs_f32().ceil()
             ));
         }
         self.refresh(&mut cache).await
@@ -395,7 +398,7 @@ impl Tokens {
                 "OAuth2 token for {}: {} (next try in {} s)",
                 self.account,
                 cache.last_error.as_deref().unwrap_or("refresh failed"),
-                (at - now).as_secs()
+                (at - now).as_secs_f32().ceil()
             ));
         }
         warn!(
@@ -417,12 +420,15 @@ impl Tokens {
                     (None, None) => Instant::now(),
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {}
+            let due = tokio::select! {
+                _ = tokio::time::sleep_until(wake) => true,
+                _ = self.refreshed.notified() => false,
                 _ = stop.wait_for(|s| *s) => return,
+            };
+            if due {
+                // Errors are logged and reported by refresh itself.
+                let _ = self.token().await;
             }
-            // Errors are logged and reported by refresh itself.
-            let _ = self.token().await;
         }
     }
 
@@ -432,6 +438,7 @@ impl Tokens {
             Grant::RefreshToken | Grant::ClientCredentials => self.grant(cache).await,
         };
         let now = Instant::now();
+        self.refreshed.notify_waiters();
         match outcome.and_then(|g| self.keep_rotated(cache, g)) {
             Ok(granted) => {
                 let ahead = Duration::from_secs(self.cfg.refresh_ahead_seconds);

@@ -12,30 +12,6 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn wait_http(port: u16, path: &str, code: u16, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            drop(s);
-            let (c, body) = http_get(port, path);
-            if c == code {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{path}: {c} {body}");
-        }
-        assert!(Instant::now() < deadline, "{path}: no listener");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 #[test]
 fn reviewers_see_every_decision_and_operators_see_health() {
     let stack = Stack::start("operations");

@@ -3,6 +3,7 @@
 //! server would do it, and reading mailboxes over IMAP as the recipients would.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod authority;
 pub mod broken;
 
 use std::collections::HashMap;
@@ -39,6 +40,20 @@ impl Stack {
     }
 
     pub fn start_with_users(name: &str, users: &str) -> Stack {
+        Stack::start_with(name, users, &[])
+    }
+
+    /// OAuth2 only: Dovecot (and Postfix's submission through it) takes XOAUTH2 and
+    /// OAUTHBEARER tokens, checked against `introspection_url`, and no passwords.
+    pub fn start_oauth2(name: &str, introspection_url: &str) -> Stack {
+        Stack::start_with(
+            name,
+            EVERYONE,
+            &[("MAILSTACK_OAUTH2_URL", introspection_url)],
+        )
+    }
+
+    fn start_with(name: &str, users: &str, env: &[(&str, &str)]) -> Stack {
         let dir = std::env::temp_dir().join(format!("triage-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -47,7 +62,8 @@ impl Stack {
             .arg(dir.join("stack"))
             .env("MAILSTACK_USERS", users)
             // Distinctive, so that tests can grep logs and records for it.
-            .env("MAILSTACK_PASSWORD", PASSWORD);
+            .env("MAILSTACK_PASSWORD", PASSWORD)
+            .envs(env.iter().copied());
         for p in ["IMAP", "IMAPS", "LMTP", "SMTP", "SUBMISSION", "SMTPS"] {
             cmd.env(format!("MAILSTACK_{p}_PORT"), "0");
         }
@@ -321,6 +337,32 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// Polls `path` until it answers `code`; its body.
+pub fn wait_http(port: u16, path: &str, code: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            drop(s);
+            let (c, body) = http_get(port, path);
+            if c == code {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path}: {c} {body}");
+        }
+        assert!(Instant::now() < deadline, "{path}: no listener");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The value of the first sample of `name` in a /metrics text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
 pub type ImapSession = async_imap::Session<tokio::net::TcpStream>;
 
 /// A user's IMAP session on the stack, as a mail client would open it.
@@ -332,6 +374,26 @@ pub async fn login(stack: &Stack, user: &str) -> ImapSession {
     tcp.set_nodelay(true).unwrap();
     let mut client = async_imap::Client::new(tcp);
     client.read_response().await.unwrap();
+    if stack
+        .env
+        .get("MAILSTACK_AUTH")
+        .is_some_and(|a| a == "oauth2")
+    {
+        // The test authority takes "reader:USER" as a token for USER.
+        struct Reader(Option<String>);
+        impl async_imap::Authenticator for Reader {
+            type Response = String;
+            fn process(&mut self, _: &[u8]) -> String {
+                self.0.take().unwrap_or_default()
+            }
+        }
+        let first = format!("user={user}\x01auth=Bearer reader:{user}\x01\x01");
+        return client
+            .authenticate("XOAUTH2", Reader(Some(first)))
+            .await
+            .map_err(|e| e.0)
+            .unwrap();
+    }
     client
         .login(user, stack.password())
         .await

@@ -1,0 +1,275 @@
+//! OAuth2 sign-in against a real stack that takes tokens only: Dovecot's oauth2 passdb
+//! (XOAUTH2, OAUTHBEARER; no password mechanism at all) checks every token against the
+//! test's own authorization server on loopback, and Postfix's submission signs in
+//! through Dovecot's SASL. The service reads and answers with tokens it refreshed
+//! itself, through expiry and rotation, and reports a revoked grant loudly.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::authority::{Authority, CLIENT_ID, CLIENT_SECRET};
+use support::*;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn write_private(path: &Path, value: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("{value}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The service wired to the stack with OAuth2 on both sides (the same settings, so one
+/// token source), the refresh token and client secret in files.
+fn oauth_wiring(stack: &Stack, auth: &Authority, http: u16, extra: &str) -> (Wiring, PathBuf) {
+    let secrets = stack.dir.join("secrets");
+    let refresh = secrets.join("refresh-token");
+    write_private(&refresh, &auth.refresh_token_for(DESK));
+    write_private(&secrets.join("client-secret"), CLIENT_SECRET);
+    let oauth = format!(
+        "{{provider: other, token_url: \"{}\", device_url: \"{}\", client_id: {CLIENT_ID}, \
+         client_secret: {{file: {}}}, refresh_token: {{file: {}}}{extra}}}",
+        auth.url("/token"),
+        auth.url("/devicecode"),
+        secrets.join("client-secret").display(),
+        refresh.display()
+    );
+    let mut wiring = Wiring::plain(stack);
+    wiring.imap = format!(
+        "{{host: 127.0.0.1, port: {}, tls: plain, username: {DESK}, oauth2: {oauth}, poll_seconds: 1, timeout_seconds: 10}}",
+        stack.port("IMAP")
+    );
+    wiring.smtp = format!(
+        "{{host: 127.0.0.1, port: {}, tls: starttls, ca_file: {}, username: {DESK}, oauth2: {oauth}, timeout_seconds: 10, self_copy_wait_seconds: 5}}",
+        stack.port("SUBMISSION"),
+        stack.ca().display()
+    );
+    wiring.service = format!(", http: \"127.0.0.1:{http}\", stale_after_seconds: 120");
+    (wiring, refresh)
+}
+
+fn read_token(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+fn granted_refreshes(auth: &Authority) -> usize {
+    auth.grants()
+        .iter()
+        .filter(|g| g.grant_type == "refresh_token" && g.granted)
+        .count()
+}
+
+/// No token the authority issued, and not the client secret, in any of these bytes.
+fn assert_no_secret(auth: &Authority, what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for token in auth.issued() {
+        assert!(!text.contains(&token), "{what} contains a token");
+    }
+    assert!(
+        !text.contains(CLIENT_SECRET),
+        "{what} contains the client secret"
+    );
+}
+
+#[test]
+fn answers_with_tokens_it_refreshed_through_expiry_rotation_and_restart() {
+    // Tokens live 4 s and every refresh rotates the refresh token.
+    let auth = Authority::start(secs(4), true);
+    let stack = Stack::start_oauth2("oauth", &auth.url("/introspect"));
+    // Postfix drops an idle submission connection after 3 s, so later answers sign in
+    // to SMTP again, with whatever token is current then.
+    stack.postconf("smtpd_timeout=3s");
+    let http = free_port();
+    let (wiring, refresh) = oauth_wiring(&stack, &auth, http, ", refresh_ahead_seconds: 1");
+    let first_refresh = read_token(&refresh);
+    let cfg = config(&stack, &wiring);
+
+    let mut service = start_service(&stack, &cfg, "service.log");
+    wait_http(http, "/readyz", 200, secs(20));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(20));
+
+    // The first access token expires; Dovecot restarts, so the mailbox is signed in to
+    // again: only a token refreshed meanwhile gets in.
+    std::thread::sleep(secs(6));
+    stack.restart_dovecot(|| {});
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
+    wait_for(&stack, PARTNER, "INBOX", 2, secs(30));
+    let metrics = wait_http(http, "/metrics", 200, secs(5));
+    assert!(
+        metric(
+            &metrics,
+            "triage_oauth2_token_refreshes_total{account=\"imap+smtp\",outcome=\"ok\"}"
+        ) >= 3.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "triage_oauth2_token_ok"), 1.0);
+    signal(&service, "TERM");
+    assert!(wait_exit(&mut service, secs(20)).success());
+
+    // Rotation: the file now holds the refresh token the authority expects, the first
+    // one no longer works, and the file is still private.
+    let saved = read_token(&refresh);
+    assert_ne!(saved, first_refresh);
+    assert!(
+        auth.refresh_token_valid(&saved),
+        "the saved refresh token is the current one"
+    );
+    assert!(
+        !auth.refresh_token_valid(&first_refresh),
+        "the first one was rotated away"
+    );
+    let mode = std::fs::metadata(&refresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let refreshes = granted_refreshes(&auth);
+    assert!(refreshes >= 3, "{refreshes} refreshes");
+
+    // A new process starts from the saved token alone.
+    let mut service = start_service(&stack, &cfg, "service-2.log");
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 3));
+    wait_for(&stack, PARTNER, "INBOX", 3, secs(30));
+    signal(&service, "TERM");
+    assert!(wait_exit(&mut service, secs(20)).success());
+
+    // Each partner message answered once; Dovecot let the desk in with several
+    // different tokens, all from the refreshes above (no password anywhere).
+    let replied = replied_to(&stack);
+    assert_eq!(replied.len(), 3, "{replied:?}");
+    replied.windows(2).for_each(|w| assert_ne!(w[0], w[1]));
+    let desk_tokens: std::collections::BTreeSet<String> = auth
+        .introspections()
+        .into_iter()
+        .filter(|(t, ok)| *ok && !t.starts_with("reader:"))
+        .map(|(t, _)| t)
+        .collect();
+    assert!(desk_tokens.len() >= 3, "{} tokens used", desk_tokens.len());
+    let dovecot = std::fs::read_to_string(stack.dir.join("stack/log/dovecot.log")).unwrap();
+    assert!(
+        !dovecot.contains("method=PLAIN") && !dovecot.contains("method=LOGIN"),
+        "no password sign-in"
+    );
+    assert!(
+        dovecot.contains("method=OAUTHBEARER") || dovecot.contains("method=XOAUTH2"),
+        "signed in by token"
+    );
+    // Postfix's submission signed the desk in more than once (its idle connections are
+    // dropped after 3 s), by token each time.
+    let postfix = std::fs::read_to_string(stack.dir.join("stack/log/postfix.log")).unwrap();
+    let sasl: Vec<&str> = postfix
+        .lines()
+        .filter_map(|l| l.split("sasl_method=").nth(1))
+        .collect();
+    assert!(sasl.len() >= 2, "{sasl:?}");
+    assert!(
+        sasl.iter()
+            .all(|m| m.starts_with("OAUTHBEARER") || m.starts_with("XOAUTH2")),
+        "{sasl:?}"
+    );
+
+    // Tokens are nowhere: logs, the journal, the audit log.
+    for log in ["service.log", "service-2.log"] {
+        assert_no_secret(&auth, log, &std::fs::read(stack.dir.join(log)).unwrap());
+    }
+    assert_no_secret(
+        &auth,
+        "journal",
+        &std::fs::read(stack.dir.join("triage.sqlite")).unwrap(),
+    );
+    let audit = triage(&stack, &cfg, &["audit", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(audit.status.success());
+    assert_no_secret(&auth, "audit", &audit.stdout);
+}
+
+#[test]
+fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
+    // Long-lived tokens: every refresh below is one the service asked for because of
+    // what the test did, not the regular one ahead of expiry.
+    let auth = Authority::start(secs(120), false);
+    let stack = Stack::start_oauth2("oauth-revoked", &auth.url("/introspect"));
+    let http = free_port();
+    let (wiring, refresh) = oauth_wiring(&stack, &auth, http, ", refresh_ahead_seconds: 10");
+    let cfg = config(&stack, &wiring);
+    let mut service = start_service(&stack, &cfg, "service.log");
+    wait_http(http, "/readyz", 200, secs(20));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(20));
+    let before = granted_refreshes(&auth);
+    assert_eq!(before, 1, "one token for IMAP and SMTP together");
+
+    // The server stops accepting the current token although it has not expired: the
+    // service gets exactly one new token and signs in with it.
+    auth.forget_access_tokens();
+    stack.restart_dovecot(|| {});
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
+    wait_for(&stack, PARTNER, "INBOX", 2, secs(30));
+    assert_eq!(
+        granted_refreshes(&auth),
+        before + 1,
+        "one renewal, not a loop"
+    );
+
+    // The user revokes the grant. The next sign-in is refused, the renewal fails with
+    // the endpoint's error, and readiness says so, without a tight retry loop.
+    auth.revoke_all();
+    let revoked_at = Instant::now();
+    stack.restart_dovecot(|| {});
+    let deadline = Instant::now() + secs(20);
+    let why = loop {
+        let (code, why) = http_get(http, "/readyz");
+        if code == 503 && why.contains("invalid_grant") {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "{code} {why}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        why.contains("AADSTS700082"),
+        "the endpoint's own words: {why}"
+    );
+    std::thread::sleep(secs(12));
+    let attempts = auth.grants().iter().filter(|g| g.at > revoked_at).count();
+    assert!(
+        (1..=3).contains(&attempts),
+        "{attempts} token requests in {:?} after the revocation",
+        revoked_at.elapsed()
+    );
+    let metrics = wait_http(http, "/metrics", 200, secs(5));
+    assert_eq!(metric(&metrics, "triage_oauth2_token_ok"), 0.0, "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            "triage_oauth2_token_refreshes_total{account=\"imap+smtp\",outcome=\"failed\"}"
+        ) >= 1.0
+    );
+    assert_eq!(metric(&metrics, "triage_imap_up"), 0.0);
+    assert_eq!(
+        http_get(http, "/healthz").0,
+        200,
+        "alive, waiting for a fix"
+    );
+    let log = std::fs::read_to_string(stack.dir.join("service.log")).unwrap();
+    assert!(
+        log.contains("OAuth2 token refresh for imap+smtp failed") && log.contains("invalid_grant"),
+        "{log}"
+    );
+
+    // The operator signs in again (as `triage auth` would leave it): the service picks
+    // the new refresh token up at its next try, without a restart.
+    write_private(&refresh, &auth.refresh_token_for(DESK));
+    wait_http(http, "/readyz", 200, secs(60));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 3));
+    wait_for(&stack, PARTNER, "INBOX", 3, secs(30));
+    signal(&service, "TERM");
+    assert!(wait_exit(&mut service, secs(20)).success());
+    assert_no_secret(
+        &auth,
+        "service.log",
+        &std::fs::read(stack.dir.join("service.log")).unwrap(),
+    );
+}
