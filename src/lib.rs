@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod casebook;
 pub mod config;
+pub mod consent;
 pub mod directory;
 pub mod documents;
 pub mod guard;

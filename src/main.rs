@@ -68,6 +68,12 @@ struct AuditArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Account {
+    Imap,
+    Smtp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum BreakerAction {
     Status,
     Reset,
@@ -139,6 +145,26 @@ enum Command {
         #[arg(value_enum, default_value = "status")]
         action: BreakerAction,
     },
+    /// OAuth2: get the first refresh token (the operator signs in once, in a browser),
+    /// save it where the config says, and test signing in to IMAP and SMTP.
+    Auth {
+        #[arg(long, default_value = "/etc/triage/triage.yaml")]
+        config: PathBuf,
+        /// Whose OAuth2 settings: imap, or smtp when it has settings of its own.
+        #[arg(long, value_enum, default_value = "imap")]
+        account: Account,
+        /// The device-code flow: a code to enter on any browser (Microsoft; Google only
+        /// for some clients). Otherwise the authorization-code flow: open a URL, paste
+        /// back the address the browser lands on.
+        #[arg(long)]
+        device: bool,
+        /// The code flow's redirect URI, as registered for the app.
+        #[arg(long, default_value = "http://localhost")]
+        redirect_uri: String,
+        /// Only test signing in with what is configured now (any grant, or passwords).
+        #[arg(long)]
+        check: bool,
+    },
     /// Internal: reads one document (bytes on stdin) as text, under the limits the
     /// service sets for it. Exit 3 with the reason on stderr when it cannot.
     #[command(hide = true)]
@@ -174,6 +200,13 @@ fn main() -> ExitCode {
         } => run(&config, once, shadow, log_format),
         Command::Breaker { config, action } => breaker(&config, action),
         Command::ReadDocument { kind } => read_document(&kind),
+        Command::Auth {
+            config,
+            account,
+            device,
+            redirect_uri,
+            check,
+        } => auth(&config, account, device, &redirect_uri, check),
         Command::Audit { config, args, view } => audit(&config, &args, view),
         Command::Replay {
             config,
@@ -188,6 +221,136 @@ fn main() -> ExitCode {
             folders,
         } => test(&config, directory.as_deref(), verbose, &folders),
     }
+}
+
+fn auth(
+    config: &Path,
+    account: Account,
+    device: bool,
+    redirect_uri: &str,
+    check: bool,
+) -> ExitCode {
+    use triage::config::Grant;
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    if !check {
+        let settings = match account {
+            Account::Imap => config.imap.as_ref().and_then(|i| i.oauth2.as_ref()),
+            Account::Smtp => config.smtp.as_ref().and_then(|s| s.oauth2.as_ref()),
+        };
+        let Some(oauth) = settings else {
+            eprintln!("triage auth: this account has no `oauth2` settings");
+            return ExitCode::from(2);
+        };
+        if oauth.grant != Grant::RefreshToken {
+            eprintln!(
+                "triage auth: the {:?} grant needs no sign-in by a person; `triage auth --check` tests it",
+                oauth.grant
+            );
+            return ExitCode::from(2);
+        }
+        let file = match triage::consent::token_file(oauth) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("triage auth: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mut say = std::io::stdout();
+        let granted = if device {
+            triage::consent::device_flow(oauth, &mut say)
+        } else {
+            triage::consent::code_flow(oauth, redirect_uri, &mut std::io::stdin().lock(), &mut say)
+        };
+        let refresh = match granted {
+            Ok(g) => match g.refresh_token {
+                Some(r) => r,
+                None => {
+                    eprintln!("triage auth: signed in, but the endpoint gave no refresh token (Microsoft: add the offline_access scope; Google: consent again)");
+                    return ExitCode::from(1);
+                }
+            },
+            Err(e) => {
+                eprintln!("triage auth: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Err(e) = triage::oauth::write_secret_file(&file, &refresh) {
+            eprintln!("triage auth: {e}");
+            return ExitCode::from(1);
+        }
+        println!("Refresh token saved to {} (mode 0600).", file.display());
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let ok = rt.block_on(async {
+        let (imap_in, smtp_in) = match triage::oauth::sign_ins(&config, None) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("triage auth: {e}");
+                return false;
+            }
+        };
+        let mut ok = true;
+        if let (Some(cfg), Some(sign_in)) = (&config.imap, &imap_in) {
+            match triage::mailbox::connect(cfg, sign_in).await {
+                Ok(mut session) => {
+                    println!(
+                        "IMAP {}:{}: signed in as {}",
+                        cfg.host, cfg.port, cfg.username
+                    );
+                    let _ = session.logout().await;
+                }
+                Err(e) => {
+                    println!("IMAP {}:{}: FAILED: {e}", cfg.host, cfg.port);
+                    ok = false;
+                }
+            }
+        }
+        if let Some(cfg) = &config.smtp {
+            let who = cfg.username.as_deref().unwrap_or("(no sign-in)");
+            let checked = triage::outbox::Submission::new(cfg, smtp_in).map(|s| async move {
+                let r = s.check().await;
+                s.quit().await;
+                r
+            });
+            let result = match checked {
+                Ok(f) => f.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => println!("SMTP {}:{}: signed in as {who}", cfg.host, cfg.port),
+                Err(e) => {
+                    println!("SMTP {}:{}: FAILED: {e}", cfg.host, cfg.port);
+                    ok = false;
+                }
+            }
+        }
+        ok
+    });
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// One thread: the service waits on the network, and documents are read in children.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("triage: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 fn read_document(kind: &str) -> ExitCode {
@@ -566,15 +729,9 @@ fn run(config: &Path, once: bool, shadow: bool, log_format: Format) -> ExitCode 
         Ok(b) => b,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("triage: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let health = std::sync::Arc::new(triage::health::Health::new(std::time::Duration::from_secs(

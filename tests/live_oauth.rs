@@ -273,3 +273,119 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
         &std::fs::read(stack.dir.join("service.log")).unwrap(),
     );
 }
+
+#[test]
+fn triage_auth_gets_the_first_refresh_token_and_tests_both_sign_ins() {
+    let auth = Authority::start(secs(60), true);
+    auth.set_app_user(DESK);
+    let stack = Stack::start_oauth2("oauth-consent", &auth.url("/introspect"));
+    let extra = format!(", authorize_url: \"{}\"", auth.url("/authorize"));
+    let (wiring, refresh) = oauth_wiring(&stack, &auth, free_port(), &extra);
+    std::fs::remove_file(&refresh).unwrap();
+    let cfg = config(&stack, &wiring);
+    let mut printed = Vec::new();
+
+    // Before anyone consented, the check says what is missing.
+    let out = triage(&stack, &cfg, &["auth", "--check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAILED") && text.contains("refresh-token"),
+        "{text}"
+    );
+
+    // The device-code flow: the code to type in is shown, the token saved, both
+    // servers signed in to with it.
+    let out = triage(&stack, &cfg, &["auth", "--device"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("enter the code WDJB-MJHT"), "{text}");
+    assert!(text.contains("Refresh token saved"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "IMAP 127.0.0.1:{}: signed in as {DESK}",
+            stack.port("IMAP")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "SMTP 127.0.0.1:{}: signed in as {DESK}",
+            stack.port("SUBMISSION")
+        )),
+        "{text}"
+    );
+    assert!(auth.refresh_token_valid(&read_token(&refresh)));
+    let mode = std::fs::metadata(&refresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    printed.extend(out.stdout);
+    printed.extend(out.stderr);
+
+    // The code flow: the operator opens the printed URL and pastes back the address the
+    // browser landed on, with the code and the same state.
+    std::fs::remove_file(&refresh).unwrap();
+    let mut child = triage(&stack, &cfg, &["auth"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+        if line.starts_with(&auth.url("/authorize")) {
+            break line.trim().to_string();
+        }
+    };
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let state = url
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(
+        &mut stdin,
+        format!("http://localhost/?code=good-code&state={state}\n").as_bytes(),
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(
+        rest.contains("Refresh token saved") && rest.contains("SMTP"),
+        "{rest}"
+    );
+    assert!(auth.refresh_token_valid(&read_token(&refresh)));
+    printed.extend(rest.into_bytes());
+
+    // App-only access and an operator's token broker need no consent: --check tests them.
+    for grant in [
+        ", grant: client_credentials".to_string(),
+        format!(", grant: command, command: [sh, -c, \"echo reader:{DESK}\"]"),
+    ] {
+        let (wiring, _) = oauth_wiring(&stack, &auth, free_port(), &grant);
+        let cfg = config(&stack, &wiring);
+        let out = triage(&stack, &cfg, &["auth", "--check"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{grant}: {text}");
+        assert_eq!(text.matches("signed in as").count(), 2, "{text}");
+        printed.extend(out.stdout);
+        printed.extend(out.stderr);
+    }
+    assert!(auth
+        .grants()
+        .iter()
+        .any(|g| g.grant_type == "client_credentials" && g.granted));
+    assert_no_secret(&auth, "triage auth's output", &printed);
+}
