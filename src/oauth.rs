@@ -438,7 +438,8 @@ impl Tokens {
             Grant::RefreshToken | Grant::ClientCredentials => self.grant(cache).await,
         };
         let now = Instant::now();
-        self.refreshed.notify_waiters();
+        // notify_one keeps a permit when the refresher is not waiting yet: never lost.
+        self.refreshed.notify_one();
         match outcome.and_then(|g| self.keep_rotated(cache, g)) {
             Ok(granted) => {
                 let ahead = Duration::from_secs(self.cfg.refresh_ahead_seconds);

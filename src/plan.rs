@@ -1162,6 +1162,12 @@ pub fn check(
     let config = Config::load(config_path)?;
     let mut warnings = Vec::new();
     for (what, secret) in config.secrets() {
+        if what.ends_with("refresh_token") && secret.env.is_some() {
+            warnings.push(format!(
+                "{}: {what}: from an environment variable a rotated refresh token cannot be saved; keep it in a `file`",
+                config_path.display()
+            ));
+        }
         if let Err(e) = secret.read() {
             warnings.push(format!(
                 "{}: {what}: {e} (needed by `triage run`)",

@@ -39,9 +39,11 @@ fn oauth_wiring(stack: &Stack, auth: &Authority, http: u16, extra: &str) -> (Wir
         refresh.display()
     );
     let mut wiring = Wiring::plain(stack);
+    // TLS on both sides, as with Microsoft's and Google's servers.
     wiring.imap = format!(
-        "{{host: 127.0.0.1, port: {}, tls: plain, username: {DESK}, oauth2: {oauth}, poll_seconds: 1, timeout_seconds: 10}}",
-        stack.port("IMAP")
+        "{{host: 127.0.0.1, port: {}, tls: implicit, ca_file: {}, username: {DESK}, oauth2: {oauth}, poll_seconds: 1, timeout_seconds: 10}}",
+        stack.port("IMAPS"),
+        stack.ca().display()
     );
     wiring.smtp = format!(
         "{{host: 127.0.0.1, port: {}, tls: starttls, ca_file: {}, username: {DESK}, oauth2: {oauth}, timeout_seconds: 10, self_copy_wait_seconds: 5}}",
@@ -83,6 +85,15 @@ fn answers_with_tokens_it_refreshed_through_expiry_rotation_and_restart() {
     // Postfix drops an idle submission connection after 3 s, so later answers sign in
     // to SMTP again, with whatever token is current then.
     stack.postconf("smtpd_timeout=3s");
+    // Tokens only: Dovecot offers no password mechanism at all.
+    let mut greeting = String::new();
+    let imap = std::net::TcpStream::connect(("127.0.0.1", stack.port("IMAP"))).unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(imap), &mut greeting).unwrap();
+    assert!(
+        greeting.contains("AUTH=XOAUTH2 AUTH=OAUTHBEARER"),
+        "{greeting}"
+    );
+    assert!(!greeting.contains("AUTH=PLAIN") && greeting.contains("LOGINDISABLED"));
     let http = free_port();
     // XOAUTH2 forced (Dovecot offers OAUTHBEARER too, which `auto` would take).
     let (wiring, refresh) = oauth_wiring(
@@ -339,7 +350,7 @@ fn triage_auth_gets_the_first_refresh_token_and_tests_both_sign_ins() {
     assert!(
         text.contains(&format!(
             "IMAP 127.0.0.1:{}: signed in as {DESK}",
-            stack.port("IMAP")
+            stack.port("IMAPS")
         )),
         "{text}"
     );
