@@ -253,11 +253,14 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
             == 2
     );
 
-    // The user revokes the grant. The next sign-in is refused, the renewal fails with
-    // the endpoint's error, and readiness says so, without a tight retry loop.
+    // The user revokes the grant while a partner's message comes in. The IMAP session
+    // still reads it, but the answer's SMTP sign-in is refused and the renewal fails with
+    // the endpoint's error: readiness says so, without a tight retry loop, and the
+    // message waits (it is not the message's fault).
     auth.revoke_all();
     let revoked_at = Instant::now();
-    stack.restart_dovecot(|| {});
+    std::thread::sleep(secs(4));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 4));
     let deadline = Instant::now() + secs(20);
     let why = loop {
         let (code, why) = http_get(http, "/readyz");
@@ -300,10 +303,16 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
 
     // The operator signs in again (as `triage auth` would leave it): the service picks
     // the new refresh token up at its next try, without a restart.
+    assert_eq!(mailbox(&stack, PARTNER, "INBOX").len(), 3, "no answer yet");
+    assert!(
+        human_reasons(&stack).is_empty(),
+        "{:?}",
+        human_reasons(&stack)
+    );
     write_private(&refresh, &auth.refresh_token_for(DESK));
     wait_http(http, "/readyz", 200, secs(60));
-    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 4));
     wait_for(&stack, PARTNER, "INBOX", 4, secs(30));
+    assert_eq!(replied_to(&stack).len(), 4);
     signal(&service, "TERM");
     assert!(wait_exit(&mut service, secs(20)).success());
     assert_no_secret(
