@@ -313,7 +313,6 @@ struct Cache {
 pub struct Tokens {
     /// For logs and metrics: "imap", "smtp" or "imap+smtp".
     pub account: String,
-    pub username: String,
     cfg: OAuth2Config,
     endpoints: Endpoints,
     agent: ureq::Agent,
@@ -337,14 +336,12 @@ fn refresh_backoff(failures: u32) -> Duration {
 impl Tokens {
     pub fn new(
         account: &str,
-        username: &str,
         cfg: &OAuth2Config,
         health: Option<Arc<Health>>,
     ) -> Result<Tokens, String> {
         let agent = agent(cfg.ca_file.as_deref(), Duration::from_secs(30))?;
         Ok(Tokens {
             account: account.to_string(),
-            username: username.to_string(),
             cfg: cfg.clone(),
             endpoints: endpoints(cfg),
             agent,
@@ -643,12 +640,7 @@ pub fn sign_ins(
         Some(i) => Some(match (&i.oauth2, &i.password) {
             (Some(o), _) => {
                 let account = if shared { "imap+smtp" } else { "imap" };
-                SignIn::OAuth2(Arc::new(Tokens::new(
-                    account,
-                    &i.username,
-                    o,
-                    health.clone(),
-                )?))
+                SignIn::OAuth2(Arc::new(Tokens::new(account, o, health.clone())?))
             }
             (None, Some(p)) => {
                 SignIn::Password(p.read().map_err(|e| format!("imap.password: {e}"))?)
@@ -660,9 +652,9 @@ pub fn sign_ins(
         None => None,
         Some(s) => match (&s.username, &s.oauth2, &s.password) {
             (Some(_), Some(_), _) if shared => imap_in.clone(),
-            (Some(user), Some(o), _) => Some(SignIn::OAuth2(Arc::new(Tokens::new(
-                "smtp", user, o, health,
-            )?))),
+            (Some(_), Some(o), _) => {
+                Some(SignIn::OAuth2(Arc::new(Tokens::new("smtp", o, health)?)))
+            }
             (Some(_), None, Some(p)) => Some(SignIn::Password(
                 p.read().map_err(|e| format!("smtp.password: {e}"))?,
             )),
