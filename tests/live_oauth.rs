@@ -213,10 +213,10 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
     assert_eq!(before, 1, "one token for IMAP and SMTP together");
 
     // The servers stop accepting the current token although it has not expired. SMTP
-    // first: its idle connection is gone (Postfix drops it after 3 s), the IMAP session
+    // first: its idle connection is gone (Postfix drops it after 3 s; we wait 5), the IMAP session
     // lives on, so the next answer signs in to SMTP with the old token, is refused, and
     // gets exactly one new token.
-    std::thread::sleep(secs(4));
+    std::thread::sleep(secs(5));
     auth.forget_access_tokens();
     deliver(&stack, &numbered_case("en-quote-request-ops-copied", 2));
     wait_for(&stack, PARTNER, "INBOX", 2, secs(30));
@@ -259,7 +259,7 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
     // message waits (it is not the message's fault).
     auth.revoke_all();
     let revoked_at = Instant::now();
-    std::thread::sleep(secs(4));
+    std::thread::sleep(secs(5));
     deliver(&stack, &numbered_case("en-quote-request-ops-copied", 4));
     let deadline = Instant::now() + secs(20);
     let why = loop {
