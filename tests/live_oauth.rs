@@ -437,3 +437,51 @@ fn triage_auth_gets_the_first_refresh_token_and_tests_both_sign_ins() {
         .any(|g| g.grant_type == "client_credentials" && g.granted));
     assert_no_secret(&auth, "triage auth's output", &printed);
 }
+
+#[test]
+fn a_rotated_refresh_token_that_cannot_be_saved_is_reported_not_lost_silently() {
+    let auth = Authority::start(secs(120), true);
+    let stack = Stack::start_oauth2("oauth-unsaved", &auth.url("/introspect"));
+    let http = free_port();
+    let (mut wiring, refresh) = oauth_wiring(&stack, &auth, http, "");
+    // The refresh token in an environment variable, where no rotated one can be written.
+    let from_file = format!("refresh_token: {{file: {}}}", refresh.display());
+    let from_env = "refresh_token: {env: LIVE_REFRESH_TOKEN}";
+    wiring.imap = wiring.imap.replace(&from_file, from_env);
+    wiring.smtp = wiring.smtp.replace(&from_file, from_env);
+    let cfg = config(&stack, &wiring);
+
+    let check = triage(&stack, &cfg, &["check"]).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("a rotated refresh token cannot be saved"),
+        "{said}"
+    );
+
+    let log = std::fs::File::create(stack.dir.join("service.log")).unwrap();
+    let mut service = triage(&stack, &cfg, &["run"])
+        .env("LIVE_REFRESH_TOKEN", auth.refresh_token_for(DESK))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The service works on with the rotated token it holds in memory…
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(30));
+    // …and says, until someone acts, that a restart would not sign in.
+    let (code, why) = http_get(http, "/readyz");
+    assert_eq!(code, 503, "{why}");
+    assert!(
+        why.contains("a rotated refresh token could not be saved"),
+        "{why}"
+    );
+    let metrics = http_get(http, "/metrics").1;
+    assert_eq!(metric(&metrics, "triage_oauth2_token_ok"), 0.0, "{metrics}");
+    signal(&service, "TERM");
+    assert!(wait_exit(&mut service, secs(20)).success());
+    let log = std::fs::read(stack.dir.join("service.log")).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("rotated but NOT saved"), "{text}");
+    assert_no_secret(&auth, "service.log", &log);
+}
