@@ -281,6 +281,12 @@ pub fn write_secret_file(path: &Path, value: &str) -> Result<(), String> {
             .open(&tmp)?;
         f.write_all(value.as_bytes())?;
         f.write_all(b"\n")?;
+        // Replaced by root (`triage auth` run by an admin), the file keeps its owner, so
+        // the service's own user can still read it.
+        if let Ok(old) = std::fs::metadata(path) {
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()));
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()
@@ -767,10 +773,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("refresh-token");
         std::fs::write(&path, "old\n").unwrap();
+        // The service's user owns it; whoever replaces it (root, here), it stays theirs.
+        let owner = std::os::unix::fs::chown(&path, Some(5000), Some(5000)).is_ok();
         write_secret_file(&path, "new-token").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new-token\n");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        if owner {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((meta.uid(), meta.gid()), (5000, 5000));
+        }
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
             1,
