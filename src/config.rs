@@ -483,6 +483,15 @@ impl Secret {
         }
         Err("neither `env` nor `file` is set".into())
     }
+
+    /// The file a new value (a rotated refresh token) can be written to: only a `file`
+    /// that `read` reads, since `env` comes first.
+    pub fn writable_file(&self) -> Option<&Path> {
+        match self.env {
+            None => self.file.as_deref(),
+            Some(_) => None,
+        }
+    }
 }
 
 /// What each grant needs, said at load rather than at the first refresh.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{OAuth2Config, Provider, Secret};
-use crate::oauth::{self, endpoints, post_form, read_token_response, Granted};
+use crate::oauth::{self, client, endpoints, post_form, read_token_response, Granted};
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -32,26 +32,15 @@ struct DeviceStart {
 /// Where the refresh token will be written; consent without a file to keep it in would
 /// be lost at once.
 pub fn token_file(cfg: &OAuth2Config) -> Result<std::path::PathBuf, String> {
-    match &cfg.refresh_token {
-        Some(Secret {
-            env: None,
-            file: Some(path),
-        }) => Ok(path.clone()),
-        _ => Err(
+    cfg.refresh_token
+        .as_ref()
+        .and_then(Secret::writable_file)
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| {
             "`refresh_token` must name a `file` for `triage auth` to keep the token in \
-                  (an environment variable cannot be written)"
-                .into(),
-        ),
-    }
-}
-
-fn client(cfg: &OAuth2Config) -> Result<(String, Option<String>), String> {
-    let id = cfg.client_id.clone().ok_or("no client_id configured")?;
-    let secret = match &cfg.client_secret {
-        Some(s) => Some(s.read().map_err(|e| format!("client_secret: {e}"))?),
-        None => None,
-    };
-    Ok((id, secret))
+             (an environment variable cannot be written)"
+                .into()
+        })
 }
 
 /// RFC 8628: asks for a user code, shows it, and polls until the operator has signed in.

@@ -7,6 +7,7 @@
 //! The service around it (IMAP, SMTP, journal) only executes plans.
 
 pub mod audit;
+pub mod backoff;
 pub mod casebook;
 pub mod config;
 pub mod consent;

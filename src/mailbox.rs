@@ -118,14 +118,14 @@ enum Credential<'a> {
 }
 
 /// Why a connection failed, and whether it was the server refusing the sign-in.
-struct Refused {
+struct Failed {
     why: String,
     refused: bool,
 }
 
-impl From<String> for Refused {
+impl From<String> for Failed {
     fn from(why: String) -> Self {
-        Refused {
+        Failed {
             why,
             refused: false,
         }
@@ -188,7 +188,7 @@ async fn capabilities<T: Io>(client: &mut async_imap::Client<T>) -> Result<Vec<S
     }
 }
 
-async fn open(cfg: &ImapConfig, credential: Credential<'_>) -> Result<Imap, Refused> {
+async fn open(cfg: &ImapConfig, credential: Credential<'_>) -> Result<Imap, Failed> {
     let t = cfg.timeout_seconds;
     let tcp = within(
         t,
@@ -258,7 +258,7 @@ async fn open(cfg: &ImapConfig, credential: Credential<'_>) -> Result<Imap, Refu
     match attempt {
         Ok(Ok(session)) => Ok(session),
         // NO to LOGIN or AUTHENTICATE: the credentials, not the network.
-        Ok(Err(async_imap::error::Error::No(why))) => Err(Refused {
+        Ok(Err(async_imap::error::Error::No(why))) => Err(Failed {
             why: format!("{step}: refused: {}", server_words(&why)),
             refused: true,
         }),

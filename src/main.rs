@@ -316,13 +316,12 @@ fn auth(
         }
         if let Some(cfg) = &config.smtp {
             let who = cfg.username.as_deref().unwrap_or("(no sign-in)");
-            let checked = triage::outbox::Submission::new(cfg, smtp_in).map(|s| async move {
-                let r = s.check().await;
-                s.quit().await;
-                r
-            });
-            let result = match checked {
-                Ok(f) => f.await,
+            let result = match triage::outbox::Submission::new(cfg, smtp_in) {
+                Ok(smtp) => {
+                    let r = smtp.check().await;
+                    smtp.quit().await;
+                    r
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -713,7 +712,7 @@ fn run(config: &Path, once: bool, shadow: bool, log_format: Format) -> ExitCode 
             tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
                 .unwrap_or_else(|_| "info".into())
                 // The IMAP and HTTP libraries trace raw protocol lines, which carry
-                // passwords and tokens: never below info, whatever TRIAGE_LOG says.
+                // passwords and tokens: kept at info even under TRIAGE_LOG=trace.
                 .add_directive("async_imap=info".parse().expect("directive"))
                 .add_directive("ureq=info".parse().expect("directive"))
                 .add_directive("ureq_proto=info".parse().expect("directive")),

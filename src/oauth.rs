@@ -330,13 +330,17 @@ pub struct Tokens {
 
 /// Waits between failed refreshes: 5 s doubling to 10 minutes, plus up to a quarter.
 fn refresh_backoff(failures: u32) -> Duration {
-    let base = 5u64 << failures.saturating_sub(1).min(7);
-    let base_ms = base.min(600) * 1000;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(base_ms + seed % (base_ms / 4 + 1))
+    crate::backoff::delay(failures, Duration::from_secs(5), Duration::from_secs(600))
+}
+
+/// The client's ID and, for confidential clients, its secret.
+pub fn client(cfg: &OAuth2Config) -> Result<(String, Option<String>), String> {
+    let id = cfg.client_id.clone().ok_or("no client_id configured")?;
+    let secret = match &cfg.client_secret {
+        Some(s) => Some(s.read().map_err(|e| format!("client_secret: {e}"))?),
+        None => None,
+    };
+    Ok((id, secret))
 }
 
 impl Tokens {
@@ -368,19 +372,25 @@ impl Tokens {
         if let Some(a) = cache.access.as_ref().filter(|a| a.good_until > now) {
             return Ok(a.token.clone());
         }
-        if let Some(at) = cache.retry_at.filter(|at| *at > now) {
-            // Still backing off: an old token that has not expired yet is better than none.
+        if let Some(why) = self.backing_off(&cache, now) {
+            // An old token that has not expired yet is better than none.
             if let Some(a) = cache.access.as_ref().filter(|a| a.expires > now) {
                 return Ok(a.token.clone());
             }
-            return Err(format!(
-                "OAuth2 token for {}: {} (next try in {} s)",
-                self.account,
-                cache.last_error.as_deref().unwrap_or("refresh failed"),
-                (at - now).as_secs_f32().ceil()
-            ));
+            return Err(why);
         }
         self.refresh(&mut cache).await
+    }
+
+    /// While failed refreshes are being waited out: why there is no new token now.
+    fn backing_off(&self, cache: &Cache, now: Instant) -> Option<String> {
+        let at = cache.retry_at.filter(|at| *at > now)?;
+        Some(format!(
+            "OAuth2 token for {}: {} (next try in {} s)",
+            self.account,
+            cache.last_error.as_deref().unwrap_or("refresh failed"),
+            (at - now).as_secs_f32().ceil()
+        ))
     }
 
     /// The server refused `rejected` although it looked valid: one new token, unless
@@ -396,13 +406,8 @@ impl Tokens {
             return Ok(a.token.clone());
         }
         cache.access = None;
-        if let Some(at) = cache.retry_at.filter(|at| *at > now) {
-            return Err(format!(
-                "OAuth2 token for {}: {} (next try in {} s)",
-                self.account,
-                cache.last_error.as_deref().unwrap_or("refresh failed"),
-                (at - now).as_secs_f32().ceil()
-            ));
+        if let Some(why) = self.backing_off(&cache, now) {
+            return Err(why);
         }
         warn!(
             "the server refused the OAuth2 token for {}; getting a new one",
@@ -438,12 +443,19 @@ impl Tokens {
     async fn refresh(&self, cache: &mut Cache) -> Result<String, String> {
         let outcome = match self.cfg.grant {
             Grant::Command => self.run_command().await,
-            Grant::RefreshToken | Grant::ClientCredentials => self.grant(cache).await,
+            Grant::ClientCredentials => self.grant(None).await,
+            Grant::RefreshToken => match self.current_refresh(cache) {
+                Ok(current) => self
+                    .grant(Some(&current))
+                    .await
+                    .map(|g| self.keep_rotated(cache, &current, g)),
+                Err(e) => Err(e),
+            },
         };
         let now = Instant::now();
         // notify_one keeps a permit when the refresher is not waiting yet: never lost.
         self.refreshed.notify_one();
-        match outcome.and_then(|g| self.keep_rotated(cache, g)) {
+        match outcome {
             Ok(granted) => {
                 let ahead = Duration::from_secs(self.cfg.refresh_ahead_seconds);
                 let lifetime = granted
@@ -507,25 +519,29 @@ impl Tokens {
         }
     }
 
+    /// The refresh token to use: one rotated but not saved, or the file's (read at each
+    /// refresh, so one that `triage auth` wrote is taken up without a restart).
+    fn current_refresh(&self, cache: &Cache) -> Result<String, String> {
+        if let Some(r) = &cache.unsaved_refresh {
+            return Ok(r.clone());
+        }
+        self.cfg
+            .refresh_token
+            .as_ref()
+            .ok_or("no refresh_token configured")?
+            .read()
+            .map_err(|e| format!("refresh_token: {e}"))
+    }
+
     /// A rotated refresh token goes to its file before the access token is used: after
     /// a crash the file holds the one the endpoint now expects.
-    fn keep_rotated(&self, cache: &mut Cache, granted: Granted) -> Result<Granted, String> {
-        let Some(rotated) = &granted.refresh_token else {
-            return Ok(granted);
+    fn keep_rotated(&self, cache: &mut Cache, current: &str, granted: Granted) -> Granted {
+        let Some(rotated) = granted.refresh_token.as_deref().filter(|r| *r != current) else {
+            return granted;
         };
-        let current = match &cache.unsaved_refresh {
-            Some(r) => Some(r.clone()),
-            None => self.cfg.refresh_token.as_ref().and_then(|s| s.read().ok()),
-        };
-        if self.cfg.grant != Grant::RefreshToken || current.as_deref() == Some(rotated) {
-            return Ok(granted);
-        }
-        let saved = match self.cfg.refresh_token.as_ref() {
-            Some(Secret {
-                env: None,
-                file: Some(path),
-            }) => write_secret_file(path, rotated),
-            _ => Err("the refresh token comes from an environment variable, where a rotated one cannot be saved; keep it in a file".into()),
+        let saved = match self.cfg.refresh_token.as_ref().and_then(Secret::writable_file) {
+            Some(path) => write_secret_file(path, rotated),
+            None => Err("the refresh token comes from an environment variable, where a rotated one cannot be saved; keep it in a file".into()),
         };
         match saved {
             Ok(()) => {
@@ -540,44 +556,27 @@ impl Tokens {
                     "OAuth2 refresh token for {} rotated but NOT saved: {e}; it is kept in memory, and a restart will need `triage auth`",
                     self.account
                 );
-                cache.unsaved_refresh = Some(rotated.clone());
-                cache.last_error = Some(format!("rotated refresh token not saved: {e}"));
+                cache.unsaved_refresh = Some(rotated.to_string());
             }
         }
-        Ok(granted)
+        granted
     }
 
-    async fn grant(&self, cache: &Cache) -> Result<Granted, String> {
-        let cfg = &self.cfg;
-        let client_id = cfg.client_id.clone().unwrap_or_default();
-        let secret = match &cfg.client_secret {
-            Some(s) => Some(s.read().map_err(|e| format!("client_secret: {e}"))?),
-            None => None,
-        };
-        let refresh = match cfg.grant {
-            Grant::RefreshToken => Some(match &cache.unsaved_refresh {
-                Some(r) => r.clone(),
-                None => cfg
-                    .refresh_token
-                    .as_ref()
-                    .ok_or("no refresh_token configured")?
-                    .read()
-                    .map_err(|e| format!("refresh_token: {e}"))?,
-            }),
-            _ => None,
-        };
+    /// The refresh-token grant with `refresh`, or the client-credentials grant.
+    async fn grant(&self, refresh: Option<&str>) -> Result<Granted, String> {
+        let (client_id, secret) = client(&self.cfg)?;
+        let refresh = refresh.map(String::from);
         let url = self.endpoints.token.clone();
         let scope = self.endpoints.scopes.join(" ");
         let agent = self.agent.clone();
-        let grant = cfg.grant;
         tokio::task::spawn_blocking(move || {
             let mut form: Vec<(&str, &str)> = vec![("client_id", &client_id)];
-            match grant {
-                Grant::RefreshToken => {
+            match &refresh {
+                Some(r) => {
                     form.push(("grant_type", "refresh_token"));
-                    form.push(("refresh_token", refresh.as_deref().unwrap_or_default()));
+                    form.push(("refresh_token", r));
                 }
-                _ => form.push(("grant_type", "client_credentials")),
+                None => form.push(("grant_type", "client_credentials")),
             }
             if let Some(s) = &secret {
                 form.push(("client_secret", s));

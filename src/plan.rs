@@ -1162,7 +1162,7 @@ pub fn check(
     let config = Config::load(config_path)?;
     let mut warnings = Vec::new();
     for (what, secret) in config.secrets() {
-        if what.ends_with("refresh_token") && secret.env.is_some() {
+        if what.ends_with("refresh_token") && secret.writable_file().is_none() {
             warnings.push(format!(
                 "{}: {what}: from an environment variable a rotated refresh token cannot be saved; keep it in a `file`",
                 config_path.display()

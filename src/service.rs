@@ -51,8 +51,7 @@ impl Options {
     }
 }
 
-/// Exponential backoff with jitter for reconnects: 1 s doubling to 256 s (then staying
-/// there), plus up to a quarter more.
+/// Reconnect attempts in a row: the wait grows from 1 s to 256 s (with jitter).
 struct Backoff {
     attempt: u32,
 }
@@ -60,14 +59,11 @@ struct Backoff {
 impl Backoff {
     fn next(&mut self) -> Duration {
         self.attempt += 1;
-        let base = 1u64 << self.attempt.min(9).saturating_sub(1);
-        let base_ms = base.min(300) * 1000;
-        // Jitter up to a quarter, so many instances do not reconnect in step.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-        Duration::from_millis(base_ms + seed % (base_ms / 4 + 1))
+        crate::backoff::delay(
+            self.attempt,
+            Duration::from_secs(1),
+            Duration::from_secs(256),
+        )
     }
     fn reset(&mut self) {
         self.attempt = 0;

@@ -1,12 +1,12 @@
 //! The deployment files say what they mean: systemd accepts the unit, and the config in
 //! the Kubernetes manifest passes `triage check` with the shipped rules beside it.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::repo;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("triage-{name}-{}", std::process::id()));
@@ -102,20 +102,7 @@ fn check_with(name: &str, sections: &str) -> (bool, String) {
     let base = std::fs::read_to_string(repo().join("deploy/triage.yaml")).unwrap();
     let (head, tail) = base.split_once("\nimap:").unwrap();
     let service = &tail[tail.find("\nservice:").unwrap()..];
-    let root = repo();
-    let text = format!("{head}\n{sections}{service}")
-        .replace(
-            "rules: ../rules",
-            &format!("rules: {}/rules", root.display()),
-        )
-        .replace(
-            "templates: ../response-templates",
-            &format!("templates: {}/response-templates", root.display()),
-        )
-        .replace(
-            "  path: directory ",
-            &format!("  path: {}/deploy/directory ", root.display()),
-        );
+    let text = support::repo_paths(&format!("{head}\n{sections}{service}"));
     std::fs::write(dir.join("triage.yaml"), text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_triage"))
         .args(["check", "--config"])

@@ -236,8 +236,8 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
         before + 2,
         "one renewal for IMAP, not a loop"
     );
-    let refusals = |log: &str| std::fs::read_to_string(stack.dir.join(log)).unwrap();
-    let postfix = refusals("stack/log/postfix.log");
+    let read_log = |log: &str| std::fs::read_to_string(stack.dir.join(log)).unwrap();
+    let postfix = read_log("stack/log/postfix.log");
     assert!(
         postfix.contains("SASL OAUTHBEARER authentication failed"),
         "SMTP refused the old token: {postfix}"
@@ -247,7 +247,7 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
         "and took the new one"
     );
     assert!(
-        refusals("service.log")
+        read_log("service.log")
             .matches("refused the OAuth2 token")
             .count()
             == 2

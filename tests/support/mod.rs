@@ -501,6 +501,24 @@ impl Wiring {
     }
 }
 
+/// The example config's rules, templates and directory, pointed at the repository's.
+pub fn repo_paths(example: &str) -> String {
+    let root = repo();
+    example
+        .replace(
+            "rules: ../rules",
+            &format!("rules: {}/rules", root.display()),
+        )
+        .replace(
+            "templates: ../response-templates",
+            &format!("templates: {}/response-templates", root.display()),
+        )
+        .replace(
+            "  path: directory ",
+            &format!("  path: {}/deploy/directory ", root.display()),
+        )
+}
+
 /// The example config (deploy/triage.yaml) pointed at this stack.
 pub fn config(stack: &Stack, wiring: &Wiring) -> PathBuf {
     let base = std::fs::read_to_string(repo().join("deploy/triage.yaml")).unwrap();
@@ -515,17 +533,7 @@ pub fn config(stack: &Stack, wiring: &Wiring) -> PathBuf {
         .filter(|l| !keys.iter().any(|k| l.starts_with(k.as_str())))
         .map(|l| format!("{l}\n"))
         .collect();
-    let root = repo();
-    let text = base
-        .replace("rules: ../rules", &format!("rules: {}/rules", root.display()))
-        .replace(
-            "templates: ../response-templates",
-            &format!("templates: {}/response-templates", root.display()),
-        )
-        .replace(
-            "  path: directory ",
-            &format!("  path: {}/deploy/directory ", root.display()),
-        )
+    let text = repo_paths(&base)
         .replace("limits:\n", &format!("limits:\n{}", wiring.limits))
         + &format!(
             "\nimap: {}\nsmtp: {}\nservice: {{state: {}/triage.sqlite, documents: {}/documents{}}}\n",
