@@ -331,6 +331,16 @@ impl Directory {
         })
     }
 
+    /// The desk's own people: sales reps, ISRs, CAMs and channel managers in the exports.
+    pub fn is_internal(&self, address: &str) -> bool {
+        let same = |a: &str| !a.is_empty() && a.eq_ignore_ascii_case(address);
+        self.opportunities
+            .iter()
+            .any(|o| same(&o.owner_email) || same(&o.isr_email) || same(&o.cam_email))
+            || self.partners.iter().any(|p| same(&p.cam_email))
+            || self.deals.iter().any(|d| same(&d.channel_manager_email))
+    }
+
     pub fn partner(&self, domain: &str) -> Option<&Partner> {
         self.partners
             .iter()
@@ -405,7 +415,9 @@ impl Directory {
                             let id = &self.opportunities[i].opportunity_id;
                             // 15-character ids are case-sensitive: "006abc" is not "006ABC".
                             if !(token == id.as_str()
-                                || (id.len() == 18 && token.len() == 15 && token == &id[..15])
+                                || (id.len() == 18
+                                    && token.len() == 15
+                                    && id.get(..15) == Some(token))
                                 || (token.len() == 18 && id.eq_ignore_ascii_case(token)))
                             {
                                 continue;
@@ -473,6 +485,8 @@ pub fn same_salesforce_id(a: &str, b: &str) -> bool {
         && b.len() >= 15
         && (a.len() == 18 || a.len() == 15)
         && (b.len() == 18 || b.len() == 15)
+        && a.is_ascii()
+        && b.is_ascii()
     {
         a[..15] == b[..15]
     } else {

@@ -286,6 +286,33 @@ impl Journal {
             .optional()
     }
 
+    /// The original's key of an answer that may have gone out (any outbox state past
+    /// `sending`, which never leaves the machine); None for ids we never sent.
+    pub fn sent_answer_original(&self, message_id: &str) -> rusqlite::Result<Option<String>> {
+        self.db
+            .prepare_cached(
+                "SELECT original FROM outbox WHERE lower(message_id) = lower(?1) AND state NOT IN ('sending', 'failed')",
+            )?
+            .query_row([message_id], |r| r.get(0))
+            .optional()
+            .map(Option::flatten)
+    }
+
+    /// The stored plans of the messages with this key (Message-ID or digest).
+    pub fn plans_by_key(&self, key: &str) -> rusqlite::Result<Vec<Plan>> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT plan FROM messages WHERE message_id = ?1 AND plan IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([key], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(plan) = serde_json::from_str(&row?) {
+                out.push(plan);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn set_outbox(
         &self,
         message_id: &str,

@@ -57,6 +57,16 @@ fn angle(id: &str) -> String {
     }
 }
 
+/// `[ref:triage:0123abcd]`, from our Message-ID: what [`ANSWER_MARK`] finds again.
+pub fn answer_mark(message_id: &str) -> String {
+    let digest = Sha256::digest(message_id.as_bytes());
+    format!("[ref:triage:{}]", hex(&digest[..5]))
+}
+
+pub static ANSWER_MARK: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\[ref:triage:[0-9a-f]{10}\]").expect("answer mark")
+});
+
 /// The message as it will be sent and filed in Sent.
 pub fn compose(
     config: &Config,
@@ -90,9 +100,12 @@ pub fn compose(
                 .join(" "),
         );
     }
+    // The mark lets a reply that lost its References (or an auto-responder quoting us)
+    // be recognised as one in our thread, as Email-to-Case's thread id does.
+    let body = format!("{}\n\n{}\n", out.body.trim_end(), answer_mark(message_id));
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
-        .body(out.body.clone());
+        .body(body);
     let message = if out.attachment_index.is_empty() {
         b.singlepart(text)
     } else {

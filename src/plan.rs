@@ -16,7 +16,8 @@ use crate::guard;
 use crate::message::{Mail, Mailbox};
 use crate::problems::Problems;
 use crate::rules::{
-    self, Action, Category, Facts, Lookup, Respond, Role, Rule, Rulebook, StatusChange,
+    self, Action, AnswerPolicy, Category, Facts, Lookup, Respond, Role, Rule, Rulebook,
+    StatusChange,
 };
 use crate::templates::Templates;
 
@@ -99,6 +100,10 @@ pub struct Plan {
     /// The service blocks them from automatic answers for `limits.bounce_block_days`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bounced: Vec<String>,
+    /// Our Message-IDs that bounce is about: the service blocks only when its journal
+    /// shows it sent one of them to those addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bounce_of: Vec<String>,
 }
 
 /// Everything the desk knows, loaded and validated together: the service swaps it whole.
@@ -316,8 +321,15 @@ impl Playbook {
                 human: true,
                 folder: self.config.folders.human.clone(),
             },
-            bounced: guard::bounced_answer(mail, &self.config),
+            bounced: Vec::new(),
+            bounce_of: Vec::new(),
         };
+        let bounce = guard::bounced_answer(mail, &self.config, &|a| self.directory.is_internal(a));
+        if let Some(why) = &bounce.ignored {
+            plan.guards.push(why.clone());
+        }
+        plan.bounced = bounce.failed;
+        plan.bounce_of = bounce.about;
         if !plan.bounced.is_empty() {
             let why = format!(
                 "a bounce of our own message: delivery failed for {}; no automatic answer to {} for {} days",
@@ -336,6 +348,23 @@ impl Playbook {
             plan.category = rule.then.category;
             plan.rule = Some(rule.name.clone());
             plan.conditions = trail.clone();
+        }
+        // Mail no person wrote asks nothing: `other`, whatever words it contains.
+        let machine = guard::machine_mail(mail, &self.config);
+        let files = matched
+            .as_ref()
+            .is_some_and(|(r, _)| r.then.respond == Respond::File);
+        if !machine.is_empty() && !files {
+            if let Some(rule) = plan.rule.take() {
+                plan.evidence.push(format!(
+                    "its words would match rule {rule} had a person written it"
+                ));
+            }
+            plan.category = Category::Other;
+            plan.conditions.clear();
+            plan.reason = format!("no automatic answer: {}", machine.join("; "));
+            plan.guards.extend(machine);
+            return plan;
         }
         // Sorting only: filed whatever else is wrong with it, since nothing is sent.
         if let Some((rule, _)) = matched
@@ -404,6 +433,17 @@ impl Playbook {
             plan.reason = format!("no automatic answer: {problem}");
             return plan;
         };
+        if rule.then.answer == AnswerPolicy::Partners
+            && self.directory.partner(&sender_domain).is_none()
+        {
+            let problem = format!(
+                "the sender's domain {sender_domain} is not a partner in the directory (rule {} answers partners only)",
+                rule.name
+            );
+            plan.guards.push(problem.clone());
+            plan.reason = format!("no automatic answer: {problem}; left for a human");
+            return plan;
+        }
         match self.carry_out(mail, rule, &sender_domain, &mut plan) {
             Ok(()) => {
                 for o in &mut plan.outgoing {
@@ -869,7 +909,8 @@ impl Playbook {
             "first_name": first_name(from.name.as_deref()),
             "email": from.address,
             "domain": sender_domain,
-            "company": partner.map(|p| p.partner_name.clone()).or_else(|| fields.get("partner_name").cloned()).unwrap_or_else(|| sender_domain.to_string()),
+            // From the directory only: the sender's own text could name anyone.
+            "company": partner.map(|p| p.partner_name.clone()).unwrap_or_else(|| sender_domain.to_string()),
         });
         ctx["subject"] = json!(mail.subject);
         ctx["fields"] = json!(fields);
@@ -1148,6 +1189,7 @@ impl Plan {
                 folder: config.folders.human.clone(),
             },
             bounced: Vec::new(),
+            bounce_of: Vec::new(),
         }
     }
 }

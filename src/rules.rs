@@ -379,6 +379,19 @@ pub struct Action {
     /// Where the original goes once handled; overrides folders.by_category.
     #[serde(default)]
     pub folder: Option<String>,
+    /// Who may get an automatic answer: `partners` (the default: a verified sender whose
+    /// domain is a partner in the directory) or `anyone` verified. Anyone else is left for
+    /// a human with the reason.
+    #[serde(default)]
+    pub answer: AnswerPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerPolicy {
+    #[default]
+    Partners,
+    Anyone,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -974,7 +987,11 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
                         .name("value")
                         .or_else(|| caps.get(1))
                         .or_else(|| caps.get(0));
-                    let value = m.map(|m| clean_value(m.as_str())).unwrap_or_default();
+                    let value = match m {
+                        Some(m) if is_id_field(field) => whole_id(text, m.start(), m.end()),
+                        Some(m) => clean_value(m.as_str()),
+                        None => String::new(),
+                    };
                     if !value.is_empty() {
                         out.push(Evidence {
                             field: field.clone(),
@@ -989,6 +1006,38 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
         first += pats.regexes.len();
     }
     out
+}
+
+/// Ids and numbers (`opportunity_id`, `po_number`, …), as opposed to names.
+fn is_id_field(field: &str) -> bool {
+    field.ends_with("_id") || field.ends_with("_number") || field.ends_with("_no")
+}
+
+/// An id is the whole token the pattern landed in: `PO-12345` rather than `-12345`,
+/// `XY-PO-6789` rather than `-6789`. Ids are ASCII: a look-alike letter (U+017F, the
+/// Kelvin sign) that case-insensitive matching lets through makes it no id at all.
+fn whole_id(text: &str, start: usize, end: usize) -> String {
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let bytes = text.as_bytes();
+    let (mut a, mut b) = (start, end);
+    while a > 0 && part(bytes[a - 1] as char) && bytes[a - 1].is_ascii() {
+        a -= 1;
+    }
+    while b < bytes.len() && part(bytes[b] as char) && bytes[b].is_ascii() {
+        b += 1;
+    }
+    // Next to a non-ASCII letter the token is not an id (`006ſſabc…`).
+    let glued = |c: Option<char>| c.is_some_and(|c| !c.is_ascii() && c.is_alphanumeric());
+    if glued(text[..a].chars().next_back()) || glued(text[b..].chars().next()) {
+        return String::new();
+    }
+    let value = clean_value(&text[a..b]);
+    let value = value.trim_matches(['-', '_']);
+    if value.is_ascii() && value.bytes().any(|c| c.is_ascii_digit()) {
+        value.to_string()
+    } else {
+        String::new()
+    }
 }
 
 fn clean_value(s: &str) -> String {

@@ -985,6 +985,9 @@ impl Shell<'_> {
         let limits = &config.limits;
         let journal = self.journal;
         let setting = limits.circuit_breaker.setting();
+        if !plan.bounced.is_empty() {
+            self.confirm_bounce(plan)?;
+        }
         if !plan.bounced.is_empty() && !self.opts.shadow {
             journal
                 .block_bounced(
@@ -1030,6 +1033,45 @@ impl Shell<'_> {
             Some(Brake::Held(why)) => warn!("held back: {why}"),
             None => {}
         }
+        Ok(())
+    }
+
+    /// A bounce blocks only addresses the journal shows we wrote to in the message it is
+    /// about: a DSN naming other people, or a Message-ID we never sent, blocks nobody.
+    fn confirm_bounce(&self, plan: &mut Plan) -> Result<(), String> {
+        let domain = &self.config().desk.message_id_domain;
+        let mut recipients: Vec<String> = Vec::new();
+        for id in &plan.bounce_of {
+            let angled = format!("<{id}>");
+            let Some(key) = self.journal.sent_answer_original(&angled).map_err(db)? else {
+                continue;
+            };
+            for stored in self.journal.plans_by_key(&key).map_err(db)? {
+                for (i, out) in stored.outgoing.iter().enumerate() {
+                    let ours = outbox::message_id_for(&key, i, out, domain);
+                    if ours.eq_ignore_ascii_case(&angled) {
+                        recipients.extend(out.to.iter().chain(&out.cc).map(|a| a.to_lowercase()));
+                    }
+                }
+            }
+        }
+        let (kept, dropped): (Vec<String>, Vec<String>) = std::mem::take(&mut plan.bounced)
+            .into_iter()
+            .partition(|a| recipients.contains(a));
+        if !dropped.is_empty() {
+            let why = format!(
+                "the delivery report names {} but the journal shows no mail of ours to {} in the message it is about: nobody blocked for {}",
+                dropped.join(", "),
+                if dropped.len() == 1 { "it" } else { "them" },
+                if dropped.len() == 1 { "it" } else { "them" },
+            );
+            warn!("{why}");
+            if kept.is_empty() {
+                plan.reason = format!("{why}; left for a human");
+            }
+            plan.guards.push(why);
+        }
+        plan.bounced = kept;
         Ok(())
     }
 

@@ -173,17 +173,38 @@ fn history_holds_back_an_answer_and_says_why() {
 fn only_a_bounce_of_our_own_mail_blocks_an_address() {
     let book = playbook();
     let ours = std::fs::read(repo().join("tests/cases/bait-bounce-of-our-reply.eml")).unwrap();
+    let ours_text = String::from_utf8(ours.clone()).unwrap();
+    assert!(
+        ours_text.contains(".triage@triage.example.com>"),
+        "the fixture names one of our ids"
+    );
     assert_eq!(
         book.decide(&ours).bounced,
         vec!["alex@gone.example".to_string()]
     );
     // The same report about somebody else's message blocks nobody.
-    let theirs = String::from_utf8(ours)
+    let theirs = String::from_utf8(ours.clone())
         .unwrap()
         .replace("@triage.example.com>", "@mail.reseller.example>");
     let plan = book.decide(theirs.as_bytes());
     assert!(plan.bounced.is_empty(), "{:?}", plan.bounced);
     assert!(plan.outgoing.is_empty() && plan.original.human);
+    // Unauthenticated, or naming the desk's own people: nobody is blocked.
+    let text = ours_text;
+    let unverified = text.replace("dmarc=pass", "dmarc=none");
+    assert!(book.decide(unverified.as_bytes()).bounced.is_empty());
+    for internal in [
+        "partnerorderops@example.com",
+        "rep.one@example.com",
+        "partnersupport@example.com",
+    ] {
+        let named = text.replace("alex@gone.example", internal);
+        let plan = book.decide(named.as_bytes());
+        assert!(plan.bounced.is_empty(), "{internal}: {:?}", plan.bounced);
+    }
+    // Only an id of the exact shape we write counts, not any id on our domain.
+    let loose = text.replace(".triage@triage.example.com>", "@triage.example.com>");
+    assert!(book.decide(loose.as_bytes()).bounced.is_empty());
 }
 
 /// A copy of the shipped config, rules and templates in a temp folder, for breaking.
