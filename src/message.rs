@@ -198,6 +198,7 @@ fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
             "MIME parts nested {deepest} levels deep (more than {MAX_NESTING})"
         ));
     }
+    let delimiters = delimiter_lines(raw);
     let mut problems = 0;
     let mut unknown_charsets = Vec::new();
     for part in &parsed.parts {
@@ -206,12 +207,11 @@ fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
         }
         if let Some(ct) = part.content_type() {
             if let Some(b) = ct.attribute("boundary") {
-                let open = format!("--{b}");
-                let close = format!("--{b}--");
-                let has = |needle: &str| memchr::memmem::find(raw, needle.as_bytes()).is_some();
-                if !has(&open) {
+                let b_bytes = b.as_bytes();
+                let close = [b_bytes, b"--"].concat();
+                if !delimiters.contains(b_bytes) && !delimiters.contains(close.as_slice()) {
                     found.push(format!("multipart boundary {b:?} never appears"));
-                } else if !has(&close) {
+                } else if !delimiters.contains(close.as_slice()) {
                     found.push(format!(
                         "truncated: the closing boundary of {b:?} is missing"
                     ));
@@ -253,6 +253,26 @@ fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
                 unknown_charsets.join(", ")
             )
         });
+    }
+    found
+}
+
+/// What follows `--` on every line that starts with it (RFC 2046 §5.1.1 delimiters, trailing
+/// white space dropped), found in one pass: each part's boundary is then a set lookup, not
+/// a search of the whole message per part.
+fn delimiter_lines(raw: &[u8]) -> std::collections::HashSet<&[u8]> {
+    let mut found = std::collections::HashSet::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', raw).chain(std::iter::once(raw.len())) {
+        let line = &raw[start..end];
+        start = end + 1;
+        if let Some(rest) = line.strip_prefix(b"--") {
+            let trimmed = rest
+                .iter()
+                .rposition(|c| !matches!(c, b' ' | b'\t' | b'\r'))
+                .map_or(&rest[..0], |i| &rest[..=i]);
+            found.insert(trimmed);
+        }
     }
     found
 }

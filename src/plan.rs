@@ -216,6 +216,24 @@ impl Playbook {
     /// The decision for one raw message. Never panics on bad input: anything it cannot
     /// handle becomes a plan that leaves the message for a human, with the reason.
     pub fn decide(&self, raw: &[u8]) -> Plan {
+        // A bug must cost one message, not the desk: the panic becomes this message's
+        // reason, and the service goes on with the next.
+        let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decide_raw(raw)));
+        guarded.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Plan::for_human(
+                None,
+                format!("internal error: {what}; left for a human"),
+                &self.config,
+            )
+        })
+    }
+
+    fn decide_raw(&self, raw: &[u8]) -> Plan {
         let limit = self.config.limits.max_message_bytes;
         if raw.len() > limit {
             return Plan::for_human(
