@@ -28,7 +28,10 @@ fn deep_nesting(size: usize) -> Vec<u8> {
     let depth = 200;
     let mut s = format!("{HEAD}Content-Type: multipart/mixed; boundary=\"d0\"\n\n");
     for d in 1..depth {
-        s.push_str(&format!("--d{}\nContent-Type: multipart/mixed; boundary=\"d{d}\"\n\n", d - 1));
+        s.push_str(&format!(
+            "--d{}\nContent-Type: multipart/mixed; boundary=\"d{d}\"\n\n",
+            d - 1
+        ));
     }
     s.push_str(&format!("--d{}\nContent-Type: text/plain\n\n", depth - 1));
     let line = "quote request for the renewal of Acme Corp, please send\n";
@@ -58,7 +61,12 @@ fn nested_messages(size: usize) -> Vec<u8> {
 /// One long header line and a body of one long line.
 fn long_lines(size: usize) -> Vec<u8> {
     let half = size / 2;
-    format!("{HEAD}X-Long: {}\nContent-Type: text/plain\n\n{}\n", "a".repeat(half), "quote ".repeat(half / 6)).into_bytes()
+    format!(
+        "{HEAD}X-Long: {}\nContent-Type: text/plain\n\n{}\n",
+        "a".repeat(half),
+        "quote ".repeat(half / 6)
+    )
+    .into_bytes()
 }
 
 /// HTML with deeply nested blocks and quoted-history markers.
@@ -95,7 +103,10 @@ fn main() {
         ("many attachments", many_attachments),
     ];
     let only: Option<String> = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    println!("{:<18} {:>8} {:>10} {:>10}", "shape", "MB", "seconds", "s per MB");
+    println!(
+        "{:<18} {:>8} {:>10} {:>10}",
+        "shape", "MB", "seconds", "s per MB"
+    );
     for (name, make) in shapes {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;

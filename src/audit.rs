@@ -12,7 +12,13 @@ use crate::plan;
 fn fit(text: &str, width: usize) -> String {
     let clean: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || crate::escape::is_invisible(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if clean.chars().count() <= width {
         format!("{clean:<width$}")
@@ -104,7 +110,7 @@ pub fn csv_record(r: &AuditRow) -> Vec<String> {
                 .join("; ")
         })
         .unwrap_or_default();
-    vec![
+    let cells = vec![
         r.id.to_string(),
         r.time.clone(),
         r.mailbox.clone(),
@@ -124,7 +130,11 @@ pub fn csv_record(r: &AuditRow) -> Vec<String> {
         attachments(r),
         fields,
         r.error.clone().unwrap_or_default(),
-    ]
+    ];
+    cells
+        .iter()
+        .map(|c| crate::escape::for_spreadsheet(c))
+        .collect()
 }
 
 fn attachments(r: &AuditRow) -> String {
@@ -148,6 +158,7 @@ fn attachments(r: &AuditRow) -> String {
 
 /// One record in full: what was done, then the decision behind it.
 pub fn show(r: &AuditRow) -> String {
+    use crate::escape::for_terminal as esc;
     let mut s = String::new();
     let _ = writeln!(s, "audit record {}", r.id);
     let _ = writeln!(s, "  time:       {}", r.time);
@@ -156,33 +167,33 @@ pub fn show(r: &AuditRow) -> String {
         "  mailbox:    {} (UIDVALIDITY {}, UID {})",
         r.mailbox, r.uidvalidity, r.uid
     );
-    let _ = writeln!(s, "  outcome:    {}", r.outcome);
+    let _ = writeln!(s, "  outcome:    {}", esc(&r.outcome));
     if !r.detail.is_empty() {
-        let _ = writeln!(s, "  detail:     {}", r.detail);
+        let _ = writeln!(s, "  detail:     {}", esc(&r.detail));
     }
     if let Some(to) = &r.to {
-        let _ = writeln!(s, "  sent to:    {to}");
+        let _ = writeln!(s, "  sent to:    {}", esc(to));
     }
     if let Some(cc) = r.cc.as_ref().filter(|c| !c.is_empty()) {
-        let _ = writeln!(s, "  cc:         {cc}");
+        let _ = writeln!(s, "  cc:         {}", esc(cc));
     }
     if let Some(t) = &r.template {
-        let _ = writeln!(s, "  template:   {t}");
+        let _ = writeln!(s, "  template:   {}", esc(t));
     }
     let docs = attachments(r);
     if !docs.is_empty() {
-        let _ = writeln!(s, "  documents:  {docs}");
+        let _ = writeln!(s, "  documents:  {}", esc(&docs));
     }
     if let Some(e) = &r.error {
-        let _ = writeln!(s, "  error:      {e}");
+        let _ = writeln!(s, "  error:      {}", esc(e));
     }
     match &r.plan {
         Some(p) => s.push_str(&plan::explain("  the decision:", p)),
         None => {
             let _ = writeln!(s, "  the decision: (not recorded; older record)");
-            let _ = writeln!(s, "  category:   {}", r.category);
-            let _ = writeln!(s, "  rule:       {}", r.rule.as_deref().unwrap_or("-"));
-            let _ = writeln!(s, "  reason:     {}", r.reason);
+            let _ = writeln!(s, "  category:   {}", esc(&r.category));
+            let _ = writeln!(s, "  rule:       {}", esc(r.rule.as_deref().unwrap_or("-")));
+            let _ = writeln!(s, "  reason:     {}", esc(&r.reason));
         }
     }
     s

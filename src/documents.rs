@@ -276,6 +276,14 @@ pub enum Reader {
 }
 
 impl Reader {
+    /// CPU seconds one message's documents may take together.
+    pub fn budget(&self) -> u64 {
+        match self {
+            Reader::InProcess => u64::MAX,
+            Reader::Child { limits, .. } => limits.seconds,
+        }
+    }
+
     /// The running `triage` binary as the child.
     pub fn child(limits: Limits) -> Reader {
         match std::env::current_exe() {
@@ -285,13 +293,25 @@ impl Reader {
     }
 
     pub fn read(&self, kind: Kind, bytes: &[u8]) -> Result<String, String> {
+        self.read_within(kind, bytes, u64::MAX)
+    }
+
+    /// As [`Reader::read`], with at most `seconds` of CPU (what is left of the message's
+    /// budget), never more than the configured limit.
+    pub fn read_within(&self, kind: Kind, bytes: &[u8], seconds: u64) -> Result<String, String> {
         match self {
             Reader::InProcess => {
                 std::panic::catch_unwind(|| text_of(kind, bytes)).unwrap_or_else(|_| {
                     Err("the document reader failed on it (a malformed document)".into())
                 })
             }
-            Reader::Child { program, limits } => read_in_child(program, *limits, kind, bytes),
+            Reader::Child { program, limits } => {
+                let limits = Limits {
+                    seconds: limits.seconds.min(seconds).max(1),
+                    ..*limits
+                };
+                read_in_child(program, limits, kind, bytes)
+            }
         }
     }
 }

@@ -260,12 +260,35 @@ pub async fn serve_http(addr: std::net::SocketAddr, health: std::sync::Arc<Healt
         }
     };
     info!("HTTP listener on {addr}: /metrics /healthz /readyz");
+    // Out of file descriptors, accept fails at once, again and again: back off (10 ms
+    // doubling to 1 s) rather than spin, so the rest of the service keeps its CPU.
+    let mut pause = std::time::Duration::from_millis(10);
+    let open_connections = std::sync::Arc::new(());
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => {
+                pause = std::time::Duration::from_millis(10);
+                conn
+            }
+            Err(e) => {
+                warn!(
+                    "HTTP listener {addr}: accept failed: {e}; pausing {} ms",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
         };
+        // At most 64 requests at a time: a flood must not take every file descriptor.
+        if std::sync::Arc::strong_count(&open_connections) > 64 {
+            drop(conn);
+            continue;
+        }
+        let ticket = open_connections.clone();
         let health = health.clone();
         tokio::spawn(async move {
+            let _ticket = ticket;
             // Read until the request line is complete: clients may send it in pieces.
             let mut buf = Vec::with_capacity(256);
             let read_line = async {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod consent;
 pub mod directory;
 pub mod documents;
+pub mod escape;
 pub mod guard;
 pub mod health;
 pub mod journal;

@@ -66,6 +66,8 @@ pub struct Mail {
     /// Attached documents that could not be read as text, with the reason; filled by
     /// [`crate::documents`] before the decision.
     pub unreadable: Vec<String>,
+    /// Why the attached documents were not read at all (an unverified or unknown sender).
+    pub not_read: Option<String>,
 }
 
 /// Deeper MIME nesting than this is not mail a person's client writes.
@@ -154,6 +156,7 @@ impl Mail {
             delivery_report: (content_type == "multipart/report").then(|| delivery_report(&parsed)),
             damage: damage(raw, &parsed),
             unreadable: Vec::new(),
+            not_read: None,
             content_type,
             size: raw.len(),
         })
@@ -481,16 +484,54 @@ fn collect_attachment(part: &mail_parser::MessagePart<'_>, out: &mut Vec<Attachm
     });
 }
 
-/// File names come from the sender: keep them readable but never a path.
+/// File names come from the sender: keep them readable but never a path, never a
+/// disguise (bidi overrides turn `fdp.exe` into what looks like `exe.pdf`), and short
+/// enough for any file system once a ` (2)` goes in.
 pub fn sanitize_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').to_string();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !crate::escape::is_invisible(*c))
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim();
     if cleaned.is_empty() {
-        "attachment".into()
-    } else {
-        cleaned
+        return "attachment".into();
     }
+    bound_name(cleaned, MAX_NAME_BYTES)
+}
+
+/// Bytes a kept file name may take; 255 is the usual limit, the rest is room for ` (99)`.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// Cut at a character boundary to `max` bytes, keeping a short extension.
+pub fn bound_name(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() && e.len() <= 10 && !e.contains(' ') => (s, format!(".{e}")),
+        _ => (name, String::new()),
+    };
+    let mut cut = max.saturating_sub(ext.len() + 1);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{ext}", stem[..cut].trim_end())
+}
+
+/// `name`, or `name (2).ext`, `name (3).ext` … whichever `taken` does not hold yet.
+pub fn unique_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(name) {
+        return name.to_string();
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
+        _ => (name, String::new()),
+    };
+    (2..)
+        .map(|n| format!("{stem} ({n}){ext}"))
+        .find(|candidate| !taken(candidate))
+        .expect("some number is free")
 }
 
 /// Lines that start quoted history in the mail clients partners use, in the desk's languages.
@@ -561,5 +602,27 @@ mod tests {
         assert_eq!(new_text(sig), "Hello");
         let inline = "Hi\n> old quote text\nnew line";
         assert_eq!(new_text(inline), "Hi\nnew line");
+    }
+
+    #[test]
+    fn attachment_names_are_bounded_plain_and_unique() {
+        assert_eq!(sanitize_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_name("PO_Acme_\u{202E}fdp.exe"), "PO_Acme_fdp.exe");
+        assert_eq!(sanitize_name("a\u{200F}b\u{2066}c.pdf"), "abc.pdf");
+        let long = format!("{}.pdf", "注文書".repeat(40)); // 360 bytes
+        let cut = sanitize_name(&long);
+        assert!(cut.len() <= MAX_NAME_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("~.pdf"), "{cut}");
+        let ascii = format!("{}.xlsx", "x".repeat(300));
+        assert!(sanitize_name(&ascii).ends_with(".xlsx"));
+        let taken = ["PO.pdf".to_string(), "PO (2).pdf".to_string()];
+        assert_eq!(
+            unique_name("PO.pdf", |n| taken.iter().any(|t| t == n)),
+            "PO (3).pdf"
+        );
+        assert_eq!(
+            unique_name("PoE.pdf", |n| taken.iter().any(|t| t == n)),
+            "PoE.pdf"
+        );
     }
 }

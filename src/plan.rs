@@ -218,7 +218,8 @@ impl Playbook {
     pub fn decide(&self, raw: &[u8]) -> Plan {
         // A bug must cost one message, not the desk: the panic becomes this message's
         // reason, and the service goes on with the next.
-        let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decide_raw(raw)));
+        let guarded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decide_raw(raw)));
         guarded.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -272,14 +273,28 @@ impl Playbook {
     }
 
     /// Unpacks winmail.dat and reads the attached documents as text, so that rules and
-    /// extractors see what the partner put in them.
+    /// extractors see what the partner put in them. Reading is the costly step, so it is
+    /// done only for a verified partner's own mail, once per distinct document, and within
+    /// one CPU budget for the whole message (`limits.document_seconds`).
     pub fn read_documents(&self, mail: &mut Mail) {
         unwrap_attachments(mail);
         if !self.rules.reads_documents() {
             return;
         }
-        // A message with dozens of documents is for a person anyway; bound the work.
-        let mut read = 0;
+        if let Err(why) = self.may_read_documents(mail) {
+            if mail
+                .attachments
+                .iter()
+                .any(|a| documents::Kind::of(&a.name, &a.content_type).is_some())
+            {
+                mail.not_read = Some(why);
+            }
+            return;
+        }
+        let budget = self.documents.budget();
+        let started = std::time::Instant::now();
+        let mut seen: std::collections::HashMap<[u8; 32], Result<String, String>> =
+            Default::default();
         for a in &mut mail.attachments {
             let Some(kind) = documents::Kind::of(&a.name, &a.content_type) else {
                 continue;
@@ -287,19 +302,51 @@ impl Playbook {
             if a.text.is_some() {
                 continue;
             }
-            read += 1;
-            if read > MAX_DOCUMENTS {
+            let digest: [u8; 32] = Sha256::digest(&a.bytes).into();
+            if !seen.contains_key(&digest) && seen.len() >= MAX_DOCUMENTS {
                 mail.unreadable.push(format!(
                     "{}: more than {MAX_DOCUMENTS} documents; the rest were not read",
                     a.name
                 ));
                 break;
             }
-            match self.documents.read(kind, &a.bytes) {
-                Ok(text) => a.text = Some(text),
+            let spent = started.elapsed().as_secs();
+            let result = seen.entry(digest).or_insert_with(|| {
+                if spent >= budget {
+                    Err(format!(
+                        "not read: the message's {budget} s for reading documents are spent"
+                    ))
+                } else {
+                    self.documents.read_within(kind, &a.bytes, budget - spent)
+                }
+            });
+            match result {
+                Ok(text) => a.text = Some(text.clone()),
                 Err(why) => mail.unreadable.push(format!("{}: {why}", a.name)),
             }
         }
+    }
+
+    /// Documents are read only when an answer could follow: mail a person wrote, from a
+    /// verified sender whose domain is a partner.
+    fn may_read_documents(&self, mail: &Mail) -> Result<(), String> {
+        let bait = guard::loop_bait(mail, &self.config);
+        if !bait.is_empty() {
+            return Err(format!(
+                "no automatic answer is possible ({})",
+                bait.join("; ")
+            ));
+        }
+        let sender = guard::sender(mail, &self.config);
+        let Some(domain) = sender.domain else {
+            return Err(sender
+                .problem
+                .unwrap_or_else(|| "the sender is not verified".into()));
+        };
+        if self.directory.partner(&domain).is_none() {
+            return Err(format!("{domain} is not a partner in the directory"));
+        }
+        Ok(())
     }
 
     pub fn decide_mail(&self, mail: &Mail) -> Plan {
@@ -313,6 +360,9 @@ impl Playbook {
             .map(|e| format!("{} {:?} from {}", e.field, e.value, e.source))
             .collect();
         self.fill_from_directory(mail, &mut fields, &mut notes);
+        if let Some(why) = &mail.not_read {
+            notes.push(format!("attached documents not read: {why}"));
+        }
 
         let facts = Facts {
             mail,
@@ -727,8 +777,12 @@ impl Playbook {
             }
             for i in &documents {
                 let att = &mail.attachments[*i];
+                // Two attachments of one name are two documents: both are kept.
+                let name = crate::message::unique_name(&att.name, |n| {
+                    plan.keep_documents.iter().any(|k| k.name == n)
+                });
                 plan.keep_documents.push(KeptDocument {
-                    name: att.name.clone(),
+                    name,
                     attachment_index: *i,
                     under: under.clone(),
                     sha256: hex(&Sha256::digest(&att.bytes)),
@@ -1049,28 +1103,29 @@ fn reply(
 
 /// The decision in words, the way a specialist would explain it to a colleague.
 pub fn explain(name: &str, plan: &Plan) -> String {
+    use crate::escape::for_terminal as esc;
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "{name}");
     let _ = writeln!(
         s,
         "  message-id: {}",
-        plan.message_id.as_deref().unwrap_or("(none)")
+        esc(plan.message_id.as_deref().unwrap_or("(none)"))
     );
     let _ = writeln!(
         s,
         "  from:       {}",
-        plan.from.as_deref().unwrap_or("(none)")
+        esc(plan.from.as_deref().unwrap_or("(none)"))
     );
-    let _ = writeln!(s, "  subject:    {}", plan.subject);
+    let _ = writeln!(s, "  subject:    {}", esc(&plan.subject));
     let _ = writeln!(s, "  category:   {}", plan.category);
     let _ = writeln!(
         s,
         "  rule:       {}",
-        plan.rule.as_deref().unwrap_or("(none matched)")
+        esc(plan.rule.as_deref().unwrap_or("(none matched)"))
     );
     for c in &plan.conditions {
-        let _ = writeln!(s, "    because   {c}");
+        let _ = writeln!(s, "    because   {}", esc(c));
     }
     let _ = writeln!(
         s,
@@ -1081,15 +1136,15 @@ pub fn explain(name: &str, plan: &Plan) -> String {
             Respond::None => "none (left for a human)",
         }
     );
-    let _ = writeln!(s, "  reason:     {}", plan.reason);
+    let _ = writeln!(s, "  reason:     {}", esc(&plan.reason));
     for (k, v) in &plan.fields {
-        let _ = writeln!(s, "  field:      {k} = {v}");
+        let _ = writeln!(s, "  field:      {} = {}", esc(k), esc(v));
     }
     for e in &plan.evidence {
-        let _ = writeln!(s, "  evidence:   {e}");
+        let _ = writeln!(s, "  evidence:   {}", esc(e));
     }
     if !plan.missing.is_empty() {
-        let _ = writeln!(s, "  missing:    {}", plan.missing.join(", "));
+        let _ = writeln!(s, "  missing:    {}", esc(&plan.missing.join(", ")));
     }
     for o in &plan.outgoing {
         let kind = if o.kind == Kind::Reply {
@@ -1097,9 +1152,9 @@ pub fn explain(name: &str, plan: &Plan) -> String {
         } else {
             "forward"
         };
-        let _ = writeln!(s, "  {kind:<10}  to {}", o.to.join(", "));
+        let _ = writeln!(s, "  {kind:<10}  to {}", esc(&o.to.join(", ")));
         if !o.cc.is_empty() {
-            let _ = writeln!(s, "              cc {}", o.cc.join(", "));
+            let _ = writeln!(s, "              cc {}", esc(&o.cc.join(", ")));
         }
         let _ = writeln!(
             s,
@@ -1107,11 +1162,15 @@ pub fn explain(name: &str, plan: &Plan) -> String {
             o.subject, o.template
         );
         if !o.attachments.is_empty() {
-            let _ = writeln!(s, "              attachments {}", o.attachments.join(", "));
+            let _ = writeln!(
+                s,
+                "              attachments {}",
+                esc(&o.attachments.join(", "))
+            );
         }
     }
     for d in &plan.keep_documents {
-        let _ = writeln!(s, "  keep:       {} under {}", d.name, d.under);
+        let _ = writeln!(s, "  keep:       {} under {}", esc(&d.name), esc(&d.under));
     }
     for u in &plan.crm_updates {
         let _ = writeln!(
@@ -1126,7 +1185,7 @@ pub fn explain(name: &str, plan: &Plan) -> String {
         (Some(f), false) => format!("filed to {f}"),
         (None, false) => "stays in the inbox, marked answered".into(),
     };
-    let _ = writeln!(s, "  original:   {where_}");
+    let _ = writeln!(s, "  original:   {}", esc(&where_));
     s
 }
 

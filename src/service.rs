@@ -922,7 +922,14 @@ impl Shell<'_> {
                     .map_err(db)?;
             }
             if human_reason.is_none() {
-                keep_documents(config, mail, &plan)?;
+                // The answers went out; a document that cannot be written (a full disk, a
+                // name the file system refuses) is this message's problem, for a person.
+                if let Err(e) = keep_documents(config, mail, &plan) {
+                    error!(uid, "cannot keep the documents: {e}");
+                    human_reason = Some(format!(
+                        "the answer went out, but a document could not be kept for the CRM: {e}"
+                    ));
+                }
                 journal
                     .advance(
                         uidvalidity,
@@ -1239,6 +1246,8 @@ fn expire_audit(journal: &Journal, config: &Config) -> Result<(), String> {
 }
 
 /// POs and PoEs kept for the CRM, under the opportunity or deal they belong to.
+/// Writes the documents the plan keeps. A name already taken in the folder by another
+/// document gets ` (2)`; the same bytes under that name are a retry and are left as they are.
 fn keep_documents(config: &Config, mail: &Mail, plan: &Plan) -> Result<(), String> {
     for d in &plan.keep_documents {
         let Some(a) = mail.attachments.get(d.attachment_index) else {
@@ -1247,8 +1256,17 @@ fn keep_documents(config: &Config, mail: &Mail, plan: &Plan) -> Result<(), Strin
         let dir = config.service.documents.join(&d.under);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("documents folder {}: {e}", dir.display()))?;
-        let path = dir.join(&d.name);
-        let tmp = dir.join(format!(".{}.tmp", d.name));
+        let name = crate::message::sanitize_name(&d.name);
+        let same = |n: &str| std::fs::read(dir.join(n)).is_ok_and(|b| b == a.bytes);
+        if same(&name) {
+            continue;
+        }
+        let name = crate::message::unique_name(&name, |n| dir.join(n).exists() && !same(n));
+        let path = dir.join(&name);
+        if path.exists() {
+            continue; // written before a restart
+        }
+        let tmp = dir.join(format!(".keep-{}.tmp", &d.sha256[..d.sha256.len().min(16)]));
         std::fs::write(&tmp, &a.bytes)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| format!("keep {}: {e}", path.display()))?;
