@@ -336,6 +336,10 @@ fn filing_flags(plan: &Plan) -> &'static str {
 
 /// Messages fetched and recorded together.
 const BATCH: usize = 200;
+/// Decisions that send nothing are made durable (recorded, flagged or moved) after this
+/// many messages or this long, whichever comes first.
+const GROUP_COMMIT: usize = 25;
+const GROUP_COMMIT_AFTER: Duration = Duration::from_millis(200);
 
 /// What the server can do, read once per session.
 #[derive(Clone, Copy)]
@@ -544,6 +548,7 @@ impl Shell<'_> {
                     .into_iter()
                     .collect();
             let mut quiet = Vec::new();
+            let mut quiet_since = std::time::Instant::now();
             for item in chunk {
                 if self.opts.stopping() {
                     break;
@@ -583,7 +588,16 @@ impl Shell<'_> {
                     self.handle(session, inbox, uidvalidity, item.clone(), Some((plan, raw)))
                         .await?;
                 } else {
+                    if quiet.is_empty() {
+                        quiet_since = std::time::Instant::now();
+                    }
                     quiet.push((item.uid, item.size, plan, raw));
+                }
+                // Group commit by count and by time, not only at the end of the batch: a
+                // service killed every second must still keep what it decided.
+                if quiet.len() >= GROUP_COMMIT || quiet_since.elapsed() >= GROUP_COMMIT_AFTER {
+                    let group = std::mem::take(&mut quiet);
+                    self.file_quietly(session, inbox, uidvalidity, group).await?;
                 }
             }
             self.file_quietly(session, inbox, uidvalidity, quiet)
