@@ -597,7 +597,8 @@ impl Shell<'_> {
                 // service killed every second must still keep what it decided.
                 if quiet.len() >= GROUP_COMMIT || quiet_since.elapsed() >= GROUP_COMMIT_AFTER {
                     let group = std::mem::take(&mut quiet);
-                    self.file_quietly(session, inbox, uidvalidity, group).await?;
+                    self.file_quietly(session, inbox, uidvalidity, group)
+                        .await?;
                 }
             }
             self.file_quietly(session, inbox, uidvalidity, quiet)

@@ -414,10 +414,7 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
     println!(
         "fault report, SIGKILL: messages={total} kills={kills} done_under_kills={done_under_kills} duplicates={duplicates} unhandled={unhandled} audited={audited} unflagged_in_inbox={unflagged}"
     );
-    assert!(
-        kills >= 3,
-        "the backlog was interrupted only {kills} times"
-    );
+    assert!(kills >= 3, "the backlog was interrupted only {kills} times");
     assert_eq!(
         done_under_kills, total,
         "killed every 50-800 ms, the service got through only {done_under_kills} of {total} messages in {kills} restarts"

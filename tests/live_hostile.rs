@@ -29,6 +29,17 @@ fn one_answer_per_sender_and_day_and_none_to_an_address_that_bounced() {
     let stack = Stack::start("brakes");
     // Accept unknown users at RCPT, so that our reply to one bounces with a real DSN.
     stack.postconf("smtpd_reject_unlisted_recipient = no");
+    // Anyone can write a DSN, so one counts only when the receiving server verified its
+    // sender. Here Postfix writes the DSN itself; stand in for the receiving server's
+    // Authentication-Results on its own bounces (and only on those).
+    let checks = stack.dir.join("stack/postfix/etc/bounce_auth");
+    std::fs::write(
+        &checks,
+        "/^Subject: Undelivered Mail Returned to Sender/ PREPEND Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\n",
+    )
+    .unwrap();
+    stack.postconf("internal_mail_filter_classes = bounce");
+    stack.postconf(&format!("header_checks = regexp:{}", checks.display()));
     let cfg = config(
         &stack,
         &Wiring {
