@@ -367,12 +367,11 @@ impl Directory {
         customer: &str,
         partner_domain: &str,
     ) -> Vec<&Opportunity> {
-        let c = normalize_name(customer);
         self.opportunities
             .iter()
             .filter(|o| {
-                normalize_name(&o.account_name) == c
-                    && domain_matches(partner_domain, &o.partner_domain)
+                domain_matches(partner_domain, &o.partner_domain)
+                    && same_company(customer, &o.account_name)
             })
             .collect()
     }
@@ -448,7 +447,14 @@ impl Directory {
                 .filter(|o| domain_matches(partner_domain, &o.partner_domain))
                 .filter(|o| {
                     let n = normalize_name(&o.account_name);
-                    !n.is_empty() && hay.contains(&format!(" {n} "))
+                    // Japanese runs on without spaces: there a name is found inside words.
+                    let cjk = n.chars().any(|c| ('\u{3040}'..='\u{9fff}').contains(&c));
+                    n.chars().count() >= 2
+                        && if cjk {
+                            hay.contains(&n)
+                        } else {
+                            hay.contains(&format!(" {n} "))
+                        }
                 })
                 .map(|o| o.account_name.as_str()),
         )
@@ -498,39 +504,114 @@ fn normalize_token(s: &str) -> String {
     s.trim().trim_start_matches('#').to_ascii_lowercase()
 }
 
-/// Company names as people write them: case, punctuation and legal suffixes vary.
+/// Company names as people write them: width, case, accents, punctuation and legal forms
+/// vary ("ACME, Inc", "Acme Inc.", "ＡＣＭＥ株式会社", "Société Générale S.A.").
 pub fn normalize_name(s: &str) -> String {
+    use unicode_normalization::char::is_combining_mark;
+    use unicode_normalization::UnicodeNormalization;
     const SUFFIXES: &[&str] = &[
         "inc",
+        "incorporated",
         "llc",
+        "llp",
+        "lp",
         "ltd",
         "limited",
         "gmbh",
+        "mbh",
         "ag",
+        "kg",
+        "ohg",
+        "ug",
+        "se",
         "sa",
         "sas",
+        "sasu",
         "sarl",
+        "eurl",
         "ltda",
+        "eireli",
+        "me",
         "corp",
         "corporation",
         "co",
+        "company",
         "kk",
+        "gk",
         "plc",
         "bv",
         "nv",
         "srl",
         "spa",
+        "sl",
+        "oy",
+        "ab",
+        "as",
+        "aps",
+        "pty",
+        "pte",
+        "bhd",
+        "sdn",
+        "&",
     ];
-    let lowered = s.to_lowercase();
-    let words: Vec<&str> = lowered
+    // Japanese legal forms, written before or after the name.
+    const JA_FORMS: &[&str] = &["株式会社", "有限会社", "合同会社", "(株)", "(有)"];
+    let mut folded: String = s
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .collect::<String>()
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase();
+    for form in JA_FORMS {
+        folded = folded.replace(form, " ");
+    }
+    let raw: Vec<&str> = folded
         .split(|c: char| !c.is_alphanumeric() && c != '&')
         .filter(|w| !w.is_empty())
         .collect();
-    let mut words: Vec<&str> = words;
-    while words.len() > 1 && words.last().is_some_and(|w| SUFFIXES.contains(w)) {
+    // "S.A." and "K.K." arrive as single letters: join runs of them into one word.
+    let mut words: Vec<String> = Vec::new();
+    let mut letters = String::new();
+    for w in raw {
+        if w.chars().count() == 1 && w.chars().all(char::is_alphabetic) {
+            letters.push_str(w);
+            continue;
+        }
+        if !letters.is_empty() {
+            words.push(std::mem::take(&mut letters));
+        }
+        words.push(w.to_string());
+    }
+    if !letters.is_empty() {
+        words.push(letters);
+    }
+    while words.len() > 1 && words.last().is_some_and(|w| SUFFIXES.contains(&w.as_str())) {
         words.pop();
     }
     words.join(" ")
+}
+
+/// The names a company goes by in one written name: the whole, and for a bilingual pair
+/// ("日本リセラー（Reseller Japan K.K.）") each side of the brackets.
+fn names_of(s: &str) -> Vec<String> {
+    use unicode_normalization::UnicodeNormalization;
+    let s: String = s.nfkc().collect();
+    let mut names = vec![normalize_name(&s)];
+    if let Some((outside, rest)) = s.split_once(['(', '[']) {
+        let inside = rest.split([')', ']']).next().unwrap_or("");
+        names.push(normalize_name(outside));
+        names.push(normalize_name(inside));
+    }
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+/// Two written names of one company: equal after normalising, either name of a
+/// bilingual pair counting.
+pub fn same_company(a: &str, b: &str) -> bool {
+    let (a, b) = (names_of(a), names_of(b));
+    a.iter().any(|x| b.contains(x))
 }
 
 #[cfg(test)]
@@ -544,6 +625,21 @@ mod tests {
         assert!(same_salesforce_id("0065e00000AbCdE", "0065e00000AbCdEXYZ"));
         assert!(!same_salesforce_id("0065e00000AbCdE", "0065e00000abcde"));
         assert!(domain_matches("emea.reseller.example", "reseller.example"));
+        assert_eq!(normalize_name("Société Générale S.A."), "societe generale");
+        assert_eq!(normalize_name("ＡＣＭＥ株式会社"), "acme");
+        assert_eq!(
+            normalize_name("Müller Maschinenbau GmbH & Co. KG"),
+            "muller maschinenbau"
+        );
+        assert!(same_company(
+            "日本リセラー（Reseller Japan K.K.）",
+            "Reseller Japan KK"
+        ));
+        assert!(same_company(
+            "Reseller Japan K.K.",
+            "日本リセラー株式会社 (Reseller Japan K.K.)"
+        ));
+        assert!(!same_company("Acme", "Globex"));
         assert!(!domain_matches("evilreseller.example", "reseller.example"));
     }
 }

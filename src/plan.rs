@@ -351,10 +351,13 @@ impl Playbook {
 
     pub fn decide_mail(&self, mail: &Mail) -> Plan {
         let evidence = rules::extract(&self.rules, mail);
-        let mut fields: BTreeMap<String, String> = evidence
-            .iter()
-            .map(|e| (e.field.clone(), e.value.clone()))
-            .collect();
+        // The first value of each field decides; the others are kept to see conflicts.
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        for e in &evidence {
+            fields
+                .entry(e.field.clone())
+                .or_insert_with(|| e.value.clone());
+        }
         let mut notes: Vec<String> = evidence
             .iter()
             .map(|e| format!("{} {:?} from {}", e.field, e.value, e.source))
@@ -512,7 +515,7 @@ impl Playbook {
             plan.reason = format!("no automatic answer: {problem}; left for a human");
             return plan;
         }
-        match self.carry_out(mail, rule, &sender_domain, &mut plan) {
+        match self.carry_out(mail, rule, &sender_domain, &evidence, &mut plan) {
             Ok(()) => {
                 for o in &mut plan.outgoing {
                     o.attachment_sha256 = o
@@ -549,11 +552,10 @@ impl Playbook {
         fields: &mut BTreeMap<String, String>,
         notes: &mut Vec<String>,
     ) {
-        let mut texts: Vec<&str> = vec![&mail.subject, &mail.text];
-        for a in &mail.attachments {
-            texts.push(&a.name);
-            texts.extend(a.text.as_deref());
-        }
+        let texts: Vec<&str> = rules::evidence_sources(mail)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
         let known = self.directory.known_ids_in(&texts);
         for (field, found) in [
             ("opportunity_id", &known.opportunity_ids),
@@ -584,6 +586,7 @@ impl Playbook {
         mail: &Mail,
         rule: &Rule,
         sender_domain: &str,
+        evidence: &[rules::Evidence],
         plan: &mut Plan,
     ) -> Result<(), String> {
         let a = &rule.then;
@@ -629,8 +632,10 @@ impl Playbook {
         let mut deal: Option<&DealRegistration> = None;
         match a.lookup {
             Some(Lookup::Opportunity) => {
-                let (opp, how) = self.find_opportunity(&plan.fields, sender_domain)?;
+                let mentioned = self.customers_mentioned(mail, sender_domain);
+                let (opp, how) = self.find_opportunity(&plan.fields, &mentioned, sender_domain)?;
                 plan.evidence.push(how);
+                self.one_opportunity(opp, mail, evidence, sender_domain)?;
                 if !domain_matches(sender_domain, &opp.partner_domain) {
                     return Err(format!(
                         "opportunity {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
@@ -657,6 +662,7 @@ impl Playbook {
                 };
                 plan.evidence
                     .push(format!("deal registration {} found by deal_id", d.deal_id));
+                self.one_deal(d, mail, evidence)?;
                 if !domain_matches(sender_domain, &d.partner_domain) {
                     return Err(format!(
                         "deal registration {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
@@ -680,8 +686,12 @@ impl Playbook {
                     }
                 }
                 if let Some(p) = plan.fields.get("partner_name") {
-                    if crate::directory::normalize_name(p)
-                        != crate::directory::normalize_name(&d.partner_name)
+                    let partner = self.directory.partner(&d.partner_domain);
+                    let known = std::iter::once(d.partner_name.as_str())
+                        .chain(partner.map(|p| p.partner_name.as_str()));
+                    if !known
+                        .into_iter()
+                        .any(|k| crate::directory::same_company(p, k))
                     {
                         return Err(format!(
                             "the document names partner {p:?} but deal registration {} is for {:?}",
@@ -691,8 +701,7 @@ impl Playbook {
                 }
                 if let Some(c) = plan.fields.get("customer_name") {
                     if !d.customer_name.is_empty()
-                        && crate::directory::normalize_name(c)
-                            != crate::directory::normalize_name(&d.customer_name)
+                        && !crate::directory::same_company(c, &d.customer_name)
                     {
                         return Err(format!("the document names customer {c:?} but deal registration {} is for {:?}", d.deal_id, d.customer_name));
                     }
@@ -815,10 +824,126 @@ impl Playbook {
         Ok(())
     }
 
+    /// Every id in the evidence, and every known id in the partner's text and documents,
+    /// must point at the opportunity found: two records named is for a person to settle.
+    fn one_opportunity(
+        &self,
+        found: &Opportunity,
+        mail: &Mail,
+        evidence: &[rules::Evidence],
+        sender_domain: &str,
+    ) -> Result<(), String> {
+        let d = &self.directory;
+        let texts: Vec<&str> = rules::evidence_sources(mail)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let known = d.known_ids_in(&texts);
+        let mut named: Vec<(String, &Opportunity)> = Vec::new();
+        let ids = evidence
+            .iter()
+            .map(|e| (e.field.as_str(), e.value.as_str(), e.source.as_str()));
+        let found_ids = known
+            .opportunity_ids
+            .iter()
+            .map(|v| ("opportunity_id", *v, "the text"))
+            .chain(
+                known
+                    .quote_numbers
+                    .iter()
+                    .map(|v| ("quote_number", *v, "the text")),
+            )
+            .chain(known.deal_ids.iter().map(|v| ("deal_id", *v, "the text")));
+        for (field, value, source) in ids.chain(found_ids) {
+            let opps: Vec<&Opportunity> = match field {
+                "opportunity_id" => d.opportunities_by_id(value),
+                "quote_number" => d.opportunities_by_quote(value),
+                "deal_id" => d
+                    .deals_by_id(value)
+                    .iter()
+                    .flat_map(|r| d.opportunities_by_id(&r.linked_opportunity_id))
+                    .collect(),
+                "customer_name" => d.opportunities_by_customer(value, sender_domain),
+                _ => continue,
+            };
+            if let [o] = opps.as_slice() {
+                if o.opportunity_id != found.opportunity_id {
+                    named.push((format!("{field} {value} in {source}"), o));
+                }
+            }
+        }
+        if named.is_empty() {
+            return Ok(());
+        }
+        let mut candidates = vec![format!("{} ({})", found.opportunity_id, found.account_name)];
+        for (how, o) in &named {
+            candidates.push(format!(
+                "{} ({}) by {how}",
+                o.opportunity_id, o.account_name
+            ));
+        }
+        candidates.dedup();
+        Err(format!(
+            "the message points at more than one opportunity: {}; a person decides",
+            candidates.join("; ")
+        ))
+    }
+
+    /// Every deal registration id in the evidence must be the one found.
+    fn one_deal(
+        &self,
+        found: &DealRegistration,
+        mail: &Mail,
+        evidence: &[rules::Evidence],
+    ) -> Result<(), String> {
+        let texts: Vec<&str> = rules::evidence_sources(mail)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let known = self.directory.known_ids_in(&texts);
+        let others: Vec<String> = evidence
+            .iter()
+            .filter(|e| e.field == "deal_id")
+            .map(|e| e.value.as_str())
+            .chain(known.deal_ids.iter().copied())
+            .filter(|v| {
+                let regs = self.directory.deals_by_id(v);
+                regs.len() == 1 && !regs[0].deal_id.eq_ignore_ascii_case(&found.deal_id)
+            })
+            .map(str::to_string)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the message names more than one deal registration: {} and {}; a person decides",
+            found.deal_id,
+            others.join(", ")
+        ))
+    }
+
+    /// Account names of the sender's partner that the partner's new text, subject (not a
+    /// reply's) or documents name.
+    fn customers_mentioned(&self, mail: &Mail, sender_domain: &str) -> Vec<&str> {
+        let mut found: Vec<&str> = Vec::new();
+        for (source, text) in rules::evidence_sources(mail) {
+            if source.starts_with("file name ") {
+                continue;
+            }
+            for c in self.directory.customers_in(text, sender_domain) {
+                if !found.iter().any(|f| crate::directory::same_company(f, c)) {
+                    found.push(c);
+                }
+            }
+        }
+        found
+    }
+
     /// The opportunity, from the most specific evidence to the least. Ambiguity stops.
     fn find_opportunity(
         &self,
         fields: &BTreeMap<String, String>,
+        mentioned: &[&str],
         sender_domain: &str,
     ) -> Result<(&Opportunity, String), String> {
         let d = &self.directory;
@@ -901,6 +1026,37 @@ impl Playbook {
             Some(c) => vec![c.clone()],
             None => Vec::new(),
         };
+        if customers.is_empty() {
+            // No "Customer Name:" label: the partner's own accounts named anywhere in what
+            // it wrote ("Angebot für Müller Maschinenbau GmbH"). One decides; more do not.
+            match mentioned {
+                [] => {}
+                [c] => match d.opportunities_by_customer(c, sender_domain).as_slice() {
+                    [o] => {
+                        return Ok((
+                            o,
+                            format!(
+                                "opportunity {} found by customer {c:?} named in the text, of partner {sender_domain}",
+                                o.opportunity_id
+                            ),
+                        ))
+                    }
+                    many => {
+                        return Err(format!(
+                            "customer {c:?} named in the text has {} opportunities with {sender_domain} ({}): ambiguous",
+                            many.len(),
+                            many.iter().map(|o| o.opportunity_id.as_str()).collect::<Vec<_>>().join(", ")
+                        ))
+                    }
+                },
+                many => {
+                    return Err(format!(
+                        "the text names several customers of {sender_domain} ({}): ambiguous",
+                        many.join(", ")
+                    ))
+                }
+            }
+        }
         for c in &customers {
             match d.opportunities_by_customer(c, sender_domain).as_slice() {
                 [o] => {

@@ -956,28 +956,45 @@ pub struct Evidence {
     pub source: String,
 }
 
-/// Runs every extractor over the message: subject, new text, the whole body, then text
-/// documents. The first non-blank value wins; a labelled field that is present but blank
-/// counts as not found.
-pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
-    let mut sources: Vec<(String, &str)> = vec![
-        ("subject".into(), mail.subject.as_str()),
-        ("new text".into(), mail.new_text.as_str()),
-        ("body".into(), mail.text.as_str()),
-    ];
+/// Where evidence may come from, most telling first: the partner's new text, the text of
+/// the documents, their file names, then the subject unless it is a reply's inherited one.
+/// Quoted history never decides; a forward's content is what the partner sends, so for a
+/// forward the rest of the body counts too, last.
+pub fn evidence_sources(mail: &Mail) -> Vec<(String, &str)> {
+    let mut sources: Vec<(String, &str)> = vec![("new text".into(), mail.new_text.as_str())];
     for a in &mail.attachments {
         if let Some(t) = &a.text {
             sources.push((format!("document {}", a.name), t.as_str()));
         }
     }
+    for a in &mail.attachments {
+        sources.push((format!("file name {}", a.name), a.name.as_str()));
+    }
+    if !is_answer_subject(&mail.subject) {
+        sources.push(("subject".into(), mail.subject.as_str()));
+    }
+    if is_forward_subject(&mail.subject) {
+        sources.push(("forwarded message".into(), mail.text.as_str()));
+    }
+    sources
+}
+
+/// Runs every extractor over the evidence sources. For names the first non-blank value
+/// wins (a labelled field that is present but blank counts as not found); for ids every
+/// distinct value is returned, in source order, so that two ids pointing at different
+/// records can be seen.
+pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
+    let sources = evidence_sources(mail);
     let candidates: Vec<Option<regex::SetMatches>> = sources
         .iter()
         .map(|(_, text)| book.extractor_set.as_ref().map(|set| set.matches(text)))
         .collect();
-    let mut out = Vec::new();
+    let mut out: Vec<Evidence> = Vec::new();
     let mut first = 0;
     for (field, pats) in &book.extractors {
+        let all_values = is_id_field(field);
         'field: for ((source, text), cands) in sources.iter().zip(&candidates) {
+            let is_name = source.starts_with("file name ");
             for (k, re) in pats.regexes.iter().enumerate() {
                 if cands.as_ref().is_some_and(|c| !c.matched(first + k)) {
                     continue;
@@ -988,16 +1005,25 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
                         .or_else(|| caps.get(1))
                         .or_else(|| caps.get(0));
                     let value = match m {
-                        Some(m) if is_id_field(field) => whole_id(text, m.start(), m.end()),
+                        Some(m) if all_values => whole_id(text, m.start(), m.end()),
+                        Some(_) if is_name => String::new(), // names are not in file names
                         Some(m) => clean_value(m.as_str()),
                         None => String::new(),
                     };
-                    if !value.is_empty() {
+                    if value.is_empty() {
+                        continue;
+                    }
+                    let known = out
+                        .iter()
+                        .any(|e| e.field == *field && e.value.eq_ignore_ascii_case(&value));
+                    if !known {
                         out.push(Evidence {
                             field: field.clone(),
                             value,
                             source: source.clone(),
                         });
+                    }
+                    if !all_values {
                         break 'field;
                     }
                 }
@@ -1006,6 +1032,24 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
         first += pats.regexes.len();
     }
     out
+}
+
+/// A reply's subject ("Re:", "AW:", "Réf :" …): it names the thread's old topic.
+pub fn is_answer_subject(subject: &str) -> bool {
+    static PREFIX: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)^\s*(?:re|aw|sv|vs|res|ref|réf|rif|antw|返信)\s*(?:\[\d+\])?\s*[:：]")
+            .expect("answer prefix")
+    });
+    PREFIX.is_match(subject)
+}
+
+/// A forward's subject ("Fwd:", "WG:", "TR:", "Enc:", "RV:", "転送:").
+pub fn is_forward_subject(subject: &str) -> bool {
+    static PREFIX: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)^\s*(?:(?:re|aw|sv|antw)\s*:\s*)*(?:fw|fwd|wg|tr|enc|rv|転送)\s*(?:\[\d+\])?\s*[:：]")
+            .expect("forward prefix")
+    });
+    PREFIX.is_match(subject)
 }
 
 /// Ids and numbers (`opportunity_id`, `po_number`, …), as opposed to names.
@@ -1017,7 +1061,7 @@ fn is_id_field(field: &str) -> bool {
 /// `XY-PO-6789` rather than `-6789`. Ids are ASCII: a look-alike letter (U+017F, the
 /// Kelvin sign) that case-insensitive matching lets through makes it no id at all.
 fn whole_id(text: &str, start: usize, end: usize) -> String {
-    let part = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '-';
     let bytes = text.as_bytes();
     let (mut a, mut b) = (start, end);
     while a > 0 && part(bytes[a - 1] as char) && bytes[a - 1].is_ascii() {
@@ -1032,7 +1076,7 @@ fn whole_id(text: &str, start: usize, end: usize) -> String {
         return String::new();
     }
     let value = clean_value(&text[a..b]);
-    let value = value.trim_matches(['-', '_']);
+    let value = value.trim_matches('-');
     if value.is_ascii() && value.bytes().any(|c| c.is_ascii_digit()) {
         value.to_string()
     } else {

@@ -840,7 +840,11 @@ impl Shell<'_> {
                         ));
                         break;
                     }
-                    _ => match outbox::compose(config, mail, out, &msg_id) {
+                    _ => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        outbox::compose(config, mail, out, &msg_id)
+                    }))
+                    .unwrap_or_else(|_| Err("internal error while writing it".into()))
+                    {
                         Ok(m) => m,
                         Err(e) => {
                             human_reason = Some(format!("cannot write the {what}: {e}"));
