@@ -876,13 +876,16 @@ impl Playbook {
             return Ok(());
         }
         let mut candidates = vec![format!("{} ({})", found.opportunity_id, found.account_name)];
+        let mut listed = vec![found.opportunity_id.as_str()];
         for (how, o) in &named {
-            candidates.push(format!(
-                "{} ({}) by {how}",
-                o.opportunity_id, o.account_name
-            ));
+            if !listed.contains(&o.opportunity_id.as_str()) {
+                listed.push(&o.opportunity_id);
+                candidates.push(format!(
+                    "{} ({}) by {how}",
+                    o.opportunity_id, o.account_name
+                ));
+            }
         }
-        candidates.dedup();
         Err(format!(
             "the message points at more than one opportunity: {}; a person decides",
             candidates.join("; ")
