@@ -228,19 +228,9 @@ fn spreadsheet(bytes: &[u8]) -> Result<String, String> {
 
 /// The attachments Outlook wrapped in a winmail.dat: (file name, bytes).
 pub fn unpack_tnef(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let found = tnef::read_attachments(bytes)
-        .map_err(|e| format!("winmail.dat cannot be unpacked ({e:?})"))?;
-    Ok(found
-        .into_iter()
-        .map(|a| {
-            let name = a
-                .transport_filename
-                .clone()
-                .filter(|n| !n.trim().is_empty())
-                .unwrap_or_else(|| a.title.clone());
-            (name, a.data.to_vec())
-        })
-        .collect())
+    let found =
+        crate::tnef::read(bytes).map_err(|e| format!("winmail.dat cannot be unpacked ({e})"))?;
+    Ok(found.into_iter().map(|f| (f.name, f.bytes)).collect())
 }
 
 /// Is this attachment a winmail.dat?

@@ -29,3 +29,4 @@ pub mod restraint;
 pub mod rules;
 pub mod service;
 pub mod templates;
+pub mod tnef;
