@@ -114,3 +114,69 @@ fn garbage_named_like_a_document_is_a_reason_not_a_crash() {
         assert!(Reader::InProcess.read(kind, b"PK\x03\x04 cut").is_err());
     }
 }
+
+/// A PoE message from `from` (with the receiving server's DMARC pass when `verified`)
+/// carrying these PDFs.
+fn poe_with(pdfs: &[Vec<u8>], verified: bool) -> Vec<u8> {
+    use base64::Engine;
+    let mut m = String::new();
+    if verified {
+        m.push_str(
+            "Authentication-Results: mx.example.com; dmarc=pass header.from=reseller.example\n",
+        );
+    }
+    m.push_str("From: Alice <alice@reseller.example>\nTo: partnersupport@example.com\nSubject: PoE Acme\nMessage-ID: <poe-budget@reseller.example>\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nProof of execution attached.\n");
+    for (i, pdf) in pdfs.iter().enumerate() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pdf);
+        m.push_str(&format!("--b\nContent-Type: application/pdf\nContent-Disposition: attachment; filename=\"PoE_{i}.pdf\"\nContent-Transfer-Encoding: base64\n\n"));
+        for line in b64.as_bytes().chunks(76) {
+            m.push_str(std::str::from_utf8(line).unwrap());
+            m.push('\n');
+        }
+    }
+    m.push_str("--b--\n");
+    m.into_bytes()
+}
+
+fn playbook_reading_in_child(seconds: u64) -> triage::plan::Playbook {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let config = triage::config::Config::load(&repo.join("deploy/triage.yaml")).unwrap();
+    let mut book = triage::plan::Playbook::load(config, None).unwrap();
+    book.documents = child(seconds, 8192);
+    book
+}
+
+#[test]
+fn documents_are_read_once_per_content_within_one_budget_and_only_for_a_verified_partner() {
+    let book = playbook_reading_in_child(1);
+    let bomb = pdf_bomb(1500);
+    // Unverified: nothing is read at all.
+    let plan = book.decide(&poe_with(&[bomb.clone()], false));
+    assert!(
+        plan.evidence
+            .iter()
+            .any(|e| e.starts_with("attached documents not read")),
+        "{:?}",
+        plan.evidence
+    );
+    assert!(plan.outgoing.is_empty());
+    // Three copies of one document: read once, one reason for each copy.
+    let plan = book.decide(&poe_with(&[bomb.clone(), bomb.clone(), bomb.clone()], true));
+    let cut: Vec<&String> = plan
+        .guards
+        .iter()
+        .filter(|g| g.contains("used more than 1 s of CPU"))
+        .collect();
+    assert_eq!(cut.len(), 3, "{:?}", plan.guards);
+    // Two different ones: the first spends the message's budget, the second is not read.
+    let other = pdf_bomb(1499);
+    let plan = book.decide(&poe_with(&[bomb, other], true));
+    assert!(
+        plan.guards
+            .iter()
+            .any(|g| g.contains("PoE_1.pdf") && g.contains("spent")),
+        "{:?}",
+        plan.guards
+    );
+    assert!(plan.outgoing.is_empty() && plan.original.human);
+}
