@@ -210,17 +210,19 @@ pub struct Folders {
     /// `folder` wins. Unset means it stays in the inbox, marked seen.
     #[serde(default)]
     pub by_category: BTreeMap<String, String>,
-    /// The mailbox's Sent folder, where copies of our replies go.
-    #[serde(default = "default_sent")]
-    pub sent: String,
+    /// The mailbox's Sent folder, where copies of our replies go. Unset: the folder the
+    /// server marks `\Sent` (SPECIAL-USE), else `Sent` under the personal namespace.
+    #[serde(default)]
+    pub sent: Option<String>,
+    /// Whether to APPEND a copy of each answer to Sent. Unset: yes, except on Gmail,
+    /// which files what is sent through its SMTP by itself.
+    #[serde(default)]
+    pub append_sent: Option<bool>,
     /// The folder watched for new mail.
     #[serde(default = "default_inbox")]
     pub inbox: String,
 }
 
-fn default_sent() -> String {
-    "Sent".into()
-}
 fn default_inbox() -> String {
     "INBOX".into()
 }

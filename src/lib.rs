@@ -14,6 +14,7 @@ pub mod consent;
 pub mod directory;
 pub mod documents;
 pub mod escape;
+pub mod folders;
 pub mod guard;
 pub mod health;
 pub mod journal;

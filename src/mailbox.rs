@@ -390,32 +390,45 @@ pub async fn move_to(
     s: &mut Imap,
     uid: u32,
     folder: &str,
-    has_move: bool,
+    caps: (bool, bool),
     t: u64,
-) -> Result<(), String> {
-    move_many(s, &[uid], folder, has_move, t).await
+) -> Result<(), Trouble> {
+    move_many(s, &[uid], folder, caps, t).await
 }
 
-/// Moves messages to a folder (created if missing): UID MOVE, or COPY, \Deleted and
-/// UID EXPUNGE of just those messages.
+/// Moves messages to a folder (created if missing): UID MOVE, or UID COPY, \Deleted and
+/// UID EXPUNGE of just those messages. Without UIDPLUS there is no expunging only ours
+/// (a plain EXPUNGE would remove other clients' \Deleted mail too): the originals stay
+/// marked \Deleted and \Seen in the inbox until the server or a person expunges.
 pub async fn move_many(
     s: &mut Imap,
     uids: &[u32],
     folder: &str,
-    has_move: bool,
+    caps: (bool, bool),
     t: u64,
-) -> Result<(), String> {
+) -> Result<(), Trouble> {
+    let (has_move, has_uidplus) = caps;
     if uids.is_empty() {
         return Ok(());
     }
     ensure_folder(s, folder, t).await?;
     let set = uid_set(uids);
     if has_move {
-        within(t, "UID MOVE", s.uid_mv(&set, folder)).await
+        checked(t, &format!("UID MOVE to {folder}"), s.uid_mv(&set, folder)).await
     } else {
-        within(t, "UID COPY", s.uid_copy(&set, folder)).await?;
-        store_many(s, uids, "\\Deleted", t).await?;
-        uid_expunge(s, &set, t).await
+        checked(
+            t,
+            &format!("UID COPY to {folder}"),
+            s.uid_copy(&set, folder),
+        )
+        .await?;
+        store_many(s, uids, "\\Deleted", t)
+            .await
+            .map_err(Trouble::Broken)?;
+        if has_uidplus {
+            uid_expunge(s, &set, t).await.map_err(Trouble::Broken)?;
+        }
+        Ok(())
     }
 }
 
@@ -455,15 +468,124 @@ pub async fn delete_many(
     Ok(())
 }
 
-pub async fn ensure_folder(s: &mut Imap, folder: &str, t: u64) -> Result<(), String> {
-    // CREATE of an existing folder fails with NO [ALREADYEXISTS]; that is fine.
-    let _ = within(t, "CREATE", s.create(folder)).await;
-    Ok(())
+/// What went wrong with one IMAP command on a working connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trouble {
+    /// The server answered NO or BAD: its own words. The connection is fine; the command
+    /// (a folder it will not create, an APPEND it refuses) is the problem.
+    Refused(String),
+    /// No answer, or the connection broke: the session is over.
+    Broken(String),
 }
 
-pub async fn append(s: &mut Imap, folder: &str, raw: &[u8], t: u64) -> Result<(), String> {
-    ensure_folder(s, folder, t).await?;
-    within(t, "APPEND", s.append(folder, Some("(\\Seen)"), None, raw)).await
+impl std::fmt::Display for Trouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trouble::Refused(w) | Trouble::Broken(w) => f.write_str(w),
+        }
+    }
+}
+
+impl From<Trouble> for String {
+    fn from(t: Trouble) -> String {
+        t.to_string()
+    }
+}
+
+/// Like [`within`], telling a refusal (NO, BAD) from a broken connection.
+pub async fn checked<T>(
+    secs: u64,
+    what: &str,
+    f: impl std::future::Future<Output = async_imap::error::Result<T>>,
+) -> Result<T, Trouble> {
+    use async_imap::error::Error;
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(Error::No(w) | Error::Bad(w))) => Err(Trouble::Refused(format!(
+            "{what}: the server said: {}",
+            server_words(&w)
+        ))),
+        Ok(Err(e)) => Err(Trouble::Broken(format!("{what}: {e}"))),
+        Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {secs} s"))),
+    }
+}
+
+/// Creates a folder unless it exists. A refusal keeps the server's words; "already
+/// exists" is no refusal.
+pub async fn ensure_folder(s: &mut Imap, folder: &str, t: u64) -> Result<(), Trouble> {
+    match checked(t, &format!("CREATE {folder}"), s.create(folder)).await {
+        Ok(()) => Ok(()),
+        Err(Trouble::Refused(w)) => {
+            let lower = w.to_ascii_lowercase();
+            if lower.contains("alreadyexists")
+                || lower.contains("already exists")
+                || exists(s, folder, t).await?
+            {
+                Ok(())
+            } else {
+                Err(Trouble::Refused(w))
+            }
+        }
+        Err(broken) => Err(broken),
+    }
+}
+
+/// Whether LIST shows the folder.
+pub async fn exists(s: &mut Imap, folder: &str, t: u64) -> Result<bool, Trouble> {
+    let names = checked(t, "LIST", async {
+        let stream = s.list(Some(""), Some(folder)).await?;
+        let names: Vec<_> = stream.collect().await;
+        Ok(names.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(names.iter().any(|n| n.name() == folder))
+}
+
+/// APPEND, written out here so that a refusal carries the server's words (async-imap's
+/// own says only "could not append mail to mailbox").
+pub async fn append(s: &mut Imap, folder: &str, raw: &[u8], t: u64) -> Result<(), Trouble> {
+    use async_imap::imap_proto::{Response, Status};
+    let what = format!("APPEND to {folder}");
+    let text = std::str::from_utf8(raw)
+        .map_err(|_| Trouble::Refused(format!("{what}: the message is not 7/8-bit text")))?;
+    let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
+    let command = format!("APPEND {quoted} (\\Seen) {{{}}}", raw.len());
+    let broken = |e: &dyn std::fmt::Display| Trouble::Broken(format!("{what}: {e}"));
+    let exchange = async {
+        let tag = s.run_command(&command).await.map_err(|e| broken(&e))?;
+        let mut sent_literal = false;
+        loop {
+            let response = s
+                .read_response()
+                .await
+                .map_err(|e| broken(&e))?
+                .ok_or_else(|| broken(&"the connection closed"))?;
+            match response.parsed() {
+                Response::Continue { .. } if !sent_literal => {
+                    s.run_command_untagged(text).await.map_err(|e| broken(&e))?;
+                    sent_literal = true;
+                }
+                Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } if *done == tag => {
+                    return match status {
+                        Status::Ok => Ok(()),
+                        _ => Err(Trouble::Refused(format!(
+                            "{what}: the server said: {}",
+                            outcome.information.as_deref().unwrap_or("(no text)")
+                        ))),
+                    };
+                }
+                _ => {}
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(t), exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {t} s"))),
+    }
 }
 
 /// Is a message with this Message-ID in `folder`? (Settles a `sending` after a crash.)

@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ImapConfig};
+use crate::folders::{self, Places};
 use crate::health::Health;
 use crate::journal::{Journal, State};
-use crate::mailbox::{self, Imap};
+use crate::mailbox::{self, Imap, Trouble};
 use crate::message::Mail;
 use crate::oauth;
 use crate::outbox::{self, Refusal};
@@ -112,7 +113,42 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
                 smtp_cfg.host, smtp_cfg.port
             ),
             Ok(()) => match mailbox::connect(imap_cfg, &imap_in).await {
-                Ok(session) => {
+                Ok(mut session) => {
+                    // Every folder the service files into must exist and be selectable
+                    // before the first answer goes out: a refusal is a clear exit 1.
+                    let gmail = mailbox::within(
+                        imap_cfg.timeout_seconds,
+                        "CAPABILITY",
+                        session.capabilities(),
+                    )
+                    .await?
+                    .has_str("X-GM-EXT-1");
+                    let places = match folders::discover(
+                        &mut session,
+                        config,
+                        gmail,
+                        imap_cfg.timeout_seconds,
+                    )
+                    .await
+                    {
+                        Ok(p) => p,
+                        Err(Trouble::Refused(w)) => {
+                            return Err(format!(
+                                "IMAP server {}:{}: {w}",
+                                imap_cfg.host, imap_cfg.port
+                            ))
+                        }
+                        Err(Trouble::Broken(w)) => {
+                            let err =
+                                format!("IMAP server {}:{}: {w}", imap_cfg.host, imap_cfg.port);
+                            if !config.service.retry_at_start || opts.once {
+                                return Err(err);
+                            }
+                            warn!("{err}; retrying");
+                            opts.pause(backoff.next()).await;
+                            continue;
+                        }
+                    };
                     opts.health.smtp(true);
                     opts.health.imap(true);
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -124,9 +160,10 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
                         smtp_cfg.host,
                         smtp_cfg.port
                     );
-                    let r =
-                        serve_until_stopped(&book, &journal, &smtp, &imap_in, session, &mut opts)
-                            .await;
+                    let r = serve_until_stopped(
+                        &book, &journal, &smtp, &imap_in, &places, session, &mut opts,
+                    )
+                    .await;
                     smtp.quit().await;
                     return r;
                 }
@@ -152,13 +189,14 @@ async fn serve_until_stopped(
     journal: &Journal,
     smtp: &Smtp,
     imap_in: &oauth::SignIn,
+    places: &Places,
     mut session: Imap,
     opts: &mut Options,
 ) -> Result<(), String> {
     let imap_cfg = book.config.imap.as_ref().expect("checked");
     let mut backoff = Backoff { attempt: 0 };
     loop {
-        match serve(book, journal, smtp, session, opts, &mut backoff).await {
+        match serve(book, journal, smtp, places, session, opts, &mut backoff).await {
             Ok(mut s) => {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(imap_cfg.timeout_seconds), s.logout())
@@ -215,6 +253,7 @@ async fn serve(
     book: &Playbook,
     journal: &Journal,
     smtp: &Smtp,
+    places: &Places,
     mut session: Imap,
     opts: &mut Options,
     backoff: &mut Backoff,
@@ -252,6 +291,7 @@ async fn serve(
             smtp,
             opts,
             caps,
+            places,
             awaiting_copies: &mut awaiting_copies,
             repeated_ids: HashSet::new(),
         };
@@ -355,6 +395,7 @@ struct Shell<'a> {
     smtp: &'a Smtp,
     opts: &'a Options,
     caps: Caps,
+    places: &'a Places,
     /// Messages sent by this process whose own copy has not come back yet.
     awaiting_copies: &'a mut HashSet<String>,
     /// Message-IDs that appear more than once in the current listing.
@@ -615,7 +656,7 @@ impl Shell<'_> {
         session: &mut Imap,
         inbox: &str,
         uidvalidity: u32,
-        quiet: Vec<(u32, u32, Plan, Vec<u8>)>,
+        mut quiet: Vec<(u32, u32, Plan, Vec<u8>)>,
     ) -> Result<(), String> {
         if quiet.is_empty() {
             return Ok(());
@@ -649,22 +690,54 @@ impl Shell<'_> {
             .map_err(db)?;
         let mut human = Vec::new();
         let mut by_flags: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
-        let mut by_folder: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+        let mut by_folder: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        let mut filed_to: std::collections::HashMap<u32, String> = Default::default();
         for (uid, _, plan, _) in &quiet {
             if plan.original.human {
                 human.push(*uid);
                 continue;
             }
             by_flags.entry(filing_flags(plan)).or_default().push(*uid);
-            if let Some(folder) = &plan.original.folder {
+            if let Some(folder) = self.filing_target(plan) {
+                filed_to.insert(*uid, folder.clone());
                 by_folder.entry(folder).or_default().push(*uid);
             }
         }
         for (flags, uids) in &by_flags {
             mailbox::store_many(session, uids, flags, t).await?;
         }
+        // A folder the server refuses is those messages' problem: they go to a person
+        // with the server's words, and the rest of the batch is filed.
+        let mut refused: std::collections::HashMap<u32, String> = Default::default();
         for (folder, uids) in &by_folder {
-            mailbox::move_many(session, uids, folder, self.caps.r#move, t).await?;
+            match mailbox::move_many(
+                session,
+                uids,
+                folder,
+                (self.caps.r#move, self.caps.uidplus),
+                t,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(Trouble::Refused(w)) => {
+                    error!("cannot file {} message(s) to {folder}: {w}", uids.len());
+                    for uid in uids {
+                        refused.insert(
+                            *uid,
+                            format!("cannot file it to {folder}: {w}; left for a human"),
+                        );
+                        human.push(*uid);
+                    }
+                }
+                Err(broken) => return Err(broken.into()),
+            }
+        }
+        for (uid, _, plan, _) in quiet.iter_mut() {
+            if let Some(why) = refused.remove(uid) {
+                plan.original.human = true;
+                plan.reason = why;
+            }
         }
         self.set_aside(session, &human).await?;
         journal
@@ -693,7 +766,7 @@ impl Shell<'_> {
                             plan,
                             &plan.reason,
                             "filed",
-                            plan.original.folder.as_deref().unwrap_or(inbox),
+                            filed_to.get(uid).map(String::as_str).unwrap_or(inbox),
                             None,
                         )?;
                     }
@@ -929,12 +1002,26 @@ impl Shell<'_> {
                 }
                 // The copy in Sent, as a person's reply would leave one. After a restart
                 // it may be there already, unless we just found it missing and sent.
-                let filed_before = state.is_some()
-                    && !send_now
-                    && mailbox::has_message_id(session, &config.folders.sent, &msg_id, t).await?;
-                left_inbox |= state.is_some();
-                if !filed_before {
-                    mailbox::append(session, &config.folders.sent, &message.formatted(), t).await?;
+                // A server that files what it sends by itself (Gmail) gets no APPEND.
+                if let Some(sent) = &self.places.sent {
+                    let filed_before = state.is_some()
+                        && !send_now
+                        && mailbox::has_message_id(session, sent, &msg_id, t).await?;
+                    left_inbox |= state.is_some();
+                    if !filed_before {
+                        match mailbox::append(session, sent, &message.formatted(), t).await {
+                            Ok(()) => {}
+                            // The answer went out; only its copy is missing: a person
+                            // should know, and the next message goes on.
+                            Err(Trouble::Refused(w)) => {
+                                error!(uid, "{w}");
+                                human_reason = Some(format!(
+                                    "the {what} went out, but its copy could not be saved: {w}"
+                                ));
+                            }
+                            Err(broken) => return Err(broken.into()),
+                        }
+                    }
                 }
                 journal
                     .set_outbox(&msg_id, Some(&key), "filed")
@@ -981,8 +1068,31 @@ impl Shell<'_> {
             .await?;
         } else {
             mailbox::store(session, uid, filing_flags(&plan), t).await?;
-            if let Some(folder) = &plan.original.folder {
-                mailbox::move_to(session, uid, folder, self.caps.r#move, t).await?;
+            let target = self.filing_target(&plan);
+            if let Some(folder) = &target {
+                let caps = (self.caps.r#move, self.caps.uidplus);
+                match mailbox::move_to(session, uid, folder, caps, t).await {
+                    Ok(()) => {}
+                    Err(Trouble::Refused(w)) => {
+                        error!(uid, "{w}");
+                        let reason = format!(
+                            "answered, but cannot file it to {folder}: {w}; left for a human"
+                        );
+                        return self
+                            .leave_for_human(
+                                session,
+                                inbox,
+                                uidvalidity,
+                                uid,
+                                &key,
+                                &plan,
+                                reason,
+                                None,
+                            )
+                            .await;
+                    }
+                    Err(broken) => return Err(broken.into()),
+                }
             }
             journal
                 .conclude(
@@ -994,7 +1104,7 @@ impl Shell<'_> {
                     &plan,
                     &plan.reason,
                     "filed",
-                    plan.original.folder.as_deref().unwrap_or(inbox),
+                    target.as_deref().unwrap_or(inbox),
                     None,
                 )
                 .map_err(db)?;
@@ -1132,7 +1242,7 @@ impl Shell<'_> {
     async fn went_out(&self, session: &mut Imap, msg_id: &str) -> Result<bool, String> {
         let config = self.config();
         let t = self.t();
-        if mailbox::has_message_id(session, &config.folders.sent, msg_id, t).await? {
+        if mailbox::has_message_id(session, &self.places.sent_lookup, msg_id, t).await? {
             return Ok(true);
         }
         let smtp_cfg = config.smtp.as_ref().expect("checked");
@@ -1152,14 +1262,42 @@ impl Shell<'_> {
         }
     }
 
+    /// Where the original goes now, by its plan's role (the rule's own folder, else its
+    /// category's), with the current config and the server's names: a config fix also
+    /// applies to plans made before it.
+    fn filing_target(&self, plan: &Plan) -> Option<String> {
+        let rule_folder = plan
+            .rule
+            .as_ref()
+            .and_then(|name| self.book.rules.rules.iter().find(|r| &r.name == name))
+            .and_then(|r| r.then.folder.clone());
+        let logical = rule_folder.or_else(|| {
+            self.config()
+                .folders
+                .by_category
+                .get(plan.category.as_str())
+                .cloned()
+        })?;
+        Some(self.places.resolve(&logical))
+    }
+
     /// Messages left for a human stay visible: flagged in the inbox, or moved to the
     /// configured folder.
     async fn set_aside(&self, session: &mut Imap, uids: &[u32]) -> Result<(), String> {
         let t = self.t();
-        match &self.config().folders.human {
-            Some(folder) => mailbox::move_many(session, uids, folder, self.caps.r#move, t).await,
-            None => mailbox::store_many(session, uids, "\\Flagged", t).await,
+        if let Some(folder) = &self.config().folders.human {
+            let folder = self.places.resolve(folder);
+            let caps = (self.caps.r#move, self.caps.uidplus);
+            match mailbox::move_many(session, uids, &folder, caps, t).await {
+                Ok(()) => return Ok(()),
+                // Still visible for a person: flagged in the inbox instead.
+                Err(Trouble::Refused(w)) => {
+                    error!("cannot move to the human folder {folder}: {w}; flagging in the inbox")
+                }
+                Err(broken) => return Err(broken.into()),
+            }
         }
+        mailbox::store_many(session, uids, "\\Flagged", t).await
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -53,6 +53,12 @@ impl Stack {
         )
     }
 
+    /// A stack with settings of tools/mailstack/start.sh (a namespace prefix, withheld
+    /// capabilities), for the shapes other servers have.
+    pub fn start_shaped(name: &str, env: &[(&str, &str)]) -> Stack {
+        Stack::start_with(name, EVERYONE, env)
+    }
+
     fn start_with(name: &str, users: &str, env: &[(&str, &str)]) -> Stack {
         let dir = std::env::temp_dir().join(format!("triage-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
