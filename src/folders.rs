@@ -169,16 +169,18 @@ async fn list_all(s: &mut Imap, t: u64) -> Result<(char, Vec<Listed>), Trouble> 
         Ok(names.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
     })
     .await?;
-    let delimiter = root
-        .first()
-        .and_then(|n| n.delimiter())
-        .and_then(|d| d.chars().next())
-        .unwrap_or('/');
     let all = checked(t, "LIST \"\" \"*\"", async {
         let names: Vec<_> = s.list(Some(""), Some("*")).await?.collect().await;
         Ok(names.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
     })
     .await?;
+    // LIST "" "" answers with the separator; some answers do not parse, and then any
+    // listed folder tells it.
+    let delimiter = root
+        .iter()
+        .chain(all.iter())
+        .find_map(|n| n.delimiter().and_then(|d| d.chars().next()))
+        .unwrap_or('/');
     let listed = all
         .iter()
         .map(|n| Listed {

@@ -388,12 +388,13 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
 
 pub async fn move_to(
     s: &mut Imap,
+    source: &str,
     uid: u32,
     folder: &str,
     caps: (bool, bool),
     t: u64,
 ) -> Result<(), Trouble> {
-    move_many(s, &[uid], folder, caps, t).await
+    move_many(s, source, &[uid], folder, caps, t).await
 }
 
 /// Moves messages to a folder (created if missing): UID MOVE, or UID COPY, \Deleted and
@@ -402,6 +403,7 @@ pub async fn move_to(
 /// marked \Deleted and \Seen in the inbox until the server or a person expunges.
 pub async fn move_many(
     s: &mut Imap,
+    source: &str,
     uids: &[u32],
     folder: &str,
     caps: (bool, bool),
@@ -414,22 +416,87 @@ pub async fn move_many(
     ensure_folder(s, folder, t).await?;
     let set = uid_set(uids);
     if has_move {
-        checked(t, &format!("UID MOVE to {folder}"), s.uid_mv(&set, folder)).await
-    } else {
+        return checked(t, &format!("UID MOVE to {folder}"), s.uid_mv(&set, folder)).await;
+    }
+    // COPY, then \Deleted and EXPUNGE, is two steps: killed between them, the next run
+    // would copy again. A keyword marks what is being filed; a marked message whose
+    // Message-ID the folder already holds was copied before and is not copied again.
+    let before = copied_before(s, source, uids, folder, t).await?;
+    let todo: Vec<u32> = uids
+        .iter()
+        .copied()
+        .filter(|u| !before.contains(u))
+        .collect();
+    if !todo.is_empty() {
+        let set = uid_set(&todo);
+        let mark = format!("+FLAGS.SILENT ({FILING})");
+        // A server without keywords still files; only the restart check is lost.
+        let _ = checked(t, "UID STORE", async {
+            let stream = s.uid_store(&set, &mark).await?;
+            let _: Vec<_> = stream.collect().await;
+            Ok(())
+        })
+        .await;
         checked(
             t,
             &format!("UID COPY to {folder}"),
             s.uid_copy(&set, folder),
         )
         .await?;
-        store_many(s, uids, "\\Deleted", t)
-            .await
-            .map_err(Trouble::Broken)?;
-        if has_uidplus {
-            uid_expunge(s, &set, t).await.map_err(Trouble::Broken)?;
-        }
-        Ok(())
     }
+    store_many(s, uids, "\\Deleted", t)
+        .await
+        .map_err(Trouble::Broken)?;
+    if has_uidplus {
+        uid_expunge(s, &set, t).await.map_err(Trouble::Broken)?;
+    }
+    Ok(())
+}
+
+/// The keyword on a message being filed by COPY.
+const FILING: &str = "$TriageFiling";
+
+/// Of `uids` in `source`, those marked as being filed whose Message-ID `folder` holds.
+async fn copied_before(
+    s: &mut Imap,
+    source: &str,
+    uids: &[u32],
+    folder: &str,
+    t: u64,
+) -> Result<Vec<u32>, Trouble> {
+    let query = format!("UID {} KEYWORD {FILING}", uid_set(uids));
+    let marked = checked(t, "UID SEARCH", s.uid_search(&query)).await?;
+    if marked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut marked: Vec<u32> = marked.into_iter().collect();
+    marked.sort_unstable();
+    let ids: Vec<(u32, String)> = checked(t, "UID FETCH ENVELOPE", async {
+        let mut out = Vec::new();
+        let mut stream = s.uid_fetch(uid_set(&marked), "(UID ENVELOPE)").await?;
+        while let Some(item) = stream.next().await {
+            let f = item?;
+            let id = f
+                .envelope()
+                .and_then(|e| e.message_id.as_deref())
+                .map(|m| String::from_utf8_lossy(m).into_owned());
+            if let (Some(uid), Some(id)) = (f.uid, id) {
+                out.push((uid, id));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    checked(t, &format!("EXAMINE {folder}"), s.examine(folder)).await?;
+    let mut found = Vec::new();
+    for (uid, id) in ids {
+        let q = format!("HEADER Message-ID \"{}\"", id.replace(['"', '\\'], ""));
+        if !checked(t, "UID SEARCH", s.uid_search(&q)).await?.is_empty() {
+            found.push(uid);
+        }
+    }
+    checked(t, &format!("SELECT {source}"), s.select(source)).await?;
+    Ok(found)
 }
 
 /// Expunges the messages marked \Deleted in the set, and no other (UIDPLUS).

@@ -712,6 +712,7 @@ impl Shell<'_> {
         for (folder, uids) in &by_folder {
             match mailbox::move_many(
                 session,
+                inbox,
                 uids,
                 folder,
                 (self.caps.r#move, self.caps.uidplus),
@@ -1071,7 +1072,7 @@ impl Shell<'_> {
             let target = self.filing_target(&plan);
             if let Some(folder) = &target {
                 let caps = (self.caps.r#move, self.caps.uidplus);
-                match mailbox::move_to(session, uid, folder, caps, t).await {
+                match mailbox::move_to(session, inbox, uid, folder, caps, t).await {
                     Ok(()) => {}
                     Err(Trouble::Refused(w)) => {
                         error!(uid, "{w}");
@@ -1288,7 +1289,8 @@ impl Shell<'_> {
         if let Some(folder) = &self.config().folders.human {
             let folder = self.places.resolve(folder);
             let caps = (self.caps.r#move, self.caps.uidplus);
-            match mailbox::move_many(session, uids, &folder, caps, t).await {
+            let inbox = &self.config().folders.inbox;
+            match mailbox::move_many(session, inbox, uids, &folder, caps, t).await {
                 Ok(()) => return Ok(()),
                 // Still visible for a person: flagged in the inbox instead.
                 Err(Trouble::Refused(w)) => {

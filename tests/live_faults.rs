@@ -321,7 +321,36 @@ fn a_new_uidvalidity_neither_answers_again_nor_skips_new_mail() {
 #[test]
 fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
     let stack = Stack::start("kill");
-    let cfg = config(&stack, &Wiring::plain(&stack));
+    kill_until_done(&stack, ["Sent", "Triage/Orders", "Triage/PoE"]);
+}
+
+/// The same on a server shaped as Cyrus and Courier are by default (`INBOX.` namespace,
+/// `.` separator, no MOVE, no SPECIAL-USE), with the shipped config unchanged.
+#[test]
+fn killed_at_arbitrary_points_on_an_inbox_dot_server_without_move() {
+    let stack = Stack::start_shaped(
+        "kill-shaped",
+        &[
+            ("MAILSTACK_PREFIX", "INBOX."),
+            ("MAILSTACK_SEPARATOR", "."),
+            ("MAILSTACK_SENT_SPECIAL_USE", ""),
+            (
+                "MAILSTACK_IMAP_CAPABILITY",
+                "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS NAMESPACE CHILDREN LITERAL+",
+            ),
+        ],
+    );
+    kill_until_done(
+        &stack,
+        ["INBOX.Sent", "INBOX.Triage.Orders", "INBOX.Triage.PoE"],
+    );
+}
+
+/// `folders`: the server's names of Sent and the two filing folders.
+fn kill_until_done(stack: &Stack, folders: [&str; 3]) {
+    let [sent, orders, poe] = folders;
+
+    let cfg = config(stack, &Wiring::plain(stack));
     // 300 messages: 50 of each of the six kinds, four answered and two left for a human.
     let copies = 50;
     let backlog: Vec<Vec<u8>> = (0..copies)
@@ -386,9 +415,9 @@ fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
         ("isr.one@example.com", "INBOX", copies),
         ("partnerorderops@example.com", "INBOX", copies),
         ("cam.east@example.com", "INBOX", 2 * copies),
-        (DESK, "Sent", 5 * copies),
-        (DESK, "Triage/Orders", 2 * copies),
-        (DESK, "Triage/PoE", 2 * copies),
+        (DESK, sent, 5 * copies),
+        (DESK, orders, 2 * copies),
+        (DESK, poe, 2 * copies),
         (DESK, "INBOX", NOT_ANSWERED.len() * copies),
     ] {
         let ids = message_ids(&mailbox(&stack, user, folder));

@@ -1,0 +1,110 @@
+//! The shipped config, unchanged, on a server shaped as Cyrus IMAP and Courier-IMAP are by
+//! default: personal namespace `INBOX.` with separator `.`, no MOVE, no SPECIAL-USE (the
+//! local Dovecot configured that way: tools/mailstack MAILSTACK_PREFIX and friends). And a
+//! folder made unwritable while the service runs: that message goes to a person with the
+//! server's words, the others go through.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// Cyrus/Courier defaults: `INBOX.` namespace, `.` separator, Sent not marked, no MOVE.
+pub const SHAPED: [(&str, &str); 4] = [
+    ("MAILSTACK_PREFIX", "INBOX."),
+    ("MAILSTACK_SEPARATOR", "."),
+    ("MAILSTACK_SENT_SPECIAL_USE", ""),
+    (
+        "MAILSTACK_IMAP_CAPABILITY",
+        "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS NAMESPACE CHILDREN LITERAL+",
+    ),
+];
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn the_shipped_config_works_under_an_inbox_dot_namespace_without_move() {
+    let stack = Stack::start_shaped("shaped", &SHAPED);
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    for name in ANSWERED.iter().chain(&NOT_ANSWERED) {
+        deliver(&stack, &case(name));
+    }
+    wait_for(&stack, DESK, "INBOX", 6, secs(10));
+    let out = run_once(&stack, &cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("namespace \"INBOX.\""), "{log}");
+    run_once(&stack, &cfg);
+
+    let mut expected: Vec<String> = ANSWERED
+        .iter()
+        .map(|n| format!("case-{n}@reseller.example"))
+        .collect();
+    expected.sort();
+    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(20));
+    assert_eq!(replied_to(&stack), expected, "each answered once");
+    assert_eq!(
+        mailbox(&stack, DESK, "INBOX.Sent").len(),
+        5,
+        "copies in the server's Sent"
+    );
+    assert_eq!(mailbox(&stack, DESK, "INBOX.Triage.Orders").len(), 2);
+    assert_eq!(mailbox(&stack, DESK, "INBOX.Triage.PoE").len(), 2);
+    // Without MOVE: COPY, \Deleted and UID EXPUNGE of just those (UIDPLUS).
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), 2, "only the two left for a human stay");
+    assert!(inbox.iter().all(|h| h.flags.iter().any(|f| f == "Flagged")));
+}
+
+#[test]
+fn a_folder_made_unwritable_mid_run_leaves_one_message_for_a_human_and_lets_the_rest_through() {
+    let stack = Stack::start_shaped("unwritable", &SHAPED);
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    // The first start creates every filing folder.
+    run_once(&stack, &cfg);
+
+    // The PoE folder refuses new mail from now on (its Maildir is read-only for the
+    // server's mail user); the orders folder still takes it.
+    let maildir = stack
+        .dir
+        .join("stack/mail/example.com/partnersupport/Maildir/.Triage.PoE");
+    assert!(maildir.is_dir(), "{}", maildir.display());
+    for sub in ["", "cur", "new", "tmp"] {
+        let p = maildir.join(sub);
+        let ok = std::process::Command::new("chmod")
+            .arg("0555")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    for raw in [
+        numbered_case("poe-complete-en", 2),
+        numbered_case("en-purchase-order-direct", 3),
+    ] {
+        deliver(&stack, &raw);
+    }
+    wait_for(&stack, DESK, "INBOX", 2, secs(10));
+    run_once(&stack, &cfg);
+
+    let reasons = human_reasons(&stack);
+    let poe = reasons
+        .iter()
+        .find(|(k, _)| k.contains("poe-complete-en"))
+        .map(|(_, v)| v.clone())
+        .expect("the PoE that could not be filed is left for a human");
+    assert!(
+        poe.contains("cannot file it to INBOX.Triage.PoE") && poe.contains("the server said"),
+        "{poe}"
+    );
+    assert_eq!(
+        mailbox(&stack, DESK, "INBOX.Triage.Orders").len(),
+        1,
+        "the PO went through"
+    );
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), 1, "the PoE stays visible");
+    assert!(inbox[0].flags.iter().any(|f| f == "Flagged"));
+}
