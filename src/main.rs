@@ -87,6 +87,11 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         directory: Option<PathBuf>,
+        /// Also sign in to the IMAP server and show what was discovered there
+        /// (namespace, separator, folders by role, capabilities used); fails when a
+        /// folder the service files into cannot be created or selected.
+        #[arg(long)]
+        connect: bool,
     },
     /// Show what the service would do with each message, and why. No network.
     Classify {
@@ -185,7 +190,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, directory } => check(&config, directory.as_deref()),
+        Command::Check {
+            config,
+            directory,
+            connect,
+        } => match check(&config, directory.as_deref()) {
+            code if code == ExitCode::SUCCESS && connect => check_connect(&config),
+            code => code,
+        },
         Command::Classify {
             config,
             directory,
@@ -662,6 +674,69 @@ fn check(config: &Path, directory: Option<&Path>) -> ExitCode {
         Err(problems) => {
             eprintln!("{problems}");
             eprintln!("{} problem(s) found", problems.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Signs in, discovers the folders as the service would at start, and says what it found.
+fn check_connect(config: &Path) -> ExitCode {
+    let Ok(config) = Config::load(config) else {
+        return ExitCode::from(1);
+    };
+    let Some(imap) = config.imap.clone() else {
+        eprintln!("the config has no `imap` section");
+        return ExitCode::from(1);
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        let (sign_in, _) = triage::oauth::sign_ins(&config, None)?;
+        let sign_in = sign_in.ok_or("the config has no `imap` section")?;
+        let mut session = triage::mailbox::connect(&imap, &sign_in).await?;
+        let t = imap.timeout_seconds;
+        let caps = triage::mailbox::within(t, "CAPABILITY", session.capabilities()).await?;
+        let used: Vec<&str> = ["IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "NAMESPACE", "X-GM-EXT-1"]
+            .into_iter()
+            .filter(|c| caps.has_str(c))
+            .collect();
+        let gmail = caps.has_str("X-GM-EXT-1");
+        let places = triage::folders::discover(&mut session, &config, gmail, t)
+            .await
+            .map_err(String::from)?;
+        println!("imap {}:{}: signed in as {}", imap.host, imap.port, imap.username);
+        println!("  capabilities used: {}", used.join(" "));
+        println!("  personal namespace: {:?}, separator {:?}", places.prefix, places.delimiter);
+        println!("  sent: {} ({}){}", places.sent_lookup, places.sent_found_by,
+            if places.sent.is_none() { "; the server keeps its own copies, no APPEND" } else { "" });
+        if !caps.has_str("MOVE") {
+            println!("  no MOVE: filing is COPY, \\Deleted and {}", if caps.has_str("UIDPLUS") {
+                "UID EXPUNGE of just those messages"
+            } else {
+                "no expunge (no UIDPLUS): originals stay marked \\Deleted until the server or a person expunges"
+            });
+        }
+        let mut by_role: Vec<(String, String)> = config
+            .folders
+            .by_category
+            .iter()
+            .map(|(c, f)| (c.clone(), places.resolve(f)))
+            .collect();
+        if let Some(h) = &config.folders.human {
+            by_role.push(("left for a human".into(), places.resolve(h)));
+        }
+        for (role, folder) in by_role {
+            println!("  {role}: {folder} (exists, selectable)");
+        }
+        let _ = session.logout().await;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("triage check --connect: {e}");
             ExitCode::from(1)
         }
     }

@@ -33,6 +33,27 @@ fn the_shipped_config_works_under_an_inbox_dot_namespace_without_move() {
         deliver(&stack, &case(name));
     }
     wait_for(&stack, DESK, "INBOX", 6, secs(10));
+    // What an operator sees before going live: what was discovered there.
+    let check = triage(&stack, &cfg, &["check", "--connect"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        shown.contains("personal namespace: \"INBOX.\", separator '.'"),
+        "{shown}"
+    );
+    assert!(shown.contains("sent: INBOX.Sent"), "{shown}");
+    assert!(
+        shown.contains("quote_request: INBOX.Triage.Orders"),
+        "{shown}"
+    );
+    assert!(shown.contains("no MOVE: filing is COPY"), "{shown}");
+
     let out = run_once(&stack, &cfg);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("namespace \"INBOX.\""), "{log}");
@@ -107,4 +128,30 @@ fn a_folder_made_unwritable_mid_run_leaves_one_message_for_a_human_and_lets_the_
     let inbox = folder(&stack, DESK, "INBOX");
     assert_eq!(inbox.len(), 1, "the PoE stays visible");
     assert!(inbox[0].flags.iter().any(|f| f == "Flagged"));
+}
+
+#[test]
+fn a_filing_folder_the_server_refuses_stops_the_start_with_its_words() {
+    let stack = Stack::start_shaped("refused", &SHAPED);
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("human: null"));
+    // Longer than a file name may be on the server's disk: CREATE is refused.
+    let long = "Review".repeat(50);
+    std::fs::write(
+        &cfg,
+        text.replace("human: null", &format!("human: \"Triage/{long}\"")),
+    )
+    .unwrap();
+    deliver(&stack, &case("en-quote-request-direct"));
+    wait_for(&stack, DESK, "INBOX", 1, secs(10));
+    let out = triage(&stack, &cfg, &["run", "--once"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("INBOX.Triage.{long}")) && err.contains("the server said"),
+        "{err}"
+    );
+    // Nothing went out before the check failed.
+    assert!(mailbox(&stack, PARTNER, "INBOX").is_empty());
 }
