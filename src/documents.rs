@@ -353,7 +353,9 @@ fn read_in_child(
         let _ = (&mut stdout).take(MAX_TEXT + 1).read_to_end(&mut out);
         out
     });
-    let deadline = Instant::now() + Duration::from_secs(limits.seconds + 2);
+    // CPU is limited in the child; this catches one that waits instead of working.
+    let deadline =
+        Instant::now() + Duration::from_secs(limits.seconds) + Duration::from_millis(500);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),

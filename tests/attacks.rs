@@ -255,6 +255,26 @@ fn look_alike_letters_in_ids_neither_panic_nor_count() {
 #[test]
 fn ids_are_whole_tokens() {
     for (written, field, value) in [
+        (
+            "Opportunity: 0065e00000AbCdEAAX.",
+            "opportunity_id",
+            "0065e00000AbCdEAAX",
+        ),
+        (
+            "(opp #0065e00000AbCdEAAX)",
+            "opportunity_id",
+            "0065e00000AbCdEAAX",
+        ),
+        (
+            "Opportunity-ID:0065e00000AbCdEAAX;",
+            "opportunity_id",
+            "0065e00000AbCdEAAX",
+        ),
+        ("Deal ID: DR-2026-0042,", "deal_id", "DR-2026-0042"),
+        ("Angebotsnummer: Q-100234!", "quote_number", "Q-100234"),
+        ("見積番号：Q-100234。", "quote_number", "Q-100234"),
+        ("Bestellnummer: BN-2026-77", "po_number", "BN-2026-77"),
+        ("pedido de compra nº 4500012345", "po_number", "4500012345"),
         ("PO number: PO-12345", "po_number", "PO-12345"),
         ("our order XY-PO-6789 attached", "po_number", "XY-PO-6789"),
         ("Quote #Q-100234.", "quote_number", "Q-100234"),
