@@ -559,6 +559,30 @@ impl From<Trouble> for String {
     }
 }
 
+/// A NO or BAD. Throttling and "try again later" answers (Exchange's "Server
+/// Unavailable", RFC 5530's UNAVAILABLE, INUSE, LIMIT) say nothing about the message:
+/// the session ends and is retried with backoff instead.
+fn refusal(what: &str, words: &str) -> Trouble {
+    let lower = words.to_ascii_lowercase();
+    let transient = [
+        "throttl",
+        "unavailable",
+        "try again",
+        "[inuse]",
+        "[limit]",
+        "too many",
+        "temporar",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    let said = format!("{what}: the server said: {words}");
+    if transient {
+        Trouble::Broken(said)
+    } else {
+        Trouble::Refused(said)
+    }
+}
+
 /// Like [`within`], telling a refusal (NO, BAD) from a broken connection.
 pub async fn checked<T>(
     secs: u64,
@@ -568,10 +592,7 @@ pub async fn checked<T>(
     use async_imap::error::Error;
     match tokio::time::timeout(Duration::from_secs(secs), f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(Error::No(w) | Error::Bad(w))) => Err(Trouble::Refused(format!(
-            "{what}: the server said: {}",
-            server_words(&w)
-        ))),
+        Ok(Err(Error::No(w) | Error::Bad(w))) => Err(refusal(what, server_words(&w))),
         Ok(Err(e)) => Err(Trouble::Broken(format!("{what}: {e}"))),
         Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {secs} s"))),
     }
@@ -639,10 +660,10 @@ pub async fn append(s: &mut Imap, folder: &str, raw: &[u8], t: u64) -> Result<()
                 } if *done == tag => {
                     return match status {
                         Status::Ok => Ok(()),
-                        _ => Err(Trouble::Refused(format!(
-                            "{what}: the server said: {}",
-                            outcome.information.as_deref().unwrap_or("(no text)")
-                        ))),
+                        _ => Err(refusal(
+                            &what,
+                            outcome.information.as_deref().unwrap_or("(no text)"),
+                        )),
                     };
                 }
                 _ => {}
@@ -673,4 +694,25 @@ pub async fn has_message_id(
     )
     .await?;
     Ok(!found.is_empty())
+}
+
+#[cfg(test)]
+mod trouble_tests {
+    use super::*;
+
+    #[test]
+    fn throttling_is_retried_and_a_refusal_is_the_messages() {
+        assert!(matches!(
+            refusal("APPEND", "Server Unavailable. 15"),
+            Trouble::Broken(_)
+        ));
+        assert!(matches!(
+            refusal("APPEND", "[THROTTLED] Request is throttled"),
+            Trouble::Broken(_)
+        ));
+        assert!(matches!(
+            refusal("APPEND", "[NOPERM] Permission denied"),
+            Trouble::Refused(_)
+        ));
+    }
 }
