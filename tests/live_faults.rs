@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::cyrus::Cyrus;
 use support::*;
 
 fn secs(n: u64) -> Duration {
@@ -321,7 +322,48 @@ fn a_new_uidvalidity_neither_answers_again_nor_skips_new_mail() {
 #[test]
 fn killed_at_arbitrary_points_no_message_is_answered_twice_or_left_unhandled() {
     let stack = Stack::start("kill");
-    kill_until_done(&stack, ["Sent", "Triage/Orders", "Triage/PoE"]);
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    kill_until_done(
+        &stack,
+        &Desk::Dovecot(&stack),
+        &cfg,
+        ["Sent", "Triage/Orders", "Triage/PoE"],
+    );
+}
+
+/// The same with the desk's mailbox on a real Cyrus IMAP 3.6 (`INBOX.` namespace).
+#[test]
+fn killed_at_arbitrary_points_on_a_real_cyrus_imap() {
+    let stack = Stack::start("kill-cyrus");
+    let cyrus = Cyrus::start(&stack);
+    let cfg = config(&stack, &cyrus.wiring(&stack));
+    kill_until_done(
+        &stack,
+        &Desk::Cyrus(&cyrus),
+        &cfg,
+        ["INBOX.Sent", "INBOX.Triage.Orders", "INBOX.Triage.PoE"],
+    );
+}
+
+/// Where the desk's mailbox is.
+enum Desk<'a> {
+    Dovecot(&'a Stack),
+    Cyrus(&'a Cyrus),
+}
+
+impl Desk<'_> {
+    fn append(&self, raws: &[Vec<u8>]) {
+        match self {
+            Desk::Dovecot(stack) => append_all(stack, DESK, "INBOX", raws),
+            Desk::Cyrus(c) => c.append_all("INBOX", raws),
+        }
+    }
+    fn folder(&self, name: &str) -> Vec<Held> {
+        match self {
+            Desk::Dovecot(stack) => folder(stack, DESK, name),
+            Desk::Cyrus(c) => c.folder(name),
+        }
+    }
 }
 
 /// The same on a server shaped as Cyrus and Courier are by default (`INBOX.` namespace,
@@ -340,17 +382,19 @@ fn killed_at_arbitrary_points_on_an_inbox_dot_server_without_move() {
             ),
         ],
     );
+    let cfg = config(&stack, &Wiring::plain(&stack));
     kill_until_done(
         &stack,
+        &Desk::Dovecot(&stack),
+        &cfg,
         ["INBOX.Sent", "INBOX.Triage.Orders", "INBOX.Triage.PoE"],
     );
 }
 
 /// `folders`: the server's names of Sent and the two filing folders.
-fn kill_until_done(stack: &Stack, folders: [&str; 3]) {
+fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [&str; 3]) {
     let [sent, orders, poe] = folders;
-
-    let cfg = config(stack, &Wiring::plain(stack));
+    let cfg = cfg.to_path_buf();
     // 300 messages: 50 of each of the six kinds, four answered and two left for a human.
     let copies = 50;
     let backlog: Vec<Vec<u8>> = (0..copies)
@@ -362,7 +406,7 @@ fn kill_until_done(stack: &Stack, folders: [&str; 3]) {
         })
         .collect();
     let total = backlog.len();
-    append_all(&stack, DESK, "INBOX", &backlog);
+    desk.append(&backlog);
 
     // SIGKILL after a pseudo-random 50–800 ms, again and again, until the journal says
     // everything is done: the killed runs alone must get through the backlog (each keeps
@@ -420,7 +464,12 @@ fn kill_until_done(stack: &Stack, folders: [&str; 3]) {
         (DESK, poe, 2 * copies),
         (DESK, "INBOX", NOT_ANSWERED.len() * copies),
     ] {
-        let ids = message_ids(&mailbox(&stack, user, folder));
+        let raws: Vec<Vec<u8>> = if user == DESK {
+            desk.folder(folder).into_iter().map(|h| h.raw).collect()
+        } else {
+            mailbox(stack, user, folder)
+        };
+        let ids = message_ids(&raws);
         let mut unique = ids.clone();
         unique.sort();
         unique.dedup();
@@ -434,7 +483,7 @@ fn kill_until_done(stack: &Stack, folders: [&str; 3]) {
     )[0][0]
         .parse::<usize>()
         .unwrap();
-    let left = folder(&stack, DESK, "INBOX");
+    let left = desk.folder("INBOX");
     let unflagged = left
         .iter()
         .filter(|h| !h.flags.iter().any(|f| f == "Flagged"))

