@@ -21,9 +21,10 @@ install() {
   local debs
   debs=$(mktemp -d)
   chmod 755 "$debs"
-  # Only what the system lacks; cyrus-common's other libraries are already there.
-  local pkgs=(cyrus-imapd cyrus-common)
-  for p in libclamav12 libical3 libxapian30 libzephyr4 libpcre3 libjansson4 libicu72 libpq5 libwrap0 libsasl2-2 libsasl2-modules; do
+  # The two packages, and those of their libraries the system lacks.
+  apt-cache show cyrus-common >/dev/null 2>&1 || apt-get update >/dev/null
+  local pkgs=(cyrus-imapd cyrus-common) p
+  for p in $(apt-cache depends cyrus-common cyrus-imapd | awk '/Depends: lib/ {print $2}' | sort -u); do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
   done
   (cd "$debs" && { apt-get download "${pkgs[@]}" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get download "${pkgs[@]}" >/dev/null; }; })
@@ -31,6 +32,11 @@ install() {
   for d in "$debs"/*.deb; do dpkg -x "$d" "$root"; done
   rm -rf "$debs"
   [[ -x $bin/master ]] || { echo "cyrus.sh: no master in $bin" >&2; exit 1; }
+  if ldd "$bin/imapd" | grep -q "not found"; then
+    echo "cyrus.sh: libraries missing for imapd:" >&2
+    ldd "$bin/imapd" | grep "not found" >&2
+    exit 1
+  fi
 }
 
 start() {
