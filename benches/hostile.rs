@@ -90,11 +90,28 @@ fn many_attachments(size: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Thousands of distinct ids of every kind, as a flood of quote numbers would be.
+fn many_ids(size: usize) -> Vec<u8> {
+    let mut s = format!("{HEAD}Content-Type: text/plain\n\n");
+    let mut i = 0u64;
+    while s.len() < size {
+        s.push_str(&format!(
+            "Quote: Q-{:07} Opportunity: 006{:012} Deal ID: DR-2026-{:05} PO: PO-{i}\n",
+            i,
+            i,
+            i % 100000
+        ));
+        i += 1;
+    }
+    s.into_bytes()
+}
+
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let config = Config::load(&repo.join("deploy/triage.yaml")).expect("config");
     let book = Playbook::load(config, None).expect("playbook");
-    let shapes: [(&str, fn(usize) -> Vec<u8>); 6] = [
+    let shapes: [(&str, fn(usize) -> Vec<u8>); 7] = [
+        ("many ids", many_ids),
         ("boundary parts", boundary_parts),
         ("deep nesting", deep_nesting),
         ("nested messages", nested_messages),

@@ -429,7 +429,9 @@ impl Directory {
                             self.opportunities[i].quote_number.as_str(),
                         ),
                     };
-                    if !list.iter().any(|x: &&str| x.eq_ignore_ascii_case(value)) {
+                    // Bounded: a flood of known ids must not make this quadratic.
+                    if list.len() < 50 && !list.iter().any(|x: &&str| x.eq_ignore_ascii_case(value))
+                    {
                         list.push(value);
                     }
                 }

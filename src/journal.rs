@@ -313,6 +313,17 @@ impl Journal {
         Ok(out)
     }
 
+    /// Seconds since the outbox row last changed state (for a `committing` row: since
+    /// the message's final dot may have gone out).
+    pub fn outbox_age_seconds(&self, message_id: &str) -> rusqlite::Result<Option<f64>> {
+        self.db
+            .prepare_cached(
+                "SELECT (julianday('now') - julianday(updated)) * 86400.0 FROM outbox WHERE message_id = ?1",
+            )?
+            .query_row([message_id], |r| r.get(0))
+            .optional()
+    }
+
     pub fn set_outbox(
         &self,
         message_id: &str,

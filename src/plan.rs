@@ -845,17 +845,10 @@ impl Playbook {
         let ids = evidence
             .iter()
             .map(|e| (e.field.as_str(), e.value.as_str(), e.source.as_str()));
-        let found_ids = known
-            .opportunity_ids
-            .iter()
-            .map(|v| ("opportunity_id", *v, "the text"))
-            .chain(
-                known
-                    .quote_numbers
-                    .iter()
-                    .map(|v| ("quote_number", *v, "the text")),
-            )
-            .chain(known.deal_ids.iter().map(|v| ("deal_id", *v, "the text")));
+        // A few of each are enough to see a second record; a flood of ids stays linear.
+        let found_ids = few_ids(&known.opportunity_ids, "opportunity_id")
+            .chain(few_ids(&known.quote_numbers, "quote_number"))
+            .chain(few_ids(&known.deal_ids, "deal_id"));
         for (field, value, source) in ids.chain(found_ids) {
             let opps: Vec<&Opportunity> = match field {
                 "opportunity_id" => d.opportunities_by_id(value),
@@ -910,7 +903,7 @@ impl Playbook {
             .iter()
             .filter(|e| e.field == "deal_id")
             .map(|e| e.value.as_str())
-            .chain(known.deal_ids.iter().copied())
+            .chain(known.deal_ids.iter().take(8).copied())
             .filter(|v| {
                 let regs = self.directory.deals_by_id(v);
                 regs.len() == 1 && !regs[0].deal_id.eq_ignore_ascii_case(&found.deal_id)
@@ -1165,6 +1158,15 @@ impl Playbook {
         }
         ctx
     }
+}
+
+/// A few of the known ids of one kind, as (field, value, where): enough to see a second
+/// record named, while a flood of ids stays linear.
+fn few_ids<'a>(
+    list: &'a [&'a str],
+    field: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a str, &'a str)> + 'a {
+    list.iter().take(8).map(move |v| (field, *v, "the text"))
 }
 
 /// The variables every template gets; `opportunity` and `deal` only with their lookup.

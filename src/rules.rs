@@ -993,6 +993,9 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
     let mut first = 0;
     for (field, pats) in &book.extractors {
         let all_values = is_id_field(field);
+        // Distinct values seen, lower-cased: a set, so that a message full of ids stays
+        // linear; and a few are enough to see a conflict.
+        let mut seen: std::collections::HashSet<String> = Default::default();
         'field: for ((source, text), cands) in sources.iter().zip(&candidates) {
             let is_name = source.starts_with("file name ");
             for (k, re) in pats.regexes.iter().enumerate() {
@@ -1013,17 +1016,14 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
                     if value.is_empty() {
                         continue;
                     }
-                    let known = out
-                        .iter()
-                        .any(|e| e.field == *field && e.value.eq_ignore_ascii_case(&value));
-                    if !known {
+                    if seen.insert(value.to_ascii_lowercase()) {
                         out.push(Evidence {
                             field: field.clone(),
                             value,
                             source: source.clone(),
                         });
                     }
-                    if !all_values {
+                    if !all_values || seen.len() >= MAX_VALUES {
                         break 'field;
                     }
                 }
@@ -1033,6 +1033,9 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
     }
     out
 }
+
+/// Distinct values of one id field looked at, at most: enough to see two records named.
+const MAX_VALUES: usize = 8;
 
 /// A reply's subject ("Re:", "AW:", "Réf :" …): it names the thread's old topic.
 pub fn is_answer_subject(subject: &str) -> bool {

@@ -1054,65 +1054,73 @@ impl Shell<'_> {
             // Settling a crash examined other folders; filing works on the inbox.
             mailbox::select(session, inbox, t).await?;
         }
-        if plan.original.human || human_reason.is_some() {
-            let reason = human_reason.unwrap_or_else(|| plan.reason.clone());
-            self.leave_for_human(
-                session,
+        if !plan.original.human && human_reason.is_none() {
+            match self
+                .file_answered(session, inbox, uidvalidity, uid, &key, &plan)
+                .await?
+            {
+                None => return Ok(()),
+                Some(why) => human_reason = Some(why),
+            }
+        }
+        let reason = human_reason.unwrap_or_else(|| plan.reason.clone());
+        self.leave_for_human(
+            session,
+            inbox,
+            uidvalidity,
+            uid,
+            &key,
+            &plan,
+            reason,
+            smtp_error,
+        )
+        .await
+    }
+
+    /// Flags and files a handled message by its plan's role. Some(reason) when the
+    /// server refused the folder: the message then goes to a person.
+    async fn file_answered(
+        &self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        key: &str,
+        plan: &Plan,
+    ) -> Result<Option<String>, String> {
+        let t = self.t();
+        mailbox::store(session, uid, filing_flags(plan), t).await?;
+        let target = self.filing_target(plan);
+        if let Some(folder) = &target {
+            let caps = (self.caps.r#move, self.caps.uidplus);
+            match mailbox::move_to(session, inbox, uid, folder, caps, t).await {
+                Ok(()) => {}
+                Err(Trouble::Refused(w)) => {
+                    error!(uid, "{w}");
+                    return Ok(Some(format!(
+                        "cannot file it to {folder}: {w}; left for a human"
+                    )));
+                }
+                Err(broken) => return Err(broken.into()),
+            }
+        }
+        self.journal
+            .conclude(
                 inbox,
                 uidvalidity,
                 uid,
-                &key,
-                &plan,
-                reason,
-                smtp_error,
+                Some(key),
+                State::Filed,
+                plan,
+                &plan.reason,
+                "filed",
+                target.as_deref().unwrap_or(inbox),
+                None,
             )
-            .await?;
-        } else {
-            mailbox::store(session, uid, filing_flags(&plan), t).await?;
-            let target = self.filing_target(&plan);
-            if let Some(folder) = &target {
-                let caps = (self.caps.r#move, self.caps.uidplus);
-                match mailbox::move_to(session, inbox, uid, folder, caps, t).await {
-                    Ok(()) => {}
-                    Err(Trouble::Refused(w)) => {
-                        error!(uid, "{w}");
-                        let reason = format!(
-                            "answered, but cannot file it to {folder}: {w}; left for a human"
-                        );
-                        return self
-                            .leave_for_human(
-                                session,
-                                inbox,
-                                uidvalidity,
-                                uid,
-                                &key,
-                                &plan,
-                                reason,
-                                None,
-                            )
-                            .await;
-                    }
-                    Err(broken) => return Err(broken.into()),
-                }
-            }
-            journal
-                .conclude(
-                    inbox,
-                    uidvalidity,
-                    uid,
-                    Some(&key),
-                    State::Filed,
-                    &plan,
-                    &plan.reason,
-                    "filed",
-                    target.as_deref().unwrap_or(inbox),
-                    None,
-                )
-                .map_err(db)?;
-            self.opts.health.message(plan.category.as_str(), "filed");
-            info!(uid, category = %plan.category, "filed: {}", plan.reason);
-        }
-        Ok(())
+            .map_err(db)?;
+        self.opts.health.message(plan.category.as_str(), "filed");
+        info!(uid, category = %plan.category, "filed: {}", plan.reason);
+        Ok(None)
     }
 
     /// The brakes that need history (answers already sent, bounces, the circuit breaker),
@@ -1250,8 +1258,15 @@ impl Shell<'_> {
         if !smtp_cfg.self_copy {
             return Ok(false);
         }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(smtp_cfg.self_copy_wait_seconds);
+        // The wait counts from when the message went `committing`, not from this start:
+        // a service restarted again and again must not wait the full time each time.
+        let age = self
+            .journal
+            .outbox_age_seconds(msg_id)
+            .map_err(db)?
+            .unwrap_or(0.0);
+        let left = (smtp_cfg.self_copy_wait_seconds as f64 - age.max(0.0)).max(0.0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(left);
         loop {
             if mailbox::has_message_id(session, &config.folders.inbox, msg_id, t).await? {
                 return Ok(true);

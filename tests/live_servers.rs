@@ -26,6 +26,33 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// `triage check --connect` on an `INBOX.` server without MOVE: what it shows.
+fn check_connect(stack: &Stack, cfg: &std::path::Path) -> String {
+    let check = triage(stack, cfg, &["check", "--connect"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&check.stdout).into_owned();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{shown}{err}");
+    assert!(
+        shown.contains("personal namespace: \"INBOX.\", separator '.'"),
+        "{shown}"
+    );
+    assert!(shown.contains("no MOVE: filing is COPY"), "{shown}");
+    shown
+}
+
+/// Each answerable case answered exactly once, seen in the partner's mailbox.
+fn answered_once(stack: &Stack) {
+    let mut expected: Vec<String> = ANSWERED
+        .iter()
+        .map(|n| format!("case-{n}@reseller.example"))
+        .collect();
+    expected.sort();
+    wait_for(stack, PARTNER, "INBOX", expected.len(), secs(20));
+    assert_eq!(replied_to(stack), expected, "each answered once");
+}
+
 #[test]
 fn the_shipped_config_works_under_an_inbox_dot_namespace_without_move() {
     let stack = Stack::start_shaped("shaped", &SHAPED);
@@ -35,39 +62,19 @@ fn the_shipped_config_works_under_an_inbox_dot_namespace_without_move() {
     }
     wait_for(&stack, DESK, "INBOX", 6, secs(10));
     // What an operator sees before going live: what was discovered there.
-    let check = triage(&stack, &cfg, &["check", "--connect"])
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{shown}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(
-        shown.contains("personal namespace: \"INBOX.\", separator '.'"),
-        "{shown}"
-    );
+    let shown = check_connect(&stack, &cfg);
     assert!(shown.contains("sent: INBOX.Sent"), "{shown}");
     assert!(
         shown.contains("quote_request: INBOX.Triage.Orders"),
         "{shown}"
     );
-    eprintln!("SHOWN {shown}");
-    assert!(shown.contains("no MOVE: filing is COPY"), "{shown}");
 
     let out = run_once(&stack, &cfg);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("namespace \"INBOX.\""), "{log}");
     run_once(&stack, &cfg);
 
-    let mut expected: Vec<String> = ANSWERED
-        .iter()
-        .map(|n| format!("case-{n}@reseller.example"))
-        .collect();
-    expected.sort();
-    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(20));
-    assert_eq!(replied_to(&stack), expected, "each answered once");
+    answered_once(&stack);
     assert_eq!(
         mailbox(&stack, DESK, "INBOX.Sent").len(),
         5,
@@ -168,30 +175,11 @@ fn a_real_cyrus_imap_without_move_with_the_shipped_config_answers_files_and_neve
         deliver(&stack, &case(name));
     }
     cyrus.wait_for("INBOX", 6);
-    let check = triage(&stack, &cfg, &["check", "--connect"])
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{shown}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(
-        shown.contains("personal namespace: \"INBOX.\", separator '.'"),
-        "{shown}"
-    );
-    assert!(shown.contains("no MOVE: filing is COPY"), "{shown}");
+    check_connect(&stack, &cfg);
     run_once(&stack, &cfg);
     run_once(&stack, &cfg);
 
-    let mut expected: Vec<String> = ANSWERED
-        .iter()
-        .map(|n| format!("case-{n}@reseller.example"))
-        .collect();
-    expected.sort();
-    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(20));
-    assert_eq!(replied_to(&stack), expected, "each answered once");
+    answered_once(&stack);
     assert_eq!(
         cyrus.folder("INBOX.Sent").len(),
         5,

@@ -62,20 +62,7 @@ impl Cyrus {
             let mut client = async_imap::Client::new(tcp);
             client.read_response().await.unwrap();
             let mut s = client.login(DESK, "any").await.map_err(|e| e.0).unwrap();
-            let mut out = Vec::new();
-            if s.examine(name).await.is_ok() {
-                use futures::StreamExt;
-                let mut stream = s.fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap();
-                while let Some(f) = stream.next().await {
-                    let f = f.unwrap();
-                    if let Some(b) = f.body() {
-                        out.push(Held {
-                            raw: b.to_vec(),
-                            flags: f.flags().map(|fl| format!("{fl:?}")).collect(),
-                        });
-                    }
-                }
-            }
+            let out = read_folder(&mut s, name).await;
             drop(s.logout().await);
             out
         })

@@ -428,22 +428,28 @@ pub struct Held {
 pub fn folder(stack: &Stack, user: &str, name: &str) -> Vec<Held> {
     block_on(async {
         let mut s = login(stack, user).await;
-        let mut out = Vec::new();
-        if s.examine(name).await.is_ok() {
-            let mut stream = s.fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap();
-            while let Some(f) = stream.next().await {
-                let f = f.unwrap();
-                if let Some(b) = f.body() {
-                    out.push(Held {
-                        raw: b.to_vec(),
-                        flags: f.flags().map(|fl| format!("{fl:?}")).collect(),
-                    });
-                }
-            }
-        }
+        let out = read_folder(&mut s, name).await;
         drop(s.logout().await);
         out
     })
+}
+
+/// Every message in a folder of a signed-in session, with flags (none if it is missing).
+pub async fn read_folder(s: &mut ImapSession, name: &str) -> Vec<Held> {
+    let mut out = Vec::new();
+    if s.examine(name).await.is_ok() {
+        let mut stream = s.fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap();
+        while let Some(f) = stream.next().await {
+            let f = f.unwrap();
+            if let Some(b) = f.body() {
+                out.push(Held {
+                    raw: b.to_vec(),
+                    flags: f.flags().map(|fl| format!("{fl:?}")).collect(),
+                });
+            }
+        }
+    }
+    out
 }
 
 pub fn mailbox(stack: &Stack, user: &str, name: &str) -> Vec<Vec<u8>> {
