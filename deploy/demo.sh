@@ -15,7 +15,7 @@ users="partnersupport@example.com partnerorderops@example.com billingops@example
   rep.one@example.com isr.one@example.com cam.east@example.com rep.two@example.com cam.central@example.com
   rep.dach@example.com isr.dach@example.com cam.dach@example.com
   alice@reseller.example max@partner.example yamada@hanbai.example"
-cleanup() { MAILSTACK_QUIET=1 bash "$root/tools/mailstack/stop.sh" --purge "$state" >/dev/null 2>&1 || true; }
+cleanup() { MAILSTACK_QUIET=1 bash "$root/tools/mailstack/stop.sh" "$state/stack" >/dev/null 2>&1; rm -rf "$state"; }
 trap cleanup EXIT
 MAILSTACK_IMAP_PORT=0 MAILSTACK_IMAPS_PORT=0 MAILSTACK_LMTP_PORT=0 MAILSTACK_SMTP_PORT=0 \
 MAILSTACK_SUBMISSION_PORT=0 MAILSTACK_SMTPS_PORT=0 MAILSTACK_USERS="$users" \

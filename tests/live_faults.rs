@@ -515,12 +515,18 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
 }
 
 fn journal_done(stack: &Stack) -> usize {
-    if !stack.dir.join("triage.sqlite").exists() {
+    // A service killed just after creating the file may not have made its tables yet.
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        stack.dir.join("triage.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
         return 0;
-    }
-    journal_rows(stack, "SELECT COUNT(*) FROM messages WHERE state >= 4")[0][0]
-        .parse()
-        .unwrap()
+    };
+    db.query_row("SELECT COUNT(*) FROM messages WHERE state >= 4", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n as usize)
+    .unwrap_or(0)
 }
 
 #[test]
