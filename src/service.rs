@@ -858,13 +858,17 @@ impl Shell<'_> {
             return Ok(());
         }
         // The plan's attachment positions count winmail.dat's files, not winmail.dat.
-        let mail = raw
-            .as_deref()
-            .and_then(|r| Mail::parse(r).ok())
-            .map(|mut m| {
+        // Parsed again for its attachments; a parser panic here (decide() already caught
+        // it once) must not stop the service either: the message then has no mail.
+        let mail = raw.as_deref().and_then(|r| {
+            std::panic::catch_unwind(|| {
+                let mut m = Mail::parse(r).ok()?;
                 crate::plan::unwrap_attachments(&mut m);
-                m
-            });
+                Some(m)
+            })
+            .ok()
+            .flatten()
+        });
 
         // The same message under another UID (mailbox rebuilt, copied back) was answered already.
         let answered_elsewhere = journal
