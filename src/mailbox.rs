@@ -274,6 +274,8 @@ pub struct Listed {
     pub size: u32,
     /// Without angle brackets, as mail-parser gives it.
     pub message_id: Option<String>,
+    /// Marked \Deleted (our own copy left behind on a server without UIDPLUS).
+    pub deleted: bool,
 }
 
 /// Every message in the selected folder with its size and Message-ID, without
@@ -282,7 +284,7 @@ pub struct Listed {
 pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, String> {
     within(t, "UID FETCH listing", async {
         let mut out = Vec::new();
-        let mut stream = s.uid_fetch("1:*", "(UID RFC822.SIZE ENVELOPE)").await?;
+        let mut stream = s.uid_fetch("1:*", "(UID FLAGS RFC822.SIZE ENVELOPE)").await?;
         while let Some(item) = stream.next().await {
             let f = item?;
             if let (Some(uid), Some(size)) = (f.uid, f.size) {
@@ -297,10 +299,14 @@ pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, String> {
                             .to_string()
                     })
                     .filter(|m| !m.is_empty());
+                let deleted = f
+                    .flags()
+                    .any(|fl| matches!(fl, async_imap::types::Flag::Deleted));
                 out.push(Listed {
                     uid,
                     size,
                     message_id,
+                    deleted,
                 });
             }
         }

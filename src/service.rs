@@ -462,7 +462,11 @@ impl Shell<'_> {
                     if state == "committing" || state == "sending" {
                         journal.set_outbox(&ours, None, "received").map_err(db)?;
                     }
-                    own_copies.push(uid);
+                    // Without UIDPLUS a copy stays, marked \Deleted: not marked again
+                    // on every pass.
+                    if !item.deleted {
+                        own_copies.push(uid);
+                    }
                     self.awaiting_copies.remove(&ours);
                     debug!(uid, "own copy of {ours} received");
                     continue;
