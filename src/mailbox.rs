@@ -284,7 +284,9 @@ pub struct Listed {
 pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, String> {
     within(t, "UID FETCH listing", async {
         let mut out = Vec::new();
-        let mut stream = s.uid_fetch("1:*", "(UID FLAGS RFC822.SIZE ENVELOPE)").await?;
+        let mut stream = s
+            .uid_fetch("1:*", "(UID FLAGS RFC822.SIZE ENVELOPE)")
+            .await?;
         while let Some(item) = stream.next().await {
             let f = item?;
             if let (Some(uid), Some(size)) = (f.uid, f.size) {

@@ -201,6 +201,19 @@ fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
             "MIME parts nested {deepest} levels deep (more than {MAX_NESTING})"
         ));
     }
+    // RFC 5322 allows one From; two (or two authors in one) is how a sender gets one
+    // address verified and another read.
+    let from_headers = parsed
+        .headers_raw()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("from"))
+        .count();
+    let authors = parsed.from().map_or(0, |a| a.iter().count());
+    if from_headers > 1 || authors > 1 {
+        found.push(format!(
+            "{} From headers with {authors} addresses (a message has one author)",
+            from_headers
+        ));
+    }
     let delimiters = delimiter_lines(raw);
     let mut problems = 0;
     let mut unknown_charsets = Vec::new();

@@ -333,3 +333,29 @@ fn operator_screens_show_message_text_escaped() {
         .count();
     assert_eq!(respond_lines, 1, "a forged respond line: {shown}");
 }
+
+#[test]
+fn two_authors_are_damage_not_an_answer() {
+    let two_headers = quote().replacen(
+        "From: Alice Buyer <alice@reseller.example>\n",
+        "From: Alice Buyer <alice@reseller.example>\nFrom: Mallory <m@attacker.example>\n",
+        1,
+    );
+    let two_in_one = quote().replacen(
+        "From: Alice Buyer <alice@reseller.example>",
+        "From: Alice Buyer <alice@reseller.example>, Mallory <m@attacker.example>",
+        1,
+    );
+    for (what, raw) in [
+        ("two From headers", two_headers),
+        ("two authors", two_in_one),
+    ] {
+        let plan = decide(&raw);
+        assert_not_answered(what, &plan);
+        assert!(
+            plan.reason.contains("one author"),
+            "{what}: {}",
+            plan.reason
+        );
+    }
+}
