@@ -291,9 +291,9 @@ impl Playbook {
             }
             return;
         }
-        // The configured seconds, but no more than 2 s per MB of message (at least 1 s):
+        // The configured seconds, but no more than 1 s per MB of message (at least 1 s):
         // a small message cannot buy a long time of reading.
-        let budget = self.documents.budget().min((mail.size as u64 >> 19).max(1));
+        let budget = self.documents.budget().min((mail.size as u64 >> 20).max(1));
         let started = std::time::Instant::now();
         let mut seen: std::collections::HashMap<[u8; 32], Result<String, String>> =
             Default::default();
