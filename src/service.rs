@@ -888,6 +888,8 @@ impl Shell<'_> {
         // The SMTP server's own answer when it refused a message, for the audit log.
         let mut smtp_error = None;
         let mut left_inbox = false;
+        // A Sent folder that refused a copy: the message goes to a person afterwards.
+        let mut copy_refused: Option<String> = None;
         if plan.respond == Respond::Auto && !answered_elsewhere {
             let Some(mail) = &mail else {
                 // decide() already sends unreadable mail to a human; this is belt and braces.
@@ -1024,7 +1026,7 @@ impl Shell<'_> {
                             // should know, and the next message goes on.
                             Err(Trouble::Refused(w)) => {
                                 error!(uid, "{w}");
-                                human_reason = Some(format!(
+                                copy_refused = Some(format!(
                                     "the {what} went out, but its copy could not be saved: {w}"
                                 ));
                             }
@@ -1056,6 +1058,8 @@ impl Shell<'_> {
                     )
                     .map_err(db)?;
             }
+            // Everything went out and is recorded as such; only a Sent copy is missing.
+            human_reason = human_reason.or(copy_refused);
         }
 
         if left_inbox {

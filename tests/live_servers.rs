@@ -97,19 +97,7 @@ fn a_folder_made_unwritable_mid_run_leaves_one_message_for_a_human_and_lets_the_
 
     // The PoE folder refuses new mail from now on (its Maildir is read-only for the
     // server's mail user); the orders folder still takes it.
-    let maildir = stack
-        .dir
-        .join("stack/mail/example.com/partnersupport/Maildir/.Triage.PoE");
-    assert!(maildir.is_dir(), "{}", maildir.display());
-    for sub in ["", "cur", "new", "tmp"] {
-        let p = maildir.join(sub);
-        let ok = std::process::Command::new("chmod")
-            .arg("0555")
-            .arg(&p)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
+    make_read_only(&stack, ".Triage.PoE");
     for raw in [
         numbered_case("poe-complete-en", 2),
         numbered_case("en-purchase-order-direct", 3),
@@ -137,6 +125,53 @@ fn a_folder_made_unwritable_mid_run_leaves_one_message_for_a_human_and_lets_the_
     let inbox = folder(&stack, DESK, "INBOX");
     assert_eq!(inbox.len(), 1, "the PoE stays visible");
     assert!(inbox[0].flags.iter().any(|f| f == "Flagged"));
+
+    // Now Sent refuses copies: the next PO is answered, its documents kept, and the
+    // message goes to a person because the copy of the answer is missing.
+    make_read_only(&stack, ".Sent");
+    let kept = stack.dir.join("documents/opportunity/0065e00000AbCdEAAX");
+    std::fs::remove_dir_all(&kept).unwrap();
+    deliver(&stack, &numbered_case("en-purchase-order-direct", 4));
+    wait_for(&stack, DESK, "INBOX", 2, secs(10));
+    run_once(&stack, &cfg);
+    let reasons = human_reasons(&stack);
+    let po = reasons
+        .iter()
+        .find(|(k, _)| k.contains("en-purchase-order-direct-4"))
+        .map(|(_, v)| v.clone())
+        .expect("the PO whose copy could not be saved is left for a human");
+    assert!(
+        po.contains("went out, but its copy could not be saved"),
+        "{po}"
+    );
+    let answered = in_reply_tos(&mailbox(&stack, PARTNER, "INBOX"));
+    assert!(
+        answered
+            .iter()
+            .any(|id| id.contains("en-purchase-order-direct-4")),
+        "{answered:?}"
+    );
+    assert!(
+        kept.join("PO-4500012345.pdf").is_file(),
+        "the PO is kept for the CRM"
+    );
+}
+
+/// Makes one of the desk's Maildir folders read-only for the server's mail user.
+fn make_read_only(stack: &Stack, maildir_folder: &str) {
+    let maildir = stack
+        .dir
+        .join("stack/mail/example.com/partnersupport/Maildir")
+        .join(maildir_folder);
+    assert!(maildir.is_dir(), "{}", maildir.display());
+    for sub in ["", "cur", "new", "tmp"] {
+        let ok = std::process::Command::new("chmod")
+            .arg("0555")
+            .arg(maildir.join(sub))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
 }
 
 #[test]
