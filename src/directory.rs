@@ -52,6 +52,9 @@ pub struct Directory {
     pub deals: Vec<DealRegistration>,
     /// Every known id, lower-cased, for finding them in free text in one pass.
     ids: IdIndex,
+    /// Each opportunity's account name as `names_of` gives it, worked out at load: the
+    /// lookups compare against these rather than normalise the export on every message.
+    accounts: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -323,11 +326,16 @@ impl Directory {
         })
         .collect();
         let ids = IdIndex::build(&opportunities, &deals);
+        let accounts = opportunities
+            .iter()
+            .map(|o| names_of(&o.account_name))
+            .collect();
         problems.into_result(Directory {
             partners,
             opportunities,
             deals,
             ids,
+            accounts,
         })
     }
 
@@ -367,12 +375,15 @@ impl Directory {
         customer: &str,
         partner_domain: &str,
     ) -> Vec<&Opportunity> {
+        let wanted = names_of(customer);
         self.opportunities
             .iter()
-            .filter(|o| {
+            .zip(&self.accounts)
+            .filter(|(o, names)| {
                 domain_matches(partner_domain, &o.partner_domain)
-                    && same_company(customer, &o.account_name)
+                    && names.iter().any(|n| wanted.contains(n))
             })
+            .map(|(o, _)| o)
             .collect()
     }
 
@@ -446,19 +457,20 @@ impl Directory {
         dedup(
             self.opportunities
                 .iter()
-                .filter(|o| domain_matches(partner_domain, &o.partner_domain))
-                .filter(|o| {
-                    let n = normalize_name(&o.account_name);
+                .zip(&self.accounts)
+                .filter(|(o, _)| domain_matches(partner_domain, &o.partner_domain))
+                .filter(|(_, names)| {
+                    let Some(n) = names.first() else { return false };
                     // Japanese runs on without spaces: there a name is found inside words.
                     let cjk = n.chars().any(|c| ('\u{3040}'..='\u{9fff}').contains(&c));
                     n.chars().count() >= 2
                         && if cjk {
-                            hay.contains(&n)
+                            hay.contains(n.as_str())
                         } else {
                             hay.contains(&format!(" {n} "))
                         }
                 })
-                .map(|o| o.account_name.as_str()),
+                .map(|(o, _)| o.account_name.as_str()),
         )
     }
 }

@@ -21,7 +21,7 @@ pub fn for_terminal(text: &str) -> String {
 /// formula (`=`, `+`, `-`, `@`, tab or carriage return first) starts with `'` instead.
 pub fn for_spreadsheet(text: &str) -> String {
     let shown = for_terminal(text);
-    if shown.starts_with(['=', '+', '-', '@', '\t', '\r']) || text.starts_with(['\t', '\r']) {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{shown}")
     } else {
         shown

@@ -4,7 +4,6 @@
 //! Mail`, Exchange `Sent Items`. Roles (sent, category folder, human folder) are resolved
 //! here, when a plan is executed, so a config fix also applies to plans already made.
 
-use futures::StreamExt;
 use tracing::info;
 
 use crate::config::{Config, Folders};
@@ -164,16 +163,8 @@ fn named(folder: &str, e: Trouble) -> Trouble {
 
 async fn list_all(s: &mut Imap, t: u64) -> Result<(char, Vec<Listed>), Trouble> {
     use async_imap::types::NameAttribute;
-    let root = checked(t, "LIST \"\" \"\"", async {
-        let names: Vec<_> = s.list(Some(""), Some("")).await?.collect().await;
-        Ok(names.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
-    })
-    .await?;
-    let all = checked(t, "LIST \"\" \"*\"", async {
-        let names: Vec<_> = s.list(Some(""), Some("*")).await?.collect().await;
-        Ok(names.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
-    })
-    .await?;
+    let root = mailbox::list(s, "", t).await?;
+    let all = mailbox::list(s, "*", t).await?;
     // LIST "" "" answers with the separator; some answers do not parse, and then any
     // listed folder tells it.
     let delimiter = root

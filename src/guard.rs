@@ -8,11 +8,39 @@ use regex::Regex;
 use crate::config::Config;
 use crate::message::{domain_of, Mail};
 
+/// What the guards say about a message, worked out once: from its headers and text, before
+/// any document is read.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Why no person wrote it (empty when a person did).
+    pub machine: Vec<String>,
+    /// Why it is a reply in a thread we answered, when it is.
+    pub thread: Option<String>,
+    pub sender: Sender,
+}
+
+impl Gate {
+    pub fn of(mail: &Mail, config: &Config) -> Gate {
+        Gate {
+            machine: machine_mail(mail, config),
+            thread: in_our_thread(mail, config),
+            sender: sender(mail, config),
+        }
+    }
+
+    /// Reasons the message must never get an automatic answer; empty when it may.
+    pub fn loop_bait(&self) -> Vec<String> {
+        self.machine
+            .iter()
+            .cloned()
+            .chain(self.thread.clone())
+            .collect()
+    }
+}
+
 /// Reasons the message must never get an automatic answer; empty when it may.
 pub fn loop_bait(mail: &Mail, config: &Config) -> Vec<String> {
-    let mut why = machine_mail(mail, config);
-    why.extend(in_our_thread(mail, config));
-    why
+    Gate::of(mail, config).loop_bait()
 }
 
 /// Reasons to think no person wrote this message (auto-replies, bounces, list mail, ticket
@@ -288,7 +316,12 @@ pub struct Bounce {
     pub ignored: Option<String>,
 }
 
-pub fn bounced_answer(mail: &Mail, config: &Config, internal: &dyn Fn(&str) -> bool) -> Bounce {
+pub fn bounced_answer(
+    mail: &Mail,
+    config: &Config,
+    sender: &Sender,
+    internal: &dyn Fn(&str) -> bool,
+) -> Bounce {
     let Some(report) = &mail.delivery_report else {
         return Bounce::default();
     };
@@ -313,11 +346,10 @@ pub fn bounced_answer(mail: &Mail, config: &Config, internal: &dyn Fn(&str) -> b
         about,
         ..Bounce::default()
     };
-    let sender = sender(mail, config);
     if sender.domain.is_none() {
         bounce.ignored = Some(format!(
             "a delivery report about our mail from an unverified sender ({}) blocks nobody",
-            sender.problem.unwrap_or_default()
+            sender.problem.as_deref().unwrap_or_default()
         ));
         return bounce;
     }

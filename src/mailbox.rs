@@ -394,15 +394,11 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
     .await
 }
 
-pub async fn move_to(
-    s: &mut Imap,
-    source: &str,
-    uid: u32,
-    folder: &str,
-    caps: (bool, bool),
-    t: u64,
-) -> Result<(), Trouble> {
-    move_many(s, source, &[uid], folder, caps, t).await
+/// What the server can do for filing, read once per session.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub r#move: bool,
+    pub uidplus: bool,
 }
 
 /// Moves messages to a folder (created if missing): UID MOVE, or UID COPY, \Deleted and
@@ -414,16 +410,15 @@ pub async fn move_many(
     source: &str,
     uids: &[u32],
     folder: &str,
-    caps: (bool, bool),
+    caps: Caps,
     t: u64,
 ) -> Result<(), Trouble> {
-    let (has_move, has_uidplus) = caps;
     if uids.is_empty() {
         return Ok(());
     }
     ensure_folder(s, folder, t).await?;
     let set = uid_set(uids);
-    if has_move {
+    if caps.r#move {
         return checked(t, &format!("UID MOVE to {folder}"), s.uid_mv(&set, folder)).await;
     }
     // COPY, then \Deleted and EXPUNGE, is two steps: killed between them, the next run
@@ -436,26 +431,19 @@ pub async fn move_many(
         .filter(|u| !before.contains(u))
         .collect();
     if !todo.is_empty() {
-        let set = uid_set(&todo);
-        let mark = format!("+FLAGS.SILENT ({FILING})");
         // A server without keywords still files; only the restart check is lost.
-        let _ = checked(t, "UID STORE", async {
-            let stream = s.uid_store(&set, &mark).await?;
-            let _: Vec<_> = stream.collect().await;
-            Ok(())
-        })
-        .await;
+        let _ = store_many(s, &todo, FILING, t).await;
         checked(
             t,
             &format!("UID COPY to {folder}"),
-            s.uid_copy(&set, folder),
+            s.uid_copy(uid_set(&todo), folder),
         )
         .await?;
     }
     store_many(s, uids, "\\Deleted", t)
         .await
         .map_err(Trouble::Broken)?;
-    if has_uidplus {
+    if caps.uidplus {
         uid_expunge(s, &set, t).await.map_err(Trouble::Broken)?;
     }
     Ok(())
@@ -498,8 +486,7 @@ async fn copied_before(
     checked(t, &format!("EXAMINE {folder}"), s.examine(folder)).await?;
     let mut found = Vec::new();
     for (uid, id) in ids {
-        let q = format!("HEADER Message-ID \"{}\"", id.replace(['"', '\\'], ""));
-        if !checked(t, "UID SEARCH", s.uid_search(&q)).await?.is_empty() {
+        if holds_message_id(s, &id, t).await.map_err(Trouble::Broken)? {
             found.push(uid);
         }
     }
@@ -628,13 +615,21 @@ pub async fn ensure_folder(s: &mut Imap, folder: &str, t: u64) -> Result<(), Tro
 
 /// Whether LIST shows the folder.
 pub async fn exists(s: &mut Imap, folder: &str, t: u64) -> Result<bool, Trouble> {
-    let names = checked(t, "LIST", async {
-        let stream = s.list(Some(""), Some(folder)).await?;
-        let names: Vec<_> = stream.collect().await;
-        Ok(names.into_iter().filter_map(Result::ok).collect::<Vec<_>>())
-    })
-    .await?;
+    let names = list(s, folder, t).await?;
     Ok(names.iter().any(|n| n.name() == folder))
+}
+
+/// `LIST "" pattern`: the names that parse (a line async-imap cannot read is skipped).
+pub async fn list(
+    s: &mut Imap,
+    pattern: &str,
+    t: u64,
+) -> Result<Vec<async_imap::types::Name>, Trouble> {
+    checked(t, &format!("LIST \"\" {pattern:?}"), async {
+        let names: Vec<_> = s.list(Some(""), Some(pattern)).await?.collect().await;
+        Ok(names.into_iter().filter_map(Result::ok).collect())
+    })
+    .await
 }
 
 /// APPEND, written out here so that a refusal carries the server's words (async-imap's
@@ -692,15 +687,16 @@ pub async fn has_message_id(
     t: u64,
 ) -> Result<bool, String> {
     within(t, "EXAMINE", s.examine(folder)).await?;
-    let found = within(
-        t,
-        "UID SEARCH",
-        s.uid_search(format!(
-            "HEADER Message-ID \"{}\"",
-            message_id.replace('"', "")
-        )),
-    )
-    .await?;
+    holds_message_id(s, message_id, t).await
+}
+
+/// Whether the selected folder holds a message with this Message-ID.
+async fn holds_message_id(s: &mut Imap, message_id: &str, t: u64) -> Result<bool, String> {
+    let query = format!(
+        "HEADER Message-ID \"{}\"",
+        message_id.replace(['"', '\\'], "")
+    );
+    let found = within(t, "UID SEARCH", s.uid_search(query)).await?;
     Ok(!found.is_empty())
 }
 

@@ -194,10 +194,7 @@ fn main() -> ExitCode {
             config,
             directory,
             connect,
-        } => match check(&config, directory.as_deref()) {
-            code if code == ExitCode::SUCCESS && connect => check_connect(&config),
-            code => code,
-        },
+        } => check(&config, directory.as_deref(), connect),
         Command::Classify {
             config,
             directory,
@@ -662,13 +659,16 @@ fn breaker(config: &Path, action: BreakerAction) -> ExitCode {
     }
 }
 
-fn check(config: &Path, directory: Option<&Path>) -> ExitCode {
+fn check(config: &Path, directory: Option<&Path>, connect: bool) -> ExitCode {
     match plan::check(config, directory) {
         Ok((book, warnings)) => {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
             println!("ok: {}", book.summary());
+            if connect {
+                return check_connect(&book.config);
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -680,10 +680,7 @@ fn check(config: &Path, directory: Option<&Path>) -> ExitCode {
 }
 
 /// Signs in, discovers the folders as the service would at start, and says what it found.
-fn check_connect(config: &Path) -> ExitCode {
-    let Ok(config) = Config::load(config) else {
-        return ExitCode::from(1);
-    };
+fn check_connect(config: &Config) -> ExitCode {
     let Some(imap) = config.imap.clone() else {
         eprintln!("the config has no `imap` section");
         return ExitCode::from(1);
@@ -693,7 +690,7 @@ fn check_connect(config: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let result: Result<(), String> = rt.block_on(async {
-        let (sign_in, _) = triage::oauth::sign_ins(&config, None)?;
+        let (sign_in, _) = triage::oauth::sign_ins(config, None)?;
         let sign_in = sign_in.ok_or("the config has no `imap` section")?;
         let mut session = triage::mailbox::connect(&imap, &sign_in).await?;
         let t = imap.timeout_seconds;
@@ -703,7 +700,7 @@ fn check_connect(config: &Path) -> ExitCode {
             .filter(|c| caps.has_str(c))
             .collect();
         let gmail = caps.has_str("X-GM-EXT-1");
-        let places = triage::folders::discover(&mut session, &config, gmail, t)
+        let places = triage::folders::discover(&mut session, config, gmail, t)
             .await
             .map_err(String::from)?;
         println!("imap {}:{}: signed in as {}", imap.host, imap.port, imap.username);

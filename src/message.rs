@@ -537,14 +537,44 @@ pub fn unique_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(name) {
         return name.to_string();
     }
-    let (stem, ext) = match name.rsplit_once('.') {
-        Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
-        _ => (name, String::new()),
-    };
     (2..)
-        .map(|n| format!("{stem} ({n}){ext}"))
+        .map(|n| numbered(name, n))
         .find(|candidate| !taken(candidate))
         .expect("some number is free")
+}
+
+/// `name (n).ext`.
+fn numbered(name: &str, n: usize) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({n}).{ext}"),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// Hands out names unique among themselves, as [`unique_name`] would, in linear time:
+/// a message with thousands of attachments of one name must not cost their square.
+#[derive(Default)]
+pub struct UniqueNames {
+    taken: std::collections::HashSet<String>,
+    /// The last number given to each name.
+    last: std::collections::HashMap<String, usize>,
+}
+
+impl UniqueNames {
+    pub fn give(&mut self, name: &str) -> String {
+        if self.taken.insert(name.to_string()) {
+            return name.to_string();
+        }
+        let mut n = self.last.get(name).copied().unwrap_or(1);
+        loop {
+            n += 1;
+            let candidate = numbered(name, n);
+            if self.taken.insert(candidate.clone()) {
+                self.last.insert(name.to_string(), n);
+                return candidate;
+            }
+        }
+    }
 }
 
 /// Lines that start quoted history in the mail clients partners use, in the desk's languages.
@@ -632,6 +662,15 @@ mod tests {
         assert_eq!(
             unique_name("PO.pdf", |n| taken.iter().any(|t| t == n)),
             "PO (3).pdf"
+        );
+        let mut names = UniqueNames::default();
+        let given: Vec<String> = ["PO.pdf", "PO.pdf", "PO (2).pdf", "PO.pdf"]
+            .iter()
+            .map(|n| names.give(n))
+            .collect();
+        assert_eq!(
+            given,
+            ["PO.pdf", "PO (2).pdf", "PO (2) (2).pdf", "PO (3).pdf"]
         );
         assert_eq!(
             unique_name("PoE.pdf", |n| taken.iter().any(|t| t == n)),

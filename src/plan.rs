@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::directory::{domain_matches, DealRegistration, Directory, Opportunity};
+use crate::directory::{domain_matches, DealRegistration, Directory, KnownIds, Opportunity};
 use crate::documents;
 use crate::guard;
 use crate::message::{Mail, Mailbox};
@@ -256,8 +256,9 @@ impl Playbook {
                 )
             }
         };
-        self.read_documents(&mut mail);
-        self.decide_mail(&mail)
+        let gate = guard::Gate::of(&mail, &self.config);
+        self.read_documents(&mut mail, &gate);
+        self.decide_mail(&mail, &gate)
     }
 
     /// Where a message this rule handled is filed: the rule's own folder, else its
@@ -276,12 +277,12 @@ impl Playbook {
     /// extractors see what the partner put in them. Reading is the costly step, so it is
     /// done only for a verified partner's own mail, once per distinct document, and within
     /// one CPU budget for the whole message (`limits.document_seconds`).
-    pub fn read_documents(&self, mail: &mut Mail) {
+    pub fn read_documents(&self, mail: &mut Mail, gate: &guard::Gate) {
         unwrap_attachments(mail);
         if !self.rules.reads_documents() {
             return;
         }
-        if let Err(why) = self.may_read_documents(mail) {
+        if let Err(why) = self.may_read_documents(gate) {
             if mail
                 .attachments
                 .iter()
@@ -331,27 +332,28 @@ impl Playbook {
 
     /// Documents are read only when an answer could follow: mail a person wrote, from a
     /// verified sender whose domain is a partner.
-    fn may_read_documents(&self, mail: &Mail) -> Result<(), String> {
-        let bait = guard::loop_bait(mail, &self.config);
+    fn may_read_documents(&self, gate: &guard::Gate) -> Result<(), String> {
+        let bait = gate.loop_bait();
         if !bait.is_empty() {
             return Err(format!(
                 "no automatic answer is possible ({})",
                 bait.join("; ")
             ));
         }
-        let sender = guard::sender(mail, &self.config);
-        let Some(domain) = sender.domain else {
-            return Err(sender
+        let Some(domain) = &gate.sender.domain else {
+            return Err(gate
+                .sender
                 .problem
+                .clone()
                 .unwrap_or_else(|| "the sender is not verified".into()));
         };
-        if self.directory.partner(&domain).is_none() {
+        if self.directory.partner(domain).is_none() {
             return Err(format!("{domain} is not a partner in the directory"));
         }
         Ok(())
     }
 
-    pub fn decide_mail(&self, mail: &Mail) -> Plan {
+    pub fn decide_mail(&self, mail: &Mail, gate: &guard::Gate) -> Plan {
         let evidence = rules::extract(&self.rules, mail);
         // The first value of each field decides; the others are kept to see conflicts.
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
@@ -364,7 +366,13 @@ impl Playbook {
             .iter()
             .map(|e| format!("{} {:?} from {}", e.field, e.value, e.source))
             .collect();
-        self.fill_from_directory(mail, &mut fields, &mut notes);
+        // Known ids are looked for once: they fill missing fields and show conflicts.
+        let texts: Vec<&str> = rules::evidence_sources(mail)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let known = self.directory.known_ids_in(&texts);
+        self.fill_from_directory(&known, &mut fields, &mut notes);
         if let Some(why) = &mail.not_read {
             notes.push(format!("attached documents not read: {why}"));
         }
@@ -397,7 +405,9 @@ impl Playbook {
             bounced: Vec::new(),
             bounce_of: Vec::new(),
         };
-        let bounce = guard::bounced_answer(mail, &self.config, &|a| self.directory.is_internal(a));
+        let bounce = guard::bounced_answer(mail, &self.config, &gate.sender, &|a| {
+            self.directory.is_internal(a)
+        });
         if let Some(why) = &bounce.ignored {
             plan.guards.push(why.clone());
         }
@@ -423,7 +433,7 @@ impl Playbook {
             plan.conditions = trail.clone();
         }
         // Mail no person wrote asks nothing: `other`, whatever words it contains.
-        let machine = guard::machine_mail(mail, &self.config);
+        let machine = gate.machine.clone();
         let files = matched
             .as_ref()
             .is_some_and(|(r, _)| r.then.respond == Respond::File);
@@ -484,7 +494,8 @@ impl Playbook {
             return plan;
         };
 
-        plan.guards = guard::loop_bait(mail, &self.config);
+        // Machine mail returned above: what is left of the loop guards is our thread.
+        plan.guards = gate.thread.iter().cloned().collect();
         if !plan.guards.is_empty() {
             plan.reason = format!("no automatic answer: {}", plan.guards.join("; "));
             return plan;
@@ -497,11 +508,11 @@ impl Playbook {
                 .unwrap_or_else(|| format!("rule {} leaves this for a human", rule.name));
             return plan;
         }
-        let sender = guard::sender(mail, &self.config);
+        let sender = &gate.sender;
         plan.evidence
             .push(format!("sender authentication: {}", sender.evidence));
-        let Some(sender_domain) = sender.domain else {
-            let problem = sender.problem.unwrap_or_default();
+        let Some(sender_domain) = sender.domain.clone() else {
+            let problem = sender.problem.clone().unwrap_or_default();
             plan.guards.push(problem.clone());
             plan.reason = format!("no automatic answer: {problem}");
             return plan;
@@ -517,7 +528,11 @@ impl Playbook {
             plan.reason = format!("no automatic answer: {problem}; left for a human");
             return plan;
         }
-        match self.carry_out(mail, rule, &sender_domain, &evidence, &mut plan) {
+        let clues = Clues {
+            evidence: &evidence,
+            known: &known,
+        };
+        match self.carry_out(mail, rule, &sender_domain, &clues, &mut plan) {
             Ok(()) => {
                 for o in &mut plan.outgoing {
                     o.attachment_sha256 = o
@@ -550,15 +565,10 @@ impl Playbook {
     /// Ids the extractors missed but the directory knows, found as whole tokens in the text.
     fn fill_from_directory(
         &self,
-        mail: &Mail,
+        known: &KnownIds<'_>,
         fields: &mut BTreeMap<String, String>,
         notes: &mut Vec<String>,
     ) {
-        let texts: Vec<&str> = rules::evidence_sources(mail)
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect();
-        let known = self.directory.known_ids_in(&texts);
         for (field, found) in [
             ("opportunity_id", &known.opportunity_ids),
             ("deal_id", &known.deal_ids),
@@ -588,7 +598,7 @@ impl Playbook {
         mail: &Mail,
         rule: &Rule,
         sender_domain: &str,
-        evidence: &[rules::Evidence],
+        clues: &Clues<'_>,
         plan: &mut Plan,
     ) -> Result<(), String> {
         let a = &rule.then;
@@ -634,10 +644,9 @@ impl Playbook {
         let mut deal: Option<&DealRegistration> = None;
         match a.lookup {
             Some(Lookup::Opportunity) => {
-                let mentioned = self.customers_mentioned(mail, sender_domain);
-                let (opp, how) = self.find_opportunity(&plan.fields, &mentioned, sender_domain)?;
+                let (opp, how) = self.find_opportunity(&plan.fields, mail, sender_domain)?;
                 plan.evidence.push(how);
-                self.one_opportunity(opp, mail, evidence, sender_domain)?;
+                self.one_opportunity(opp, clues, sender_domain)?;
                 if !domain_matches(sender_domain, &opp.partner_domain) {
                     return Err(format!(
                         "opportunity {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
@@ -664,7 +673,7 @@ impl Playbook {
                 };
                 plan.evidence
                     .push(format!("deal registration {} found by deal_id", d.deal_id));
-                self.one_deal(d, mail, evidence)?;
+                self.one_deal(d, clues)?;
                 if !domain_matches(sender_domain, &d.partner_domain) {
                     return Err(format!(
                         "deal registration {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
@@ -786,12 +795,11 @@ impl Playbook {
             if documents.is_empty() && a.category == Category::PurchaseOrder {
                 return Err("a purchase order without the PO document attached".into());
             }
+            // Two attachments of one name are two documents: both are kept.
+            let mut names = crate::message::UniqueNames::default();
             for i in &documents {
                 let att = &mail.attachments[*i];
-                // Two attachments of one name are two documents: both are kept.
-                let name = crate::message::unique_name(&att.name, |n| {
-                    plan.keep_documents.iter().any(|k| k.name == n)
-                });
+                let name = names.give(&att.name);
                 plan.keep_documents.push(KeptDocument {
                     name,
                     attachment_index: *i,
@@ -831,16 +839,11 @@ impl Playbook {
     fn one_opportunity(
         &self,
         found: &Opportunity,
-        mail: &Mail,
-        evidence: &[rules::Evidence],
+        clues: &Clues<'_>,
         sender_domain: &str,
     ) -> Result<(), String> {
         let d = &self.directory;
-        let texts: Vec<&str> = rules::evidence_sources(mail)
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect();
-        let known = d.known_ids_in(&texts);
+        let (evidence, known) = (clues.evidence, clues.known);
         let mut named: Vec<(String, &Opportunity)> = Vec::new();
         let ids = evidence
             .iter()
@@ -888,22 +891,13 @@ impl Playbook {
     }
 
     /// Every deal registration id in the evidence must be the one found.
-    fn one_deal(
-        &self,
-        found: &DealRegistration,
-        mail: &Mail,
-        evidence: &[rules::Evidence],
-    ) -> Result<(), String> {
-        let texts: Vec<&str> = rules::evidence_sources(mail)
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect();
-        let known = self.directory.known_ids_in(&texts);
-        let others: Vec<String> = evidence
+    fn one_deal(&self, found: &DealRegistration, clues: &Clues<'_>) -> Result<(), String> {
+        let others: Vec<String> = clues
+            .evidence
             .iter()
             .filter(|e| e.field == "deal_id")
             .map(|e| e.value.as_str())
-            .chain(known.deal_ids.iter().take(8).copied())
+            .chain(clues.known.deal_ids.iter().take(8).copied())
             .filter(|v| {
                 let regs = self.directory.deals_by_id(v);
                 regs.len() == 1 && !regs[0].deal_id.eq_ignore_ascii_case(&found.deal_id)
@@ -941,7 +935,7 @@ impl Playbook {
     fn find_opportunity(
         &self,
         fields: &BTreeMap<String, String>,
-        mentioned: &[&str],
+        mail: &Mail,
         sender_domain: &str,
     ) -> Result<(&Opportunity, String), String> {
         let d = &self.directory;
@@ -1020,48 +1014,32 @@ impl Playbook {
                 }
             }
         }
-        let customers: Vec<String> = match fields.get("customer_name") {
-            Some(c) => vec![c.clone()],
-            None => Vec::new(),
+        // A "Customer Name:" label; else the partner's own accounts named anywhere in what
+        // it wrote ("Angebot für Müller Maschinenbau GmbH"): one decides, more do not.
+        // Looked for only here, when nothing more specific was found: it reads every text.
+        let mentioned = match fields.get("customer_name") {
+            Some(_) => Vec::new(),
+            None => self.customers_mentioned(mail, sender_domain),
         };
-        if customers.is_empty() {
-            // No "Customer Name:" label: the partner's own accounts named anywhere in what
-            // it wrote ("Angebot für Müller Maschinenbau GmbH"). One decides; more do not.
-            match mentioned {
-                [] => {}
-                [c] => match d.opportunities_by_customer(c, sender_domain).as_slice() {
-                    [o] => {
-                        return Ok((
-                            o,
-                            format!(
-                                "opportunity {} found by customer {c:?} named in the text, of partner {sender_domain}",
-                                o.opportunity_id
-                            ),
-                        ))
-                    }
-                    many => {
-                        return Err(format!(
-                            "customer {c:?} named in the text has {} opportunities with {sender_domain} ({}): ambiguous",
-                            many.len(),
-                            many.iter().map(|o| o.opportunity_id.as_str()).collect::<Vec<_>>().join(", ")
-                        ))
-                    }
-                },
-                many => {
+        let (customers, named): (Vec<&str>, &str) =
+            match (fields.get("customer_name"), &mentioned[..]) {
+                (Some(c), _) => (vec![c.as_str()], ""),
+                (None, [c]) => (vec![*c], " named in the text"),
+                (None, []) => (Vec::new(), ""),
+                (None, many) => {
                     return Err(format!(
                         "the text names several customers of {sender_domain} ({}): ambiguous",
                         many.join(", ")
                     ))
                 }
-            }
-        }
+            };
         for c in &customers {
             match d.opportunities_by_customer(c, sender_domain).as_slice() {
                 [o] => {
                     return Ok((
                         o,
                         format!(
-                        "opportunity {} found by customer {c:?} and partner domain {sender_domain}",
+                        "opportunity {} found by customer {c:?}{named} and partner domain {sender_domain}",
                         o.opportunity_id
                     ),
                     ))
@@ -1071,7 +1049,7 @@ impl Playbook {
                 )),
                 many => {
                     return Err(format!(
-                        "customer {c:?} has {} opportunities with {sender_domain} ({}): ambiguous",
+                        "customer {c:?}{named} has {} opportunities with {sender_domain} ({}): ambiguous",
                         many.len(),
                         many.iter()
                             .map(|o| o.opportunity_id.as_str())
@@ -1158,6 +1136,13 @@ impl Playbook {
         }
         ctx
     }
+}
+
+/// What the message says about which records it is about: the extractors' values (every
+/// distinct id) and the ids the directory knows that its text names. Worked out once.
+struct Clues<'a> {
+    evidence: &'a [rules::Evidence],
+    known: &'a KnownIds<'a>,
 }
 
 /// A few of the known ids of one kind, as (field, value, where): enough to see a second

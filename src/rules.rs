@@ -887,10 +887,7 @@ impl Rulebook {
 
 /// "Re:", "AW:", "Fwd:" and their cousins in the desk's languages.
 pub fn is_reply_subject(subject: &str) -> bool {
-    static PREFIX: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
-        Regex::new(r"(?i)^\s*(?:re|aw|sv|vs|res|ref|réf|rif|tr|wg|fw|fwd|enc|rv|antw|返信|転送)\s*(?:\[\d+\])?\s*[:：]").expect("reply prefix")
-    });
-    PREFIX.is_match(subject)
+    is_answer_subject(subject) || is_forward_subject(subject)
 }
 
 fn collect_refs(cond: &Condition, names: &mut Vec<String>, fields: &mut Vec<String>) {

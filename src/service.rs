@@ -273,7 +273,7 @@ async fn serve(
             }
         );
     }
-    let caps = Caps {
+    let caps = mailbox::Caps {
         r#move: caps.has_str("MOVE"),
         uidplus: caps.has_str("UIDPLUS"),
     };
@@ -381,20 +381,13 @@ const BATCH: usize = 200;
 const GROUP_COMMIT: usize = 25;
 const GROUP_COMMIT_AFTER: Duration = Duration::from_millis(200);
 
-/// What the server can do, read once per session.
-#[derive(Clone, Copy)]
-struct Caps {
-    r#move: bool,
-    uidplus: bool,
-}
-
 /// One pass over the inbox and the state it needs between messages.
 struct Shell<'a> {
     book: &'a Playbook,
     journal: &'a Journal,
     smtp: &'a Smtp,
     opts: &'a Options,
-    caps: Caps,
+    caps: mailbox::Caps,
     places: &'a Places,
     /// Messages sent by this process whose own copy has not come back yet.
     awaiting_copies: &'a mut HashSet<String>,
@@ -714,28 +707,11 @@ impl Shell<'_> {
         // with the server's words, and the rest of the batch is filed.
         let mut refused: std::collections::HashMap<u32, String> = Default::default();
         for (folder, uids) in &by_folder {
-            match mailbox::move_many(
-                session,
-                inbox,
-                uids,
-                folder,
-                (self.caps.r#move, self.caps.uidplus),
-                t,
-            )
-            .await
-            {
-                Ok(()) => {}
-                Err(Trouble::Refused(w)) => {
-                    error!("cannot file {} message(s) to {folder}: {w}", uids.len());
-                    for uid in uids {
-                        refused.insert(
-                            *uid,
-                            format!("cannot file it to {folder}: {w}; left for a human"),
-                        );
-                        human.push(*uid);
-                    }
+            if let Some(why) = self.file_into(session, inbox, uids, folder).await? {
+                for uid in uids {
+                    refused.insert(*uid, why.clone());
+                    human.push(*uid);
                 }
-                Err(broken) => return Err(broken.into()),
             }
         }
         for (uid, _, plan, _) in quiet.iter_mut() {
@@ -1104,16 +1080,8 @@ impl Shell<'_> {
         mailbox::store(session, uid, filing_flags(plan), t).await?;
         let target = self.filing_target(plan);
         if let Some(folder) = &target {
-            let caps = (self.caps.r#move, self.caps.uidplus);
-            match mailbox::move_to(session, inbox, uid, folder, caps, t).await {
-                Ok(()) => {}
-                Err(Trouble::Refused(w)) => {
-                    error!(uid, "{w}");
-                    return Ok(Some(format!(
-                        "cannot file it to {folder}: {w}; left for a human"
-                    )));
-                }
-                Err(broken) => return Err(broken.into()),
+            if let Some(why) = self.file_into(session, inbox, &[uid], folder).await? {
+                return Ok(Some(why));
             }
         }
         self.journal
@@ -1290,6 +1258,27 @@ impl Shell<'_> {
         }
     }
 
+    /// Moves messages to their filing folder. Some(reason) when the server refuses the
+    /// folder: those messages are then left for a person, and the rest go on.
+    async fn file_into(
+        &self,
+        session: &mut Imap,
+        inbox: &str,
+        uids: &[u32],
+        folder: &str,
+    ) -> Result<Option<String>, String> {
+        match mailbox::move_many(session, inbox, uids, folder, self.caps, self.t()).await {
+            Ok(()) => Ok(None),
+            Err(Trouble::Refused(w)) => {
+                error!("cannot file {} message(s) to {folder}: {w}", uids.len());
+                Ok(Some(format!(
+                    "cannot file it to {folder}: {w}; left for a human"
+                )))
+            }
+            Err(broken) => Err(broken.into()),
+        }
+    }
+
     /// Where the original goes now, by its plan's role (the rule's own folder, else its
     /// category's), with the current config and the server's names: a config fix also
     /// applies to plans made before it.
@@ -1315,9 +1304,8 @@ impl Shell<'_> {
         let t = self.t();
         if let Some(folder) = &self.config().folders.human {
             let folder = self.places.resolve(folder);
-            let caps = (self.caps.r#move, self.caps.uidplus);
             let inbox = &self.config().folders.inbox;
-            match mailbox::move_many(session, inbox, uids, &folder, caps, t).await {
+            match mailbox::move_many(session, inbox, uids, &folder, self.caps, t).await {
                 Ok(()) => return Ok(()),
                 // Still visible for a person: flagged in the inbox instead.
                 Err(Trouble::Refused(w)) => {
@@ -1431,9 +1419,9 @@ fn expire_audit(journal: &Journal, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// POs and PoEs kept for the CRM, under the opportunity or deal they belong to.
-/// Writes the documents the plan keeps. A name already taken in the folder by another
-/// document gets ` (2)`; the same bytes under that name are a retry and are left as they are.
+/// POs and PoEs kept for the CRM, under the opportunity or deal they belong to. A name
+/// already taken in the folder by another document gets ` (2)`; the same bytes under a
+/// name are a retry and are left as they are.
 fn keep_documents(config: &Config, mail: &Mail, plan: &Plan) -> Result<(), String> {
     for d in &plan.keep_documents {
         let Some(a) = mail.attachments.get(d.attachment_index) else {
@@ -1442,15 +1430,13 @@ fn keep_documents(config: &Config, mail: &Mail, plan: &Plan) -> Result<(), Strin
         let dir = config.service.documents.join(&d.under);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("documents folder {}: {e}", dir.display()))?;
-        let name = crate::message::sanitize_name(&d.name);
         let same = |n: &str| std::fs::read(dir.join(n)).is_ok_and(|b| b == a.bytes);
-        if same(&name) {
-            continue;
-        }
+        let name = crate::message::sanitize_name(&d.name);
+        // The first name that is free or already holds these bytes.
         let name = crate::message::unique_name(&name, |n| dir.join(n).exists() && !same(n));
         let path = dir.join(&name);
         if path.exists() {
-            continue; // written before a restart
+            continue; // the same document, kept before a restart
         }
         let tmp = dir.join(format!(".keep-{}.tmp", &d.sha256[..d.sha256.len().min(16)]));
         std::fs::write(&tmp, &a.bytes)

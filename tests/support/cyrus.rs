@@ -54,14 +54,8 @@ impl Cyrus {
 
     /// The desk's folder on Cyrus, with flags.
     pub fn folder(&self, name: &str) -> Vec<Held> {
-        let port = self.imap;
         block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap();
-            let mut client = async_imap::Client::new(tcp);
-            client.read_response().await.unwrap();
-            let mut s = client.login(DESK, "any").await.map_err(|e| e.0).unwrap();
+            let mut s = self.login().await;
             let out = read_folder(&mut s, name).await;
             drop(s.logout().await);
             out
@@ -93,17 +87,22 @@ impl Drop for Cyrus {
 }
 
 impl Cyrus {
+    /// The desk signed in on Cyrus (any password passes there).
+    async fn login(&self) -> ImapSession {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.imap))
+            .await
+            .unwrap();
+        // APPEND sends its literal in pieces: without this, each waits for a delayed ACK.
+        tcp.set_nodelay(true).unwrap();
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.unwrap();
+        client.login(DESK, "any").await.map_err(|e| e.0).unwrap()
+    }
+
     /// Puts messages straight into the desk's folder on Cyrus (a backlog).
     pub fn append_all(&self, name: &str, raws: &[Vec<u8>]) {
-        let port = self.imap;
         block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let mut client = async_imap::Client::new(tcp);
-            client.read_response().await.unwrap();
-            let mut s = client.login(DESK, "any").await.map_err(|e| e.0).unwrap();
+            let mut s = self.login().await;
             for raw in raws {
                 s.append(name, None, None, raw).await.unwrap();
             }
