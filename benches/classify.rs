@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use triage::casebook;
-use triage::config::Config;
-use triage::plan::Playbook;
+use triage::core::config::Config;
+use triage::core::plan::Playbook;
+use triage::review::casebook;
 
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

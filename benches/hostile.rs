@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use triage::config::Config;
-use triage::plan::Playbook;
+use triage::core::config::Config;
+use triage::core::plan::Playbook;
 
 const HEAD: &str = "From: Alex <alex@reseller.example>\nTo: partnersupport@example.com\nAuthentication-Results: mx.example.com; dmarc=pass header.from=reseller.example\nSubject: Quote request Q-100234\nMessage-ID: <hostile@reseller.example>\nMIME-Version: 1.0\n";
 
@@ -106,11 +106,14 @@ fn many_ids(size: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// A hostile shape: its name and how to build a message of about n bytes.
+type Shape = (&'static str, fn(usize) -> Vec<u8>);
+
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let config = Config::load(&repo.join("deploy/triage.yaml")).expect("config");
     let book = Playbook::load(config, None).expect("playbook");
-    let shapes: [(&str, fn(usize) -> Vec<u8>); 7] = [
+    let shapes: [Shape; 7] = [
         ("many ids", many_ids),
         ("boundary parts", boundary_parts),
         ("deep nesting", deep_nesting),

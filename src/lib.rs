@@ -1,33 +1,23 @@
 //! triage: the partner help desk's shared mailbox, sorted and answered unattended.
 //!
-//! The decision core is pure: [`message`] reads a message, [`guard`] decides whether it may
-//! be answered at all, [`restraint`] whether history (answers already sent, bounces, the
-//! circuit breaker) holds it back, [`rules`] classifies it, [`directory`] finds the people, [`templates`]
-//! writes the answer, and [`plan`] puts it together as one serializable [`plan::Plan`].
-//! The service around it (IMAP, SMTP, journal) only executes plans.
+//! Two halves, and the line between them is the [`core::plan::Plan`]:
+//!
+//! - [`core`] decides, with no I/O: raw bytes + the playbook (config, rules, directory,
+//!   templates) → a plan. [`core::message`] reads the message, [`core::guard`] says whether
+//!   it may be answered at all (machine mail, our own thread, verified sender),
+//!   [`core::rules`] classifies it, [`core::directory`] finds the partner and the people,
+//!   [`core::templates`] writes the answer, [`core::plan`] puts it together, and
+//!   [`core::restraint`] holds it back when history (answers already sent, bounces, the
+//!   circuit breaker) says so.
+//! - [`shell`] carries plans out and is the only place that talks to the world or retries:
+//!   [`shell::service`] takes the inbox pass (fetch → plan → journal → send → file) over
+//!   [`shell::mailbox`] (IMAP) and [`shell::outbox`] (SMTP), with [`shell::journal`] making
+//!   every answer exactly-once across crashes.
+//! - [`review`] is for the people who read what it did: the audit log, replay, the casebook.
+//!
+//! The commands (`triage run`, `classify`, `check`, `audit`, …) live in `src/cli/`, one
+//! file each.
 
-pub mod audit;
-pub mod backoff;
-pub mod casebook;
-pub mod config;
-pub mod consent;
-pub mod directory;
-pub mod documents;
-pub mod escape;
-pub mod folders;
-pub mod guard;
-pub mod health;
-pub mod journal;
-pub mod mailbox;
-pub mod message;
-pub mod oauth;
-pub mod outbox;
-pub mod plan;
-pub mod problems;
-pub mod reload;
-pub mod replay;
-pub mod restraint;
-pub mod rules;
-pub mod service;
-pub mod templates;
-pub mod tnef;
+pub mod core;
+pub mod review;
+pub mod shell;

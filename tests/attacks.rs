@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use triage::config::Config;
-use triage::plan::{explain, Plan, Playbook};
-use triage::rules::{Category, Respond};
+use triage::core::config::Config;
+use triage::core::plan::{explain, Plan, Playbook};
+use triage::core::rules::{Category, Respond};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -199,8 +199,9 @@ fn automatic_mail_in_every_language_is_never_answered_and_is_other() {
 
 #[test]
 fn our_own_answer_quoted_back_without_references_is_a_reply_in_our_thread() {
-    let mark =
-        triage::outbox::answer_mark("<0123456789abcdef0123456789abcdef.triage@triage.example.com>");
+    let mark = triage::core::threading::answer_mark(
+        "<0123456789abcdef0123456789abcdef.triage@triage.example.com>",
+    );
     for (what, quoted) in [
         (
             "the answer mark",
@@ -243,10 +244,9 @@ fn look_alike_letters_in_ids_neither_panic_nor_count() {
             );
         }
         assert!(
-            !plan
-                .fields
+            plan.fields
                 .get("opportunity_id")
-                .is_some_and(|v| !v.is_ascii()),
+                .is_none_or(|v| v.is_ascii()),
             "{fake}"
         );
     }

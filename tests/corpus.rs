@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use triage::config::Config;
-use triage::plan::Playbook;
-use triage::rules::Respond;
+use triage::core::config::Config;
+use triage::core::plan::Playbook;
+use triage::core::rules::Respond;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +44,7 @@ fn messages(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// The From domain as a receiving server would read it, for the forged-pass variant.
 fn from_domain(raw: &[u8]) -> Option<String> {
-    let mail = triage::message::Mail::parse(raw).ok()?;
+    let mail = triage::core::message::Mail::parse(raw).ok()?;
     mail.from.map(|f| f.domain().to_string())
 }
 

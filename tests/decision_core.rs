@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use triage::casebook;
-use triage::config::Config;
-use triage::plan::Playbook;
+use triage::core::config::Config;
+use triage::core::plan::Playbook;
+use triage::review::casebook;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -100,8 +100,8 @@ fn huge_messages_are_left_for_a_human_unparsed() {
 
 #[test]
 fn history_holds_back_an_answer_and_says_why() {
-    use triage::restraint::{restrain, Brake, History};
-    use triage::rules::Respond;
+    use triage::core::restraint::{restrain, Brake, History};
+    use triage::core::rules::Respond;
     let book = playbook();
     let raw = std::fs::read(repo().join("tests/cases/en-quote-request-direct.eml")).unwrap();
     let fresh = book.decide(&raw);

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use triage::documents::{Kind, Limits, Reader};
+use triage::core::documents::{Kind, Limits, Reader};
 
 fn child(seconds: u64, memory_mb: u64) -> Reader {
     Reader::Child {
@@ -138,10 +138,10 @@ fn poe_with(pdfs: &[Vec<u8>], verified: bool) -> Vec<u8> {
     m.into_bytes()
 }
 
-fn playbook_reading_in_child(seconds: u64) -> triage::plan::Playbook {
+fn playbook_reading_in_child(seconds: u64) -> triage::core::plan::Playbook {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let config = triage::config::Config::load(&repo.join("deploy/triage.yaml")).unwrap();
-    let mut book = triage::plan::Playbook::load(config, None).unwrap();
+    let config = triage::core::config::Config::load(&repo.join("deploy/triage.yaml")).unwrap();
+    let mut book = triage::core::plan::Playbook::load(config, None).unwrap();
     book.documents = child(seconds, 8192);
     book
 }
@@ -151,7 +151,7 @@ fn documents_are_read_once_per_content_within_one_budget_and_only_for_a_verified
     let book = playbook_reading_in_child(1);
     let bomb = pdf_bomb(1500);
     // Unverified: nothing is read at all.
-    let plan = book.decide(&poe_with(&[bomb.clone()], false));
+    let plan = book.decide(&poe_with(std::slice::from_ref(&bomb), false));
     assert!(
         plan.evidence
             .iter()

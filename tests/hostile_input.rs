@@ -10,11 +10,11 @@ mod support;
 
 use proptest::prelude::*;
 use support::broken;
-use triage::config::Config;
-use triage::guard;
-use triage::message::Mail;
-use triage::plan::{Plan, Playbook};
-use triage::rules::Respond;
+use triage::core::config::Config;
+use triage::core::guard;
+use triage::core::message::Mail;
+use triage::core::plan::{Plan, Playbook};
+use triage::core::rules::Respond;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,7 +26,7 @@ static BOOK: LazyLock<Playbook> = LazyLock::new(|| {
 });
 
 static FIXTURES: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
-    triage::casebook::cases(&repo().join("tests/cases"))
+    triage::review::casebook::cases(&repo().join("tests/cases"))
         .unwrap()
         .into_iter()
         .map(|p| std::fs::read(p).unwrap())

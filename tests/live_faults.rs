@@ -423,21 +423,21 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
     println!("TRIAGE_KILL_SEED={seed}");
     let mut kills = 0;
     for round in 0..400 {
-        if journal_done(&stack) == total {
+        if journal_done(stack) == total {
             break;
         }
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let ms = 50 + (seed >> 33) % 750;
-        let mut service = start_service(&stack, &cfg, &format!("kill-{round}.log"));
+        let mut service = start_service(stack, &cfg, &format!("kill-{round}.log"));
         std::thread::sleep(Duration::from_millis(ms));
         service.kill().unwrap();
         service.wait().unwrap();
         kills += 1;
     }
-    let done_under_kills = journal_done(&stack);
-    run_once(&stack, &cfg);
+    let done_under_kills = journal_done(stack);
+    run_once(stack, &cfg);
 
     let mut expected: Vec<String> = (0..copies)
         .flat_map(|n| {
@@ -447,7 +447,7 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
         })
         .collect();
     expected.sort();
-    wait_for(&stack, PARTNER, "INBOX", expected.len(), secs(30));
+    wait_for(stack, PARTNER, "INBOX", expected.len(), secs(30));
     std::thread::sleep(Duration::from_millis(1000));
 
     // What every recipient received, counted: a Message-ID twice is a duplicate.
@@ -476,9 +476,9 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
         duplicates += ids.len() - unique.len();
         counts.push((user, folder, ids.len(), n));
     }
-    let unhandled = total - journal_done(&stack);
+    let unhandled = total - journal_done(stack);
     let audited = journal_rows(
-        &stack,
+        stack,
         "SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome IN ('filed', 'left for human')",
     )[0][0]
         .parse::<usize>()
@@ -499,7 +499,7 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
     );
     assert_eq!(duplicates, 0, "{counts:?}");
     assert_eq!(
-        replied_to(&stack),
+        replied_to(stack),
         expected,
         "each answerable message answered exactly once"
     );

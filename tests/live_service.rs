@@ -192,7 +192,8 @@ fn documents_are_read_and_unwrapped_through_the_real_servers() {
         docs[0].1.starts_with(b"%PDF-"),
         "the real PDF, not winmail.dat"
     );
-    let text = triage::documents::text_of(triage::documents::Kind::Pdf, &docs[0].1).unwrap();
+    let text =
+        triage::core::documents::text_of(triage::core::documents::Kind::Pdf, &docs[0].1).unwrap();
     assert!(text.contains("Q-100234"), "{text}");
 
     // The encrypted PoE stays flagged for a person, with the reason on record.

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
-use crate::plan::Playbook;
+use crate::core::config::Config;
+use crate::core::plan::Playbook;
 
 /// Size and modification time of every file that makes up the playbook.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -63,7 +63,7 @@ fn load(config_path: &Path, running: &Playbook) -> Result<Playbook, String> {
 pub async fn watch(
     config_path: PathBuf,
     tx: watch::Sender<Arc<Playbook>>,
-    health: Arc<crate::health::Health>,
+    health: Arc<crate::shell::health::Health>,
 ) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),

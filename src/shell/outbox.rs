@@ -16,15 +16,15 @@ use lettre::transport::smtp::client::{
 use lettre::transport::smtp::commands;
 use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
 use lettre::Message;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use crate::config::{Config, SmtpConfig, TlsMode};
-use crate::message::Mail;
-use crate::oauth::{self, SignIn, Tokens};
-use crate::plan::{hex, Outgoing};
+use crate::core::config::{Config, SmtpConfig, TlsMode};
+use crate::core::message::Mail;
+use crate::core::plan::Outgoing;
+use crate::core::threading::answer_mark;
+use crate::shell::oauth::{self, SignIn, Tokens};
 
 #[derive(Clone)]
 struct AutoSubmitted;
@@ -41,14 +41,6 @@ impl Header for AutoSubmitted {
     }
 }
 
-/// `<hash@domain>`, the same for the same original and the same place in its plan.
-pub fn message_id_for(original: &str, index: usize, out: &Outgoing, domain: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(original.as_bytes());
-    h.update(format!("|{index}|{:?}|{}", out.kind, out.to.join(",")).as_bytes());
-    format!("<{}.triage@{domain}>", &hex(&h.finalize())[..32])
-}
-
 fn angle(id: &str) -> String {
     if id.starts_with('<') {
         id.to_string()
@@ -56,16 +48,6 @@ fn angle(id: &str) -> String {
         format!("<{id}>")
     }
 }
-
-/// `[ref:triage:0123abcd]`, from our Message-ID: what [`ANSWER_MARK`] finds again.
-pub fn answer_mark(message_id: &str) -> String {
-    let digest = Sha256::digest(message_id.as_bytes());
-    format!("[ref:triage:{}]", hex(&digest[..5]))
-}
-
-pub static ANSWER_MARK: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(r"\[ref:triage:[0-9a-f]{10}\]").expect("answer mark")
-});
 
 /// The message as it will be sent and filed in Sent.
 pub fn compose(
@@ -249,8 +231,8 @@ impl Submission {
         let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
         let mut conn = match cfg.tls {
             TlsMode::Implicit => {
-                let tls =
-                    crate::mailbox::tls_connector(cfg.ca_file.as_deref()).map_err(Failure::Tls)?;
+                let tls = crate::shell::mailbox::tls_connector(cfg.ca_file.as_deref())
+                    .map_err(Failure::Tls)?;
                 let name = ServerName::try_from(cfg.host.clone())
                     .map_err(|e| Failure::Tls(e.to_string()))?;
                 let stream = tls

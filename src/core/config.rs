@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::problems::{Problem, Problems};
+use crate::core::problems::{Problem, Problems};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,8 +119,8 @@ fn default_document_memory_mb() -> u64 {
 }
 
 impl Limits {
-    pub fn documents(&self) -> crate::documents::Limits {
-        crate::documents::Limits {
+    pub fn documents(&self) -> crate::core::documents::Limits {
+        crate::core::documents::Limits {
             seconds: self.document_seconds.max(1),
             memory_bytes: self.document_memory_mb.max(64) << 20,
         }

@@ -9,17 +9,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
-use crate::directory::{domain_matches, DealRegistration, Directory, KnownIds, Opportunity};
-use crate::documents;
-use crate::guard;
-use crate::message::{Mail, Mailbox};
-use crate::problems::Problems;
-use crate::rules::{
+use crate::core::config::Config;
+use crate::core::directory::{domain_matches, DealRegistration, Directory, KnownIds, Opportunity};
+use crate::core::documents;
+use crate::core::guard;
+use crate::core::message::{Mail, Mailbox};
+use crate::core::problems::Problems;
+use crate::core::rules::{
     self, Action, AnswerPolicy, Category, Facts, Lookup, Respond, Role, Rule, Rulebook,
     StatusChange,
 };
-use crate::templates::Templates;
+use crate::core::templates::Templates;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -702,7 +702,7 @@ impl Playbook {
                         .chain(partner.map(|p| p.partner_name.as_str()));
                     if !known
                         .into_iter()
-                        .any(|k| crate::directory::same_company(p, k))
+                        .any(|k| crate::core::directory::same_company(p, k))
                     {
                         return Err(format!(
                             "the document names partner {p:?} but deal registration {} is for {:?}",
@@ -712,7 +712,7 @@ impl Playbook {
                 }
                 if let Some(c) = plan.fields.get("customer_name") {
                     if !d.customer_name.is_empty()
-                        && !crate::directory::same_company(c, &d.customer_name)
+                        && !crate::core::directory::same_company(c, &d.customer_name)
                     {
                         return Err(format!("the document names customer {c:?} but deal registration {} is for {:?}", d.deal_id, d.customer_name));
                     }
@@ -796,7 +796,7 @@ impl Playbook {
                 return Err("a purchase order without the PO document attached".into());
             }
             // Two attachments of one name are two documents: both are kept.
-            let mut names = crate::message::UniqueNames::default();
+            let mut names = crate::core::message::UniqueNames::default();
             for i in &documents {
                 let att = &mail.attachments[*i];
                 let name = names.give(&att.name);
@@ -923,7 +923,10 @@ impl Playbook {
                 continue;
             }
             for c in self.directory.customers_in(text, sender_domain) {
-                if !found.iter().any(|f| crate::directory::same_company(f, c)) {
+                if !found
+                    .iter()
+                    .any(|f| crate::core::directory::same_company(f, c))
+                {
                     found.push(c);
                 }
             }
@@ -1251,7 +1254,7 @@ fn reply(
 
 /// The decision in words, the way a specialist would explain it to a colleague.
 pub fn explain(name: &str, plan: &Plan) -> String {
-    use crate::escape::for_terminal as esc;
+    use crate::core::escape::for_terminal as esc;
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "{name}");
@@ -1349,9 +1352,9 @@ pub fn unwrap_attachments(mail: &mut Mail) {
         match documents::unpack_tnef(&a.bytes) {
             Ok(inner) if !inner.is_empty() => {
                 for (name, bytes) in inner {
-                    let name = crate::message::sanitize_name(&name);
+                    let name = crate::core::message::sanitize_name(&name);
                     let content_type = guess_type(&name);
-                    unpacked.push(crate::message::Attachment {
+                    unpacked.push(crate::core::message::Attachment {
                         name,
                         content_type,
                         bytes,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::problems::{Problem, Problems};
+use crate::core::problems::{Problem, Problems};
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Partner {

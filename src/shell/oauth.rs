@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{Grant, OAuth2Config, Provider, SaslMechanism, Secret};
-use crate::health::Health;
+use crate::core::config::{Grant, OAuth2Config, Provider, SaslMechanism, Secret};
+use crate::shell::health::Health;
 
 /// A provider's endpoints and the scopes a desk mailbox needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,7 +330,7 @@ pub struct Tokens {
 
 /// Waits between failed refreshes: 5 s doubling to 10 minutes, plus up to a quarter.
 fn refresh_backoff(failures: u32) -> Duration {
-    crate::backoff::delay(failures, Duration::from_secs(5), Duration::from_secs(600))
+    crate::shell::backoff::delay(failures, Duration::from_secs(5), Duration::from_secs(600))
 }
 
 /// The client's ID and, for confidential clients, its secret.
@@ -626,7 +626,7 @@ pub enum SignIn {
 /// The IMAP and SMTP sign-ins, sharing one token source when their OAuth2 settings are
 /// the same (one cache, one refresh-token file, one set of refreshes).
 pub fn sign_ins(
-    config: &crate::config::Config,
+    config: &crate::core::config::Config,
     health: Option<Arc<Health>>,
 ) -> Result<(Option<SignIn>, Option<SignIn>), String> {
     let imap = config.imap.as_ref();

@@ -13,8 +13,8 @@ use regex::{Regex, RegexBuilder};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
-use crate::message::Mail;
-use crate::problems::{Problem, Problems};
+use crate::core::message::Mail;
+use crate::core::problems::{Problem, Problems};
 
 /// The stable category identifiers of SPEC §2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

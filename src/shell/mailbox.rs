@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::config::{ImapConfig, TlsMode};
-use crate::oauth::{self, SignIn, Tokens};
+use crate::core::config::{ImapConfig, TlsMode};
+use crate::shell::oauth::{self, SignIn, Tokens};
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Debug> Io for T {}

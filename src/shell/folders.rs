@@ -6,8 +6,8 @@
 
 use tracing::info;
 
-use crate::config::{Config, Folders};
-use crate::mailbox::{self, checked, Imap, Trouble};
+use crate::core::config::{Config, Folders};
+use crate::shell::mailbox::{self, checked, Imap, Trouble};
 
 /// The server's layout, discovered once per start.
 #[derive(Debug, Clone, PartialEq, Eq)]

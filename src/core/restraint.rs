@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::plan::{Kind, Plan};
-use crate::rules::Respond;
+use crate::core::config::Config;
+use crate::core::plan::{Kind, Plan};
+use crate::core::rules::Respond;
 
 /// What the journal knows that bears on one plan.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::config::Config;
-use crate::message::{domain_of, Mail};
+use crate::core::config::Config;
+use crate::core::message::{domain_of, Mail};
 
 /// What the guards say about a message, worked out once: from its headers and text, before
 /// any document is read.
@@ -158,7 +158,7 @@ pub fn in_our_thread(mail: &Mail, config: &Config) -> Option<String> {
     let signature = squeeze(&config.desk.signature);
     let quotes_us = text.contains(&ours)
         || (signature.len() >= 20 && text.contains(&signature))
-        || crate::outbox::ANSWER_MARK.is_match(&mail.text);
+        || crate::core::threading::ANSWER_MARK.is_match(&mail.text);
     quotes_us.then(|| "it quotes an answer the service sent (a reply in its thread)".into())
 }
 
@@ -363,7 +363,7 @@ pub fn bounced_answer(
     bounce
 }
 
-/// `<32 hex digits>.triage@domain`, as [`crate::outbox::message_id_for`] writes them.
+/// `<32 hex digits>.triage@domain`, as [`crate::core::threading::message_id_for`] writes them.
 fn is_our_id(id: &str) -> bool {
     id.split_once('.')
         .is_some_and(|(h, _)| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -228,8 +228,8 @@ fn spreadsheet(bytes: &[u8]) -> Result<String, String> {
 
 /// The attachments Outlook wrapped in a winmail.dat: (file name, bytes).
 pub fn unpack_tnef(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let found =
-        crate::tnef::read(bytes).map_err(|e| format!("winmail.dat cannot be unpacked ({e})"))?;
+    let found = crate::core::tnef::read(bytes)
+        .map_err(|e| format!("winmail.dat cannot be unpacked ({e})"))?;
     Ok(found.into_iter().map(|f| (f.name, f.bytes)).collect())
 }
 

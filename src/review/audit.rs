@@ -5,15 +5,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::journal::AuditRow;
-use crate::plan;
+use crate::core::plan;
+use crate::shell::journal::AuditRow;
 
 /// Cuts to `width` characters, marking the cut.
 fn fit(text: &str, width: usize) -> String {
     let clean: String = text
         .chars()
         .map(|c| {
-            if c.is_control() || crate::escape::is_invisible(c) {
+            if c.is_control() || crate::core::escape::is_invisible(c) {
                 ' '
             } else {
                 c
@@ -133,7 +133,7 @@ pub fn csv_record(r: &AuditRow) -> Vec<String> {
     ];
     cells
         .iter()
-        .map(|c| crate::escape::for_spreadsheet(c))
+        .map(|c| crate::core::escape::for_spreadsheet(c))
         .collect()
 }
 
@@ -158,7 +158,7 @@ fn attachments(r: &AuditRow) -> String {
 
 /// One record in full: what was done, then the decision behind it.
 pub fn show(r: &AuditRow) -> String {
-    use crate::escape::for_terminal as esc;
+    use crate::core::escape::for_terminal as esc;
     let mut s = String::new();
     let _ = writeln!(s, "audit record {}", r.id);
     let _ = writeln!(s, "  time:       {}", r.time);

@@ -1,7 +1,7 @@
 //! `triage replay`: today's rules over messages already decided, to see where they would
 //! decide differently from what was done. Nothing is sent: it compares two plans.
 
-use crate::plan::{Kind, Plan};
+use crate::core::plan::{Kind, Plan};
 
 /// What a plan does, in a few words per outgoing message.
 fn actions(plan: &Plan) -> Vec<String> {

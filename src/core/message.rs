@@ -504,7 +504,7 @@ pub fn sanitize_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let cleaned: String = base
         .chars()
-        .filter(|c| !c.is_control() && !crate::escape::is_invisible(*c))
+        .filter(|c| !c.is_control() && !crate::core::escape::is_invisible(*c))
         .collect();
     let cleaned = cleaned.trim().trim_start_matches('.').trim();
     if cleaned.is_empty() {

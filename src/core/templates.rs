@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 
-use crate::problems::{Problem, Problems};
+use crate::core::problems::{Problem, Problems};
 
 pub struct Templates {
     env: Environment<'static>,
@@ -120,7 +120,7 @@ fn template_problem(path: &Path, e: &minijinja::Error) -> Problem {
             // minijinja gives a byte range in the source; turn it into a column.
             let column = e
                 .range()
-                .map(|r| crate::problems::line_column(&source, r.start).1)
+                .map(|r| crate::core::problems::line_column(&source, r.start).1)
                 .unwrap_or(1);
             Problem::at(path, line, column, message)
         }

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::plan::{Kind, Plan, Playbook};
-use crate::problems::Problem;
-use crate::rules::{Category, Respond};
+use crate::core::plan::{Kind, Plan, Playbook};
+use crate::core::problems::Problem;
+use crate::core::rules::{Category, Respond};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,10 +180,10 @@ pub fn compare(exp: &Expectation, plan: &Plan, desk_address: &str) -> Vec<String
         }
     }
     if exp.discloses_nothing == Some(true) {
-        let internal = crate::message::domain_of(desk_address).to_lowercase();
+        let internal = crate::core::message::domain_of(desk_address).to_lowercase();
         for o in &plan.outgoing {
             for a in o.to.iter().chain(&o.cc) {
-                if crate::message::domain_of(a).eq_ignore_ascii_case(&internal) {
+                if crate::core::message::domain_of(a).eq_ignore_ascii_case(&internal) {
                     f.push(format!("discloses internal address {a}"));
                 }
             }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::plan::{Outgoing, Plan};
+use crate::core::plan::{Outgoing, Plan};
 
 pub struct Journal {
     db: Connection,
@@ -463,9 +463,9 @@ impl Journal {
                 plan.category.as_str(),
                 plan.rule,
                 match plan.respond {
-                    crate::rules::Respond::Auto => "auto",
-                    crate::rules::Respond::None => "none",
-                    crate::rules::Respond::File => "file",
+                    crate::core::rules::Respond::Auto => "auto",
+                    crate::core::rules::Respond::None => "none",
+                    crate::core::rules::Respond::File => "file",
                 },
                 plan.reason,
                 outcome,

@@ -10,8 +10,8 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{OAuth2Config, Provider, Secret};
-use crate::oauth::{self, client, endpoints, post_form, read_token_response, Granted};
+use crate::core::config::{OAuth2Config, Provider, Secret};
+use crate::shell::oauth::{self, client, endpoints, post_form, read_token_response, Granted};
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 

@@ -11,17 +11,18 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, ImapConfig};
-use crate::folders::{self, Places};
-use crate::health::Health;
-use crate::journal::{Journal, State};
-use crate::mailbox::{self, Imap, Trouble};
-use crate::message::Mail;
-use crate::oauth;
-use crate::outbox::{self, Refusal};
-use crate::plan::{hex, Kind, Plan, Playbook};
-use crate::restraint::{self, Brake, History};
-use crate::rules::Respond;
+use crate::core::config::{Config, ImapConfig};
+use crate::core::message::Mail;
+use crate::core::plan::{hex, Kind, Plan, Playbook};
+use crate::core::restraint::{self, Brake, History};
+use crate::core::rules::Respond;
+use crate::core::threading;
+use crate::shell::folders::{self, Places};
+use crate::shell::health::Health;
+use crate::shell::journal::{Journal, State};
+use crate::shell::mailbox::{self, Imap, Trouble};
+use crate::shell::oauth;
+use crate::shell::outbox::{self, Refusal};
 
 type Smtp = outbox::Submission;
 
@@ -60,7 +61,7 @@ struct Backoff {
 impl Backoff {
     fn next(&mut self) -> Duration {
         self.attempt += 1;
-        crate::backoff::delay(
+        crate::shell::backoff::delay(
             self.attempt,
             Duration::from_secs(1),
             Duration::from_secs(256),
@@ -843,7 +844,7 @@ impl Shell<'_> {
         let mail = raw.as_deref().and_then(|r| {
             std::panic::catch_unwind(|| {
                 let mut m = Mail::parse(r).ok()?;
-                crate::plan::unwrap_attachments(&mut m);
+                crate::core::plan::unwrap_attachments(&mut m);
                 Some(m)
             })
             .ok()
@@ -885,7 +886,8 @@ impl Shell<'_> {
                 )
                 .map_err(db)?;
             for (i, out) in plan.outgoing.iter().enumerate() {
-                let msg_id = outbox::message_id_for(&key, i, out, &config.desk.message_id_domain);
+                let msg_id =
+                    threading::message_id_for(&key, i, out, &config.desk.message_id_domain);
                 let (outcome, what) = match out.kind {
                     Kind::Reply => ("replied", "reply"),
                     _ => ("forwarded", "forward"),
@@ -1173,7 +1175,7 @@ impl Shell<'_> {
             };
             for stored in self.journal.plans_by_key(&key).map_err(db)? {
                 for (i, out) in stored.outgoing.iter().enumerate() {
-                    let ours = outbox::message_id_for(&key, i, out, domain);
+                    let ours = threading::message_id_for(&key, i, out, domain);
                     if ours.eq_ignore_ascii_case(&angled) {
                         recipients.extend(out.to.iter().chain(&out.cc).map(|a| a.to_lowercase()));
                     }
@@ -1431,9 +1433,9 @@ fn keep_documents(config: &Config, mail: &Mail, plan: &Plan) -> Result<(), Strin
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("documents folder {}: {e}", dir.display()))?;
         let same = |n: &str| std::fs::read(dir.join(n)).is_ok_and(|b| b == a.bytes);
-        let name = crate::message::sanitize_name(&d.name);
+        let name = crate::core::message::sanitize_name(&d.name);
         // The first name that is free or already holds these bytes.
-        let name = crate::message::unique_name(&name, |n| dir.join(n).exists() && !same(n));
+        let name = crate::core::message::unique_name(&name, |n| dir.join(n).exists() && !same(n));
         let path = dir.join(&name);
         if path.exists() {
             continue; // the same document, kept before a restart

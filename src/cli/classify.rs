@@ -1,0 +1,49 @@
+//! `triage classify FILE…`: what the service would do with each message, and why. No
+//! network: the plan the decision core makes, printed.
+
+use std::path::{Path, PathBuf};
+
+use triage::core::plan::{self, Plan};
+
+use super::{Failure, Format};
+
+pub fn execute(
+    config: &Path,
+    directory: Option<&Path>,
+    format: Format,
+    files: &[PathBuf],
+) -> Result<(), Failure> {
+    let book = super::playbook(config, directory)?;
+    let mut unreadable = false;
+    for file in files {
+        let plan = match std::fs::read(file) {
+            Ok(raw) => book.decide(&raw),
+            Err(e) => {
+                // One unreadable file does not stop the others.
+                eprintln!("{}: cannot read: {e}", file.display());
+                unreadable = true;
+                continue;
+            }
+        };
+        match format {
+            Format::Json => println!("{}", json_line(file, &plan)),
+            Format::Text => print!("{}", plan::explain(&file.display().to_string(), &plan)),
+        }
+    }
+    if unreadable {
+        return Err(Failure::Said(1));
+    }
+    Ok(())
+}
+
+/// The plan as JSON with the file it came from, one line per message.
+fn json_line(file: &Path, plan: &Plan) -> String {
+    let mut value = serde_json::to_value(plan).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "file".into(),
+            serde_json::Value::String(file.display().to_string()),
+        );
+    }
+    value.to_string()
+}
