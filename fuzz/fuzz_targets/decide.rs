@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use triage::config::Config;
-use triage::plan::Playbook;
+use triage::core::config::Config;
+use triage::core::plan::Playbook;
 
 static BOOK: LazyLock<Playbook> = LazyLock::new(|| {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -20,7 +20,7 @@ fuzz_target!(|raw: &[u8]| {
     let plan = BOOK.decide(raw);
     assert!(!plan.reason.is_empty());
     if !plan.outgoing.is_empty() {
-        let mail = triage::message::Mail::parse(raw).expect("answered mail parses");
+        let mail = triage::core::message::Mail::parse(raw).expect("answered mail parses");
         assert!(mail.damage.is_empty(), "answered damaged mail");
     }
 });

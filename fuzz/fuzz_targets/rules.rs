@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-use triage::rules::Rulebook;
+use triage::core::rules::Rulebook;
 
 fuzz_target!(|text: &str| {
     let file = PathBuf::from("fuzz.yaml");
