@@ -92,8 +92,8 @@ pub fn execute(config: &Path, args: &Filters, view: Option<View>) -> Result<(), 
     }
 }
 
-fn failed(e: rusqlite::Error) -> Failure {
-    Failure::Failed(format!("triage: journal: {e}"))
+fn failed(e: triage::shell::journal::Error) -> Failure {
+    Failure::Failed(format!("triage: {e}"))
 }
 
 /// The command line's filters as the journal reads them; `summary` defaults to 7 days.

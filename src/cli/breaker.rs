@@ -33,5 +33,5 @@ pub fn execute(config: &Path, action: Action) -> Result<(), Failure> {
             })
         }
     };
-    result.map_err(|e| Failure::Failed(format!("triage: journal: {e}")))
+    result.map_err(|e| Failure::Failed(format!("triage: {e}")))
 }

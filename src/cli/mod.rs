@@ -81,7 +81,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 pub fn journal(config: &Config) -> Result<triage::shell::journal::Journal, Failure> {
     let path = &config.service.state;
     triage::shell::journal::Journal::open(path)
-        .map_err(|e| Failure::Failed(format!("triage: journal {}: {e}", path.display())))
+        .map_err(|e| Failure::Failed(format!("triage: {e} ({})", path.display())))
 }
 
 /// The message for a time flag the journal could not read.

@@ -30,7 +30,7 @@ pub fn execute(
     };
     let messages = journal
         .replayable(&from)
-        .map_err(|e| Failure::Failed(format!("triage: journal: {e}")))?;
+        .map_err(|e| Failure::Failed(format!("triage: {e}")))?;
     let mut differ = 0;
     for (time, message_id, then, raw) in &messages {
         let Some(then) = then else { continue };

@@ -49,7 +49,7 @@ fn start_logs(format: Format) {
     }
 }
 
-async fn serve(config: &Path, book: Playbook, options: &Options) -> Result<(), String> {
+async fn serve(config: &Path, book: Playbook, options: &Options) -> Result<(), service::Error> {
     let (stop, stopping) = watch::channel(false);
     let stale = Duration::from_secs(book.config.service.stale_after_seconds);
     let health = Arc::new(health::Health::new(stale));

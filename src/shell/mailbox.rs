@@ -25,11 +25,11 @@ pub async fn within<T, E: std::fmt::Display>(
     secs: u64,
     what: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+) -> Result<T, Trouble> {
     match tokio::time::timeout(Duration::from_secs(secs), f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer in {secs} s")),
+        Ok(Err(e)) => Err(Trouble::Broken(format!("{what}: {e}"))),
+        Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {secs} s"))),
     }
 }
 
@@ -77,19 +77,24 @@ async fn greeting<T: Io>(client: &mut async_imap::Client<T>, t: u64) -> Result<(
     })
     .await
     .map(|_| ())
+    .map_err(String::from)
 }
 
 pub async fn select(
     s: &mut Imap,
     folder: &str,
     t: u64,
-) -> Result<async_imap::types::Mailbox, String> {
+) -> Result<async_imap::types::Mailbox, Trouble> {
     within(t, &format!("SELECT {folder}"), s.select(folder)).await
 }
 
 /// Connects and signs in; the error names the step that failed, never a secret. With
 /// OAuth2, a refused token that looked valid gets one new token and one more try.
-pub async fn connect(cfg: &ImapConfig, sign_in: &SignIn) -> Result<Imap, String> {
+pub async fn connect(cfg: &ImapConfig, sign_in: &SignIn) -> Result<Imap, Trouble> {
+    sign_in_once(cfg, sign_in).await.map_err(Trouble::Broken)
+}
+
+async fn sign_in_once(cfg: &ImapConfig, sign_in: &SignIn) -> Result<Imap, String> {
     match sign_in {
         SignIn::Password(password) => open(cfg, Credential::Password(password))
             .await
@@ -121,6 +126,12 @@ enum Credential<'a> {
 struct Failed {
     why: String,
     refused: bool,
+}
+
+impl From<Trouble> for Failed {
+    fn from(t: Trouble) -> Self {
+        Failed::from(t.to_string())
+    }
 }
 
 impl From<String> for Failed {
@@ -281,7 +292,7 @@ pub struct Listed {
 /// Every message in the selected folder with its size and Message-ID, without
 /// downloading bodies: the size limit is checked before a fetch, and a message known
 /// by Message-ID from before a UIDVALIDITY change is recognised without one.
-pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, String> {
+pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, Trouble> {
     within(t, "UID FETCH listing", async {
         let mut out = Vec::new();
         let mut stream = s
@@ -318,7 +329,7 @@ pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, String> {
 }
 
 /// The whole message, without setting \Seen (BODY.PEEK).
-pub async fn fetch(s: &mut Imap, uid: u32, t: u64) -> Result<Option<Vec<u8>>, String> {
+pub async fn fetch(s: &mut Imap, uid: u32, t: u64) -> Result<Option<Vec<u8>>, Trouble> {
     Ok(fetch_many(s, &[uid], t)
         .await?
         .into_iter()
@@ -327,7 +338,11 @@ pub async fn fetch(s: &mut Imap, uid: u32, t: u64) -> Result<Option<Vec<u8>>, St
 }
 
 /// Several messages in one UID FETCH: one round trip for a batch instead of one each.
-pub async fn fetch_many(s: &mut Imap, uids: &[u32], t: u64) -> Result<Vec<(u32, Vec<u8>)>, String> {
+pub async fn fetch_many(
+    s: &mut Imap,
+    uids: &[u32],
+    t: u64,
+) -> Result<Vec<(u32, Vec<u8>)>, Trouble> {
     if uids.is_empty() {
         return Ok(Vec::new());
     }
@@ -374,11 +389,11 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-pub async fn store(s: &mut Imap, uid: u32, flags: &str, t: u64) -> Result<(), String> {
+pub async fn store(s: &mut Imap, uid: u32, flags: &str, t: u64) -> Result<(), Trouble> {
     store_many(s, &[uid], flags, t).await
 }
 
-pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Result<(), String> {
+pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Result<(), Trouble> {
     if uids.is_empty() {
         return Ok(());
     }
@@ -440,11 +455,9 @@ pub async fn move_many(
         )
         .await?;
     }
-    store_many(s, uids, "\\Deleted", t)
-        .await
-        .map_err(Trouble::Broken)?;
+    store_many(s, uids, "\\Deleted", t).await?;
     if caps.uidplus {
-        uid_expunge(s, &set, t).await.map_err(Trouble::Broken)?;
+        uid_expunge(s, &set, t).await?;
     }
     Ok(())
 }
@@ -486,7 +499,7 @@ async fn copied_before(
     checked(t, &format!("EXAMINE {folder}"), s.examine(folder)).await?;
     let mut found = Vec::new();
     for (uid, id) in ids {
-        if holds_message_id(s, &id, t).await.map_err(Trouble::Broken)? {
+        if holds_message_id(s, &id, t).await? {
             found.push(uid);
         }
     }
@@ -495,7 +508,7 @@ async fn copied_before(
 }
 
 /// Expunges the messages marked \Deleted in the set, and no other (UIDPLUS).
-async fn uid_expunge(s: &mut Imap, set: &str, t: u64) -> Result<(), String> {
+async fn uid_expunge(s: &mut Imap, set: &str, t: u64) -> Result<(), Trouble> {
     within(t, "UID EXPUNGE", async {
         let stream = s.uid_expunge(set).await?;
         let mut stream = std::pin::pin!(stream);
@@ -509,7 +522,7 @@ async fn uid_expunge(s: &mut Imap, set: &str, t: u64) -> Result<(), String> {
 
 /// Deletes one message for good (our own copy of a message we sent). Without UIDPLUS
 /// it is only marked \Deleted, and recognised again next time.
-pub async fn delete(s: &mut Imap, uid: u32, has_uidplus: bool, t: u64) -> Result<(), String> {
+pub async fn delete(s: &mut Imap, uid: u32, has_uidplus: bool, t: u64) -> Result<(), Trouble> {
     delete_many(s, &[uid], has_uidplus, t).await
 }
 
@@ -519,7 +532,7 @@ pub async fn delete_many(
     uids: &[u32],
     has_uidplus: bool,
     t: u64,
-) -> Result<(), String> {
+) -> Result<(), Trouble> {
     if uids.is_empty() {
         return Ok(());
     }
@@ -530,22 +543,16 @@ pub async fn delete_many(
     Ok(())
 }
 
-/// What went wrong with one IMAP command on a working connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The IMAP side's error: what went wrong with one command, or with the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Trouble {
     /// The server answered NO or BAD: its own words. The connection is fine; the command
     /// (a folder it will not create, an APPEND it refuses) is the problem.
+    #[error("{0}")]
     Refused(String),
-    /// No answer, or the connection broke: the session is over.
+    /// No answer, the connection broke, or signing in failed: the session is over.
+    #[error("{0}")]
     Broken(String),
-}
-
-impl std::fmt::Display for Trouble {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Trouble::Refused(w) | Trouble::Broken(w) => f.write_str(w),
-        }
-    }
 }
 
 impl From<Trouble> for String {
@@ -685,13 +692,13 @@ pub async fn has_message_id(
     folder: &str,
     message_id: &str,
     t: u64,
-) -> Result<bool, String> {
+) -> Result<bool, Trouble> {
     within(t, "EXAMINE", s.examine(folder)).await?;
     holds_message_id(s, message_id, t).await
 }
 
 /// Whether the selected folder holds a message with this Message-ID.
-async fn holds_message_id(s: &mut Imap, message_id: &str, t: u64) -> Result<bool, String> {
+async fn holds_message_id(s: &mut Imap, message_id: &str, t: u64) -> Result<bool, Trouble> {
     let query = format!(
         "HEADER Message-ID \"{}\"",
         message_id.replace(['"', '\\'], "")

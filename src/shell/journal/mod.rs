@@ -13,10 +13,81 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::core::plan::{Outgoing, Plan};
+use crate::core::plan::{Kind, Outgoing, Plan};
+
+mod migrations;
 
 pub struct Journal {
     db: Connection,
+}
+
+/// The journal's error: SQLite's, named as the journal's so that the service can tell it
+/// from a mailbox or SMTP failure.
+#[derive(Debug, thiserror::Error)]
+#[error("journal: {0}")]
+pub struct Error(#[from] rusqlite::Error);
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where a message is: the folder and its place there. The audit log records all three.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRef<'a> {
+    pub mailbox: &'a str,
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+/// What an audit record says beyond the plan: the outcome, its detail, the message sent
+/// (recipients, template, documents) and the server's words when it refused.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    outcome: &'a str,
+    detail: &'a str,
+    sent: Option<&'a Outgoing>,
+    error: Option<&'a str>,
+}
+
+/// An outgoing message's row in the outbox, in the order it moves through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbox {
+    /// Before the SMTP transaction: nothing can have gone out.
+    Sending,
+    /// The server said 354 to DATA and the message's final dot is on its way.
+    Committing,
+    /// The desk's own copy came back to the inbox: the server accepted it.
+    Received,
+    /// The server said 250.
+    Sent,
+    /// The server refused it for good (5xx).
+    Failed,
+    /// Its copy is in Sent (or the server keeps its own): nothing more to do.
+    Filed,
+}
+
+impl Outbox {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outbox::Sending => "sending",
+            Outbox::Committing => "committing",
+            Outbox::Received => "received",
+            Outbox::Sent => "sent",
+            Outbox::Failed => "failed",
+            Outbox::Filed => "filed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Outbox> {
+        [
+            Outbox::Sending,
+            Outbox::Committing,
+            Outbox::Received,
+            Outbox::Sent,
+            Outbox::Failed,
+            Outbox::Filed,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,7 +117,7 @@ impl State {
 }
 
 impl Journal {
-    pub fn open(path: &Path) -> rusqlite::Result<Journal> {
+    pub fn open(path: &Path) -> Result<Journal> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -64,77 +135,20 @@ impl Journal {
         // Every statement here is prepared once and reused (a batch of 200 messages runs
         // each of them hundreds of times).
         db.set_prepared_statement_cache_capacity(64);
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS folders (
-                 name TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL, last_uid INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS messages (
-                 uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, message_id TEXT,
-                 state INTEGER NOT NULL, plan TEXT, reason TEXT, updated TEXT NOT NULL,
-                 PRIMARY KEY (uidvalidity, uid));
-             CREATE INDEX IF NOT EXISTS messages_by_id ON messages(message_id);
-             CREATE TABLE IF NOT EXISTS outbox (
-                 message_id TEXT PRIMARY KEY, original TEXT, state TEXT NOT NULL, updated TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS audit (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, mailbox TEXT, uidvalidity INTEGER,
-                 uid INTEGER, message_id TEXT, sender TEXT, subject TEXT, category TEXT, rule TEXT,
-                 respond TEXT, reason TEXT, outcome TEXT NOT NULL, detail TEXT);
-             CREATE INDEX IF NOT EXISTS audit_by_time ON audit(time);
-             CREATE INDEX IF NOT EXISTS audit_by_sender ON audit(sender, category);
-             -- The brakes count answers per sender and in the last minutes on every
-             -- decision: these indexes answer those counts without reading the records.
-             CREATE INDEX IF NOT EXISTS audit_answers_by_sender
-                 ON audit(sender, category, outcome, time, message_id);
-             CREATE INDEX IF NOT EXISTS audit_by_outcome ON audit(outcome, time);
-             CREATE TABLE IF NOT EXISTS bounced (
-                 address TEXT PRIMARY KEY, until TEXT NOT NULL, bounce TEXT, updated TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS breaker (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT, opened TEXT NOT NULL, setting TEXT NOT NULL,
-                 reason TEXT NOT NULL, closed TEXT, closed_by TEXT);",
-        )?;
-        // Added after the first release of the table: the size tells a restored copy of a
-        // message from another message that reuses its Message-ID.
-        let has_size: bool = db
-            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'size'")?
-            .exists([])?;
-        if !has_size {
-            db.execute_batch("ALTER TABLE messages ADD COLUMN size INTEGER")?;
-        }
-        // The message as received, kept for `triage replay` (service.keep_messages_days).
-        let has_raw: bool = db
-            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'raw'")?
-            .exists([])?;
-        if !has_raw {
-            db.execute_batch("ALTER TABLE messages ADD COLUMN raw BLOB")?;
-        }
-        // The audit record in full: the decision (plan as JSON: fields, evidence, guards,
-        // outgoing), and for each message sent its recipients, template and documents.
-        for column in [
-            "plan",
-            "to_addrs",
-            "cc_addrs",
-            "template",
-            "attachments",
-            "error",
-        ] {
-            let has: bool = db
-                .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = ?1")?
-                .exists([column])?;
-            if !has {
-                db.execute_batch(&format!("ALTER TABLE audit ADD COLUMN {column} TEXT"))?;
-            }
-        }
+        migrations::apply(&db)?;
         Ok(Journal { db })
     }
 
     /// The folder's UIDVALIDITY and last UID handled, if known.
-    pub fn folder(&self, name: &str) -> rusqlite::Result<Option<(u32, u32)>> {
+    pub fn folder(&self, name: &str) -> Result<Option<(u32, u32)>> {
         self.db
             .prepare_cached("SELECT uidvalidity, last_uid FROM folders WHERE name = ?1")?
             .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
+            .map_err(Error::from)
     }
 
-    pub fn set_folder(&self, name: &str, uidvalidity: u32, last_uid: u32) -> rusqlite::Result<()> {
+    pub fn set_folder(&self, name: &str, uidvalidity: u32, last_uid: u32) -> Result<()> {
         self.db.prepare_cached("INSERT INTO folders(name, uidvalidity, last_uid) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET uidvalidity = ?2, last_uid = MAX(CASE WHEN uidvalidity = ?2 THEN last_uid ELSE 0 END, ?3)")?.execute(
             params![name, uidvalidity, last_uid],
@@ -142,39 +156,38 @@ impl Journal {
         Ok(())
     }
 
-    pub fn state(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<Option<State>> {
+    pub fn state(&self, uidvalidity: u32, uid: u32) -> Result<Option<State>> {
         self.db
             .prepare_cached("SELECT state FROM messages WHERE uidvalidity = ?1 AND uid = ?2")?
             .query_row([uidvalidity, uid], |r| r.get::<_, i64>(0))
             .optional()
             .map(|o| o.map(State::from_i64))
+            .map_err(Error::from)
     }
 
     /// The furthest state any copy of this Message-ID reached (another UID, another
     /// UIDVALIDITY): a message already answered is never answered again.
-    pub fn state_by_message_id(&self, message_id: &str) -> rusqlite::Result<Option<State>> {
+    pub fn state_by_message_id(&self, message_id: &str) -> Result<Option<State>> {
         self.db
             .prepare_cached("SELECT MAX(state) FROM messages WHERE message_id = ?1")?
             .query_row([message_id], |r| r.get::<_, Option<i64>>(0))
             .map(|o| o.map(State::from_i64))
+            .map_err(Error::from)
     }
 
     /// The furthest state this Message-ID reached, and whether a copy of the same size
     /// (or of unknown size) is among them: only then is it the same message.
-    pub fn seen_before(
-        &self,
-        message_id: &str,
-        size: u32,
-    ) -> rusqlite::Result<Option<(State, bool)>> {
+    pub fn seen_before(&self, message_id: &str, size: u32) -> Result<Option<(State, bool)>> {
         self.db.prepare_cached("SELECT MAX(state), MAX(size IS NULL OR size = ?2) FROM messages WHERE message_id = ?1")?.query_row(
                 params![message_id, size],
                 |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<bool>>(1)?)),
             )
             .map(|(state, same)| state.map(|s| (State::from_i64(s), same.unwrap_or(false))))
+            .map_err(Error::from)
     }
 
     /// Keeps the message's bytes for `triage replay`.
-    pub fn keep_raw(&self, uidvalidity: u32, uid: u32, raw: &[u8]) -> rusqlite::Result<()> {
+    pub fn keep_raw(&self, uidvalidity: u32, uid: u32, raw: &[u8]) -> Result<()> {
         self.db
             .prepare_cached(
                 "UPDATE messages SET raw = ?3 WHERE uidvalidity = ?1 AND uid = ?2 AND raw IS NULL",
@@ -184,17 +197,18 @@ impl Journal {
     }
 
     /// Forgets the bytes of messages last touched more than `days` ago.
-    pub fn expire_raw(&self, days: u32) -> rusqlite::Result<usize> {
+    pub fn expire_raw(&self, days: u32) -> Result<usize> {
         self.db
             .prepare_cached(
                 "UPDATE messages SET raw = NULL WHERE raw IS NOT NULL
              AND updated < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
             )?
             .execute([format!("-{days} days")])
+            .map_err(Error::from)
     }
 
     /// Messages decided since `since` (an audit time) whose bytes are kept.
-    pub fn replayable(&self, since: &str) -> rusqlite::Result<Vec<Decided>> {
+    pub fn replayable(&self, since: &str) -> Result<Vec<Decided>> {
         let mut stmt = self.db.prepare(
             "SELECT updated, message_id, plan, raw FROM messages
              WHERE raw IS NOT NULL AND updated >= ?1 ORDER BY updated",
@@ -208,17 +222,17 @@ impl Journal {
                 r.get::<_, Vec<u8>>(3)?,
             ))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn set_size(&self, uidvalidity: u32, uid: u32, size: u32) -> rusqlite::Result<()> {
+    pub fn set_size(&self, uidvalidity: u32, uid: u32, size: u32) -> Result<()> {
         self.db
             .prepare_cached("UPDATE messages SET size = ?3 WHERE uidvalidity = ?1 AND uid = ?2")?
             .execute(params![uidvalidity, uid, size])?;
         Ok(())
     }
 
-    pub fn plan(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<Option<Plan>> {
+    pub fn plan(&self, uidvalidity: u32, uid: u32) -> Result<Option<Plan>> {
         let text: Option<Option<String>> = self
             .db
             .query_row(
@@ -239,7 +253,7 @@ impl Journal {
         state: State,
         plan: Option<&Plan>,
         reason: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         let plan = plan.map(|p| serde_json::to_string(p).unwrap_or_default());
         self.db.prepare_cached("INSERT INTO messages(uidvalidity, uid, message_id, state, plan, reason, updated)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
@@ -251,10 +265,7 @@ impl Journal {
     }
 
     /// Messages of this UIDVALIDITY whose plan is not finished: (uid, state, plan).
-    pub fn unfinished(
-        &self,
-        uidvalidity: u32,
-    ) -> rusqlite::Result<Vec<(u32, State, Option<Plan>)>> {
+    pub fn unfinished(&self, uidvalidity: u32) -> Result<Vec<(u32, State, Option<Plan>)>> {
         let mut stmt = self.db.prepare(
             "SELECT uid, state, plan FROM messages WHERE uidvalidity = ?1 AND state < ?2 ORDER BY uid",
         )?;
@@ -266,29 +277,33 @@ impl Journal {
             ))
         })?;
         rows.map(|r| r.map(|(uid, st, p)| (uid, st, p.and_then(|t| serde_json::from_str(&t).ok()))))
-            .collect()
+            .collect::<rusqlite::Result<_>>()
+            .map_err(Error::from)
     }
 
     /// Was this message already decided in shadow mode?
-    pub fn shadowed(&self, uidvalidity: u32, uid: u32) -> rusqlite::Result<bool> {
+    pub fn shadowed(&self, uidvalidity: u32, uid: u32) -> Result<bool> {
         self.db.prepare_cached("SELECT 1 FROM audit WHERE uidvalidity = ?1 AND uid = ?2 AND outcome = 'shadow' LIMIT 1")?.query_row(
                 [uidvalidity, uid],
                 |_| Ok(()),
             )
             .optional()
             .map(|o| o.is_some())
+            .map_err(Error::from)
     }
 
-    pub fn outbox_state(&self, message_id: &str) -> rusqlite::Result<Option<String>> {
-        self.db
+    pub fn outbox_state(&self, message_id: &str) -> Result<Option<Outbox>> {
+        let state: Option<String> = self
+            .db
             .prepare_cached("SELECT state FROM outbox WHERE message_id = ?1")?
             .query_row([message_id], |r| r.get(0))
-            .optional()
+            .optional()?;
+        Ok(state.as_deref().and_then(Outbox::parse))
     }
 
     /// The original's key of an answer that may have gone out (any outbox state past
     /// `sending`, which never leaves the machine); None for ids we never sent.
-    pub fn sent_answer_original(&self, message_id: &str) -> rusqlite::Result<Option<String>> {
+    pub fn sent_answer_original(&self, message_id: &str) -> Result<Option<String>> {
         self.db
             .prepare_cached(
                 "SELECT original FROM outbox WHERE lower(message_id) = lower(?1) AND state NOT IN ('sending', 'failed')",
@@ -296,10 +311,11 @@ impl Journal {
             .query_row([message_id], |r| r.get(0))
             .optional()
             .map(Option::flatten)
+            .map_err(Error::from)
     }
 
     /// The stored plans of the messages with this key (Message-ID or digest).
-    pub fn plans_by_key(&self, key: &str) -> rusqlite::Result<Vec<Plan>> {
+    pub fn plans_by_key(&self, key: &str) -> Result<Vec<Plan>> {
         let mut stmt = self.db.prepare_cached(
             "SELECT plan FROM messages WHERE message_id = ?1 AND plan IS NOT NULL",
         )?;
@@ -315,55 +331,53 @@ impl Journal {
 
     /// Seconds since the outbox row last changed state (for a `committing` row: since
     /// the message's final dot may have gone out).
-    pub fn outbox_age_seconds(&self, message_id: &str) -> rusqlite::Result<Option<f64>> {
+    pub fn outbox_age_seconds(&self, message_id: &str) -> Result<Option<f64>> {
         self.db
             .prepare_cached(
                 "SELECT (julianday('now') - julianday(updated)) * 86400.0 FROM outbox WHERE message_id = ?1",
             )?
             .query_row([message_id], |r| r.get(0))
             .optional()
+            .map_err(Error::from)
     }
 
     pub fn set_outbox(
         &self,
         message_id: &str,
         original: Option<&str>,
-        state: &str,
-    ) -> rusqlite::Result<()> {
+        state: Outbox,
+    ) -> Result<()> {
         self.db.prepare_cached("INSERT INTO outbox(message_id, original, state, updated) VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
              ON CONFLICT(message_id) DO UPDATE SET state = ?3, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now')")?.execute(
-            params![message_id, original, state],
+            params![message_id, original, state.as_str()],
         )?;
         Ok(())
     }
 
     /// The SMTP server accepted an outgoing message: its outbox row and its audit record
     /// are written in one transaction, so neither exists without the other.
-    #[allow(clippy::too_many_arguments)]
     pub fn record_sent(
         &self,
         message_id: &str,
         original: &str,
-        mailbox: &str,
-        uidvalidity: u32,
-        uid: u32,
+        at: MessageRef,
         plan: &Plan,
         sent: &Outgoing,
-        outcome: &str,
         detail: &str,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
+        let outcome = match sent.kind {
+            Kind::Reply => "replied",
+            _ => "forwarded",
+        };
         self.together(|| {
-            self.set_outbox(message_id, Some(original), "sent")?;
-            self.insert_audit(
-                mailbox,
-                uidvalidity,
-                uid,
-                plan,
+            self.set_outbox(message_id, Some(original), Outbox::Sent)?;
+            let record = Record {
                 outcome,
                 detail,
-                Some(sent),
-                None,
-            )
+                sent: Some(sent),
+                error: None,
+            };
+            self.insert_audit(at, plan, &record)
         })
     }
 
@@ -372,9 +386,7 @@ impl Journal {
     #[allow(clippy::too_many_arguments)]
     pub fn conclude(
         &self,
-        mailbox: &str,
-        uidvalidity: u32,
-        uid: u32,
+        at: MessageRef,
         key: Option<&str>,
         state: State,
         plan: &Plan,
@@ -382,31 +394,28 @@ impl Journal {
         outcome: &str,
         detail: &str,
         error: Option<&str>,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         self.together(|| {
-            self.advance(uidvalidity, uid, key, state, None, reason)?;
-            self.insert_audit(
-                mailbox,
-                uidvalidity,
-                uid,
-                plan,
+            self.advance(at.uidvalidity, at.uid, key, state, None, reason)?;
+            let record = Record {
                 outcome,
                 detail,
-                None,
+                sent: None,
                 error,
-            )
+            };
+            self.insert_audit(at, plan, &record)
         })
     }
 
     /// Runs the steps in one transaction (or in the one already open): a batch of
     /// records costs one commit.
-    pub fn together(&self, steps: impl FnOnce() -> rusqlite::Result<()>) -> rusqlite::Result<()> {
+    pub fn together(&self, steps: impl FnOnce() -> Result<()>) -> Result<()> {
         if !self.db.is_autocommit() {
             return steps();
         }
         self.db.execute_batch("BEGIN IMMEDIATE")?;
         match steps() {
-            Ok(()) => self.db.execute_batch("COMMIT"),
+            Ok(()) => Ok(self.db.execute_batch("COMMIT")?),
             Err(e) => {
                 let _ = self.db.execute_batch("ROLLBACK");
                 Err(e)
@@ -415,30 +424,28 @@ impl Journal {
     }
 
     /// One audit record: a decision or an action. Append-only.
-    pub fn audit(
-        &self,
-        mailbox: &str,
-        uidvalidity: u32,
-        uid: u32,
-        plan: &Plan,
-        outcome: &str,
-        detail: &str,
-    ) -> rusqlite::Result<()> {
-        self.insert_audit(mailbox, uidvalidity, uid, plan, outcome, detail, None, None)
+    pub fn audit(&self, at: MessageRef, plan: &Plan, outcome: &str, detail: &str) -> Result<()> {
+        let record = Record {
+            outcome,
+            detail,
+            sent: None,
+            error: None,
+        };
+        self.insert_audit(at, plan, &record)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn insert_audit(
-        &self,
-        mailbox: &str,
-        uidvalidity: u32,
-        uid: u32,
-        plan: &Plan,
-        outcome: &str,
-        detail: &str,
-        sent: Option<&Outgoing>,
-        error: Option<&str>,
-    ) -> rusqlite::Result<()> {
+    fn insert_audit(&self, at: MessageRef, plan: &Plan, record: &Record) -> Result<()> {
+        let Record {
+            outcome,
+            detail,
+            sent,
+            error,
+        } = *record;
+        let MessageRef {
+            mailbox,
+            uidvalidity,
+            uid,
+        } = at;
         let attachments = sent.map(|o| {
             let list: Vec<serde_json::Value> = o
                 .attachments
@@ -482,41 +489,39 @@ impl Journal {
     }
 
     /// Audit records older than `days` are deleted (`service.audit_retention_days`).
-    pub fn expire_audit(&self, days: u32) -> rusqlite::Result<usize> {
+    pub fn expire_audit(&self, days: u32) -> Result<usize> {
         self.db
             .prepare_cached(
                 "DELETE FROM audit WHERE time < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
             )?
             .execute([format!("-{days} days")])
+            .map_err(Error::from)
     }
 
     /// Automatic replies to this sender in this category within the last `hours`.
-    pub fn answers_to_sender(
-        &self,
-        sender: &str,
-        category: &str,
-        hours: u32,
-    ) -> rusqlite::Result<u32> {
+    pub fn answers_to_sender(&self, sender: &str, category: &str, hours: u32) -> Result<u32> {
         self.db.prepare_cached("SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome = 'replied' AND sender = ?1
              AND category = ?2 AND time >= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?3)")?.query_row(
             params![sender, category, format!("-{hours} hours")],
             |r| r.get(0),
         )
+            .map_err(Error::from)
     }
 
     /// Messages (replies and forwards) sent within the last `minutes`.
-    pub fn sent_recently(&self, minutes: u32) -> rusqlite::Result<u32> {
+    pub fn sent_recently(&self, minutes: u32) -> Result<u32> {
         self.db
             .prepare_cached(
                 "SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded')
              AND time >= strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
             )?
             .query_row([format!("-{minutes} minutes")], |r| r.get(0))
+            .map_err(Error::from)
     }
 
     /// The open circuit breaker for this setting: "since TIME: REASON". One opened under
     /// another setting no longer counts: the operator changed the limit on purpose.
-    pub fn breaker_open(&self, setting: &str) -> rusqlite::Result<Option<String>> {
+    pub fn breaker_open(&self, setting: &str) -> Result<Option<String>> {
         self.db
             .prepare_cached(
                 "SELECT opened, reason FROM breaker WHERE closed IS NULL AND setting = ?1
@@ -530,9 +535,10 @@ impl Journal {
                 ))
             })
             .optional()
+            .map_err(Error::from)
     }
 
-    pub fn open_breaker(&self, setting: &str, reason: &str) -> rusqlite::Result<()> {
+    pub fn open_breaker(&self, setting: &str, reason: &str) -> Result<()> {
         self.db.prepare_cached("INSERT INTO breaker(opened, setting, reason) VALUES (strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2)")?.execute(
             params![setting, reason],
         )?;
@@ -540,19 +546,15 @@ impl Journal {
     }
 
     /// Closes every open breaker; returns how many were open.
-    pub fn reset_breaker(&self, by: &str) -> rusqlite::Result<usize> {
+    pub fn reset_breaker(&self, by: &str) -> Result<usize> {
         self.db.prepare_cached("UPDATE breaker SET closed = strftime('%Y-%m-%dT%H:%M:%fZ','now'), closed_by = ?1 WHERE closed IS NULL")?.execute(
             [by],
         )
+            .map_err(Error::from)
     }
 
     /// Blocks automatic answers to these addresses for `days`, from now.
-    pub fn block_bounced(
-        &self,
-        addresses: &[String],
-        days: u32,
-        bounce: &str,
-    ) -> rusqlite::Result<()> {
+    pub fn block_bounced(&self, addresses: &[String], days: u32, bounce: &str) -> Result<()> {
         for a in addresses {
             self.db.prepare_cached("INSERT INTO bounced(address, until, bounce, updated)
                  VALUES (?1, strftime('%Y-%m-%dT%H:%M:%SZ','now', ?2), ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
@@ -567,7 +569,7 @@ impl Journal {
     pub fn bounced<'a>(
         &self,
         addresses: impl IntoIterator<Item = &'a String>,
-    ) -> rusqlite::Result<Vec<(String, String)>> {
+    ) -> Result<Vec<(String, String)>> {
         let mut stmt = self.db.prepare_cached(
             "SELECT until FROM bounced WHERE address = ?1 AND until > strftime('%Y-%m-%dT%H:%M:%SZ','now')",
         )?;
@@ -582,7 +584,7 @@ impl Journal {
     }
 
     /// Audit records matching the filter, oldest first.
-    pub fn audit_rows(&self, f: &AuditFilter) -> rusqlite::Result<Vec<AuditRow>> {
+    pub fn audit_rows(&self, f: &AuditFilter) -> Result<Vec<AuditRow>> {
         let mut sql = String::from(
             "SELECT id, time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule,
                     respond, reason, outcome, detail, plan, to_addrs, cc_addrs, template, attachments, error
@@ -653,12 +655,12 @@ impl Journal {
                 error: r.get(19)?,
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A time as the audit log writes it, from a date, a date and time, or an age
     /// (`24h`, `7d`, `30m`); None when SQLite cannot read it.
-    pub fn audit_time(&self, text: &str) -> rusqlite::Result<Option<String>> {
+    pub fn audit_time(&self, text: &str) -> Result<Option<String>> {
         let t = text.trim();
         let relative = t
             .strip_suffix(['m', 'h', 'd'])
@@ -681,6 +683,7 @@ impl Journal {
         self.db
             .prepare_cached("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1, ?2)")?
             .query_row(params![base, modifier], |r| r.get(0))
+            .map_err(Error::from)
     }
 }
 

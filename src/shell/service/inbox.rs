@@ -1,0 +1,407 @@
+//! One pass over the inbox: what is new, what is our own copy coming back, what was
+//! handled before under another UID; then the new messages decided in batches.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use super::{Error, Options, Smtp};
+use crate::core::config::Config;
+use crate::core::plan::{hex, Plan, Playbook};
+use crate::core::rules::Respond;
+use crate::shell::folders::Places;
+use crate::shell::journal::{Journal, MessageRef, Outbox, State};
+use crate::shell::mailbox::{self, Imap, Listed};
+
+/// Messages fetched and recorded together.
+const BATCH: usize = 200;
+/// Decisions that send nothing are made durable (recorded, flagged or moved) after this
+/// many messages or this long, whichever comes first.
+const GROUP_COMMIT: usize = 25;
+const GROUP_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// One pass over the inbox and the state it needs between messages.
+pub(super) struct Shell<'a> {
+    pub book: &'a Playbook,
+    pub journal: &'a Journal,
+    pub smtp: &'a Smtp,
+    pub opts: &'a Options,
+    pub caps: mailbox::Caps,
+    pub places: &'a Places,
+    /// Messages sent by this process whose own copy has not come back yet.
+    pub awaiting_copies: &'a mut HashSet<String>,
+    /// Message-IDs that appear more than once in the current listing.
+    pub repeated_ids: HashSet<String>,
+}
+
+/// A message decided and fetched, waiting to be filed with others of its group.
+pub(super) struct Quiet {
+    pub uid: u32,
+    pub size: u32,
+    pub plan: Plan,
+    pub raw: Vec<u8>,
+}
+
+/// The journal's key for a message: its Message-ID, or for mail without one a digest of
+/// its bytes (or its place, when it was too big to download), so that two such messages
+/// never share outgoing Message-IDs.
+pub(super) fn message_key(plan: &Plan, raw: Option<&[u8]>, at: MessageRef) -> String {
+    if let Some(id) = &plan.message_id {
+        return id.clone();
+    }
+    match raw {
+        Some(raw) => format!("sha256-{}@triage.invalid", &hex(&Sha256::digest(raw))[..32]),
+        None => format!("uid-{}-{}@triage.invalid", at.uidvalidity, at.uid),
+    }
+}
+
+impl Shell<'_> {
+    pub fn config(&self) -> &Config {
+        &self.book.config
+    }
+
+    /// The IMAP timeout, in seconds.
+    pub fn t(&self) -> u64 {
+        self.config()
+            .imap
+            .as_ref()
+            .expect("checked")
+            .timeout_seconds
+    }
+
+    pub async fn drain(&mut self, session: &mut Imap) -> Result<(), Error> {
+        let t = self.t();
+        let inbox = self.config().folders.inbox.clone();
+        let journal = self.journal;
+        let mb = mailbox::select(session, &inbox, t).await?;
+        let uidvalidity = mb.uid_validity.unwrap_or(0);
+        let setting = self.config().limits.circuit_breaker.setting();
+        self.opts
+            .health
+            .breaker(journal.breaker_open(&setting)?.is_some());
+        if let Some((v, _)) = journal.folder(&inbox)? {
+            if v != uidvalidity {
+                warn!("{inbox}: UIDVALIDITY changed from {v} to {uidvalidity}; re-reading it, and mail handled before is recognised by Message-ID");
+            }
+        }
+        // Messages left for a human stay in the inbox; the journal says they are done.
+        let list = mailbox::listing(session, t).await?;
+        settle_vanished(journal, &inbox, uidvalidity, &list)?;
+        self.repeated_ids = repeated_ids(&list);
+        let mut todo = Vec::new();
+        let mut own_copies = Vec::new();
+        for item in list {
+            if self.opts.stopping() {
+                return Ok(());
+            }
+            if self.own_copy(&item)? {
+                // Without UIDPLUS a copy stays, marked \Deleted: not marked again.
+                if !item.deleted {
+                    own_copies.push(item.uid);
+                }
+                continue;
+            }
+            let at = MessageRef {
+                mailbox: &inbox,
+                uidvalidity,
+                uid: item.uid,
+            };
+            if self.needs_work(session, at, &item).await? {
+                todo.push(item);
+            }
+        }
+        // The receipts are recorded; the copies themselves go in one step.
+        mailbox::delete_many(session, &own_copies, self.caps.uidplus, t).await?;
+        self.work_through(session, &inbox, uidvalidity, todo)
+            .await?;
+        journal.set_folder(&inbox, uidvalidity, 0)?;
+        Ok(())
+    }
+
+    /// Our own copy of a message we sent: the server's receipt, recorded as such.
+    fn own_copy(&mut self, item: &Listed) -> Result<bool, Error> {
+        let Some(id) = &item.message_id else {
+            return Ok(false);
+        };
+        let ours = format!("<{id}>");
+        let Some(state) = self.journal.outbox_state(&ours)? else {
+            return Ok(false);
+        };
+        if matches!(state, Outbox::Committing | Outbox::Sending) {
+            self.journal.set_outbox(&ours, None, Outbox::Received)?;
+        }
+        self.awaiting_copies.remove(&ours);
+        debug!(uid = item.uid, "own copy of {ours} received");
+        Ok(true)
+    }
+
+    /// Whether a listed message still needs deciding or finishing.
+    async fn needs_work(
+        &mut self,
+        session: &mut Imap,
+        at: MessageRef<'_>,
+        item: &Listed,
+    ) -> Result<bool, Error> {
+        match self.journal.state(at.uidvalidity, at.uid)? {
+            Some(state) if state.is_final() => return Ok(false),
+            Some(_) => {}
+            None => {
+                if self.seen_elsewhere(session, at, item).await? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(!(self.opts.shadow && self.journal.shadowed(at.uidvalidity, at.uid)?))
+    }
+
+    /// A message this journal knows by Message-ID from another UID: a restored copy
+    /// carries its final state over; another message reusing the Message-ID (a broken
+    /// mailer, a script) is left for a human, never skipped and never answered by
+    /// guesswork. True when the message needs nothing more.
+    pub async fn seen_elsewhere(
+        &mut self,
+        session: &mut Imap,
+        at: MessageRef<'_>,
+        item: &Listed,
+    ) -> Result<bool, Error> {
+        let journal = self.journal;
+        let Some(id) = &item.message_id else {
+            return Ok(false);
+        };
+        let Some((state, same)) = journal.seen_before(id, item.size)? else {
+            return Ok(false);
+        };
+        if !state.is_final() {
+            return Ok(false);
+        }
+        if same {
+            journal.advance(
+                at.uidvalidity,
+                at.uid,
+                Some(id),
+                state,
+                None,
+                "handled before under another UID",
+            )?;
+            info!(
+                uid = at.uid,
+                "{id}: handled before under another UID; left as it is"
+            );
+            return Ok(true);
+        }
+        let reason = format!(
+            "another message with the Message-ID <{id}> was handled before, with a different size ({} bytes here)",
+            item.size
+        );
+        let plan = Plan::for_human(Some(id.clone()), reason.clone(), self.config());
+        journal.advance(
+            at.uidvalidity,
+            at.uid,
+            Some(id),
+            State::Planned,
+            Some(&plan),
+            &reason,
+        )?;
+        journal.set_size(at.uidvalidity, at.uid, item.size)?;
+        if self.opts.shadow {
+            self.record_shadow(at, &plan)?;
+        } else {
+            self.leave_for_human(session, at, id, &plan, reason, None)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Shadow mode: the decision recorded, nothing done.
+    pub fn record_shadow(&self, at: MessageRef, plan: &Plan) -> Result<(), Error> {
+        self.journal.audit(at, plan, "shadow", "")?;
+        self.opts.health.message(plan.category.as_str(), "shadow");
+        info!(uid = at.uid, category = %plan.category, respond = ?plan.respond, "shadow: {}", plan.reason);
+        Ok(())
+    }
+
+    /// Decides the messages in batches: one UID FETCH per batch, and what sends nothing
+    /// (filed, or left for a human) recorded in one transaction and flagged or moved
+    /// with one UID STORE / UID MOVE per folder. What sends mail goes one at a time.
+    async fn work_through(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        todo: Vec<Listed>,
+    ) -> Result<(), Error> {
+        for chunk in todo.chunks(BATCH) {
+            if self.opts.stopping() {
+                return Ok(());
+            }
+            if self.opts.shadow {
+                for item in chunk {
+                    let at = MessageRef {
+                        mailbox: inbox,
+                        uidvalidity,
+                        uid: item.uid,
+                    };
+                    self.handle(session, at, item, None).await?;
+                }
+                continue;
+            }
+            self.work_through_batch(session, inbox, uidvalidity, chunk)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn work_through_batch(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        chunk: &[Listed],
+    ) -> Result<(), Error> {
+        let limit = self.config().limits.max_message_bytes;
+        let wanted: Vec<u32> = chunk
+            .iter()
+            .filter(|i| i.size as usize <= limit)
+            .map(|i| i.uid)
+            .collect();
+        let mut bodies: HashMap<u32, Vec<u8>> = mailbox::fetch_many(session, &wanted, self.t())
+            .await?
+            .into_iter()
+            .collect();
+        let mut quiet = Vec::new();
+        let mut quiet_since = Instant::now();
+        for item in chunk {
+            if self.opts.stopping() {
+                break;
+            }
+            let at = MessageRef {
+                mailbox: inbox,
+                uidvalidity,
+                uid: item.uid,
+            };
+            if self.handled_earlier_in_pass(session, at, item).await? {
+                continue;
+            }
+            // Oversized (or gone meanwhile): the one-at-a-time path says why.
+            let Some(raw) = bodies.remove(&item.uid) else {
+                self.handle(session, at, item, None).await?;
+                continue;
+            };
+            let plan = self.plan_for(at, &raw)?;
+            if plan.respond == Respond::Auto && !plan.outgoing.is_empty() {
+                self.handle(session, at, item, Some((plan, raw))).await?;
+            } else {
+                if quiet.is_empty() {
+                    quiet_since = Instant::now();
+                }
+                quiet.push(Quiet {
+                    uid: item.uid,
+                    size: item.size,
+                    plan,
+                    raw,
+                });
+            }
+            // Group commit by count and by time, not only at the end of the batch: a
+            // service killed every second must still keep what it decided.
+            if quiet.len() >= GROUP_COMMIT || quiet_since.elapsed() >= GROUP_COMMIT_AFTER {
+                self.file_quietly(session, inbox, uidvalidity, std::mem::take(&mut quiet))
+                    .await?;
+            }
+        }
+        self.file_quietly(session, inbox, uidvalidity, quiet).await
+    }
+
+    /// A copy handled earlier in this same pass (same Message-ID) is known now.
+    async fn handled_earlier_in_pass(
+        &mut self,
+        session: &mut Imap,
+        at: MessageRef<'_>,
+        item: &Listed,
+    ) -> Result<bool, Error> {
+        let repeated = item
+            .message_id
+            .as_ref()
+            .is_some_and(|id| self.repeated_ids.contains(id));
+        Ok(repeated
+            && self.journal.state(at.uidvalidity, at.uid)?.is_none()
+            && self.seen_elsewhere(session, at, item).await?)
+    }
+
+    /// The plan made before a crash, executed as it was; else a new decision, with the
+    /// brakes that need history applied once.
+    pub fn plan_for(&self, at: MessageRef, raw: &[u8]) -> Result<Plan, Error> {
+        if let Some(plan) = self.journal.plan(at.uidvalidity, at.uid)? {
+            return Ok(plan);
+        }
+        let mut plan = self.book.decide(raw);
+        self.restrain(&mut plan)?;
+        Ok(plan)
+    }
+}
+
+/// Message-IDs listed more than once: only those need a second look when their turn
+/// comes (a copy earlier in this same pass may have been handled by then).
+fn repeated_ids(list: &[Listed]) -> HashSet<String> {
+    let mut ids: HashMap<&String, u32> = HashMap::new();
+    for id in list.iter().filter_map(|item| item.message_id.as_ref()) {
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// A message whose last step was moving it out of the inbox, killed before the journal
+/// heard of the move, is no longer listed: its filing happened. Record that.
+fn settle_vanished(
+    journal: &Journal,
+    inbox: &str,
+    uidvalidity: u32,
+    list: &[Listed],
+) -> Result<(), Error> {
+    let present: HashSet<u32> = list.iter().map(|l| l.uid).collect();
+    for (uid, state, plan) in journal.unfinished(uidvalidity)? {
+        let Some(plan) = plan.filter(|_| !present.contains(&uid)) else {
+            continue;
+        };
+        let nothing_to_send = plan.respond != Respond::Auto || plan.outgoing.is_empty();
+        let (to, reason) = if state >= State::Sent || nothing_to_send {
+            let to = if plan.original.human {
+                State::Human
+            } else {
+                State::Filed
+            };
+            (to, plan.reason.clone())
+        } else {
+            (
+                State::Human,
+                "the message left the inbox before its answer was sent".to_string(),
+            )
+        };
+        let outcome = if to == State::Human {
+            "left for human"
+        } else {
+            "filed"
+        };
+        let at = MessageRef {
+            mailbox: inbox,
+            uidvalidity,
+            uid,
+        };
+        journal.conclude(
+            at,
+            plan.message_id.as_deref(),
+            to,
+            &plan,
+            &reason,
+            outcome,
+            "recorded after a restart",
+            None,
+        )?;
+        info!(uid, "{outcome} (recorded after a restart)");
+    }
+    Ok(())
+}
