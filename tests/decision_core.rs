@@ -276,6 +276,52 @@ fn check_refuses_an_idle_refresh_longer_than_five_minutes() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A setting is found by its key path, not by the first place its name stands: with
+/// `smtp:` above `imap:`, `imap.timeout_seconds: 0` is the imap line.
+#[test]
+fn check_points_at_the_key_path_not_the_first_occurrence() {
+    let dir = scratch();
+    let cfg = dir.join("deploy/triage.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (before, imap_and_after) = text.split_at(text.find("\nimap:").expect("an imap section"));
+    let smtp_at = imap_and_after
+        .find("\nsmtp:")
+        .expect("an smtp section after imap");
+    let (imap, smtp_and_after) = imap_and_after.split_at(smtp_at);
+    // The smtp section (and what follows it) moved above imap, both with a timeout.
+    let imap: Vec<&str> = imap
+        .lines()
+        .filter(|l| !l.starts_with("  timeout_seconds:"))
+        .collect();
+    let imap = imap.join("\n") + "\n  timeout_seconds: 0";
+    let smtp = if smtp_and_after.contains("timeout_seconds") {
+        smtp_and_after.to_string()
+    } else {
+        smtp_and_after.replacen("\nsmtp:", "\nsmtp:\n  timeout_seconds: 30", 1)
+    };
+    let text = format!("{before}{smtp}\n{imap}\n");
+    let lines: Vec<&str> = text.lines().collect();
+    let imap_line = lines.iter().position(|l| *l == "imap:").unwrap();
+    let smtp_line = lines.iter().position(|l| *l == "smtp:").unwrap();
+    assert!(smtp_line < imap_line, "smtp must come first here");
+    let line = imap_line
+        + lines[imap_line..]
+            .iter()
+            .position(|l| l.trim() == "timeout_seconds: 0")
+            .unwrap()
+        + 1;
+    std::fs::write(&cfg, &text).unwrap();
+    let (code, err) = check(&dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "deploy/triage.yaml:{line}:3: imap.timeout_seconds: must be at least 1"
+        )),
+        "expected line {line}:\n{err}\n{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn check_names_file_line_and_column_of_each_problem() {
     let dir = scratch();

@@ -496,18 +496,107 @@ impl Secret {
     }
 }
 
+/// The config file and its text, so that a problem can point at its key.
+struct Located<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Located<'_> {
+    fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        Problem::at_key(self.path, self.text, key, message)
+    }
+}
+
+fn check_desk(config: &Config, at: &Located, problems: &mut Problems) {
+    for (key, value) in [
+        ("desk.address", &config.desk.address),
+        ("desk.order_ops", &config.desk.order_ops),
+    ] {
+        if !value.contains('@') {
+            problems.push(at.problem(
+                key,
+                format!("{key}: expected an email address, got {value:?}"),
+            ));
+        }
+    }
+}
+
+fn check_limits(limits: &Limits, at: &Located, problems: &mut Problems) {
+    for (key, v) in [
+        ("limits.per_sender.hours", limits.per_sender.hours),
+        (
+            "limits.circuit_breaker.answers",
+            limits.circuit_breaker.answers,
+        ),
+        (
+            "limits.circuit_breaker.minutes",
+            limits.circuit_breaker.minutes,
+        ),
+    ] {
+        if v == 0 {
+            problems.push(at.problem(key, format!("{key}: must be at least 1")));
+        }
+    }
+}
+
+fn check_service(service: &ServiceConfig, at: &Located, problems: &mut Problems) {
+    if let Some(addr) = &service.http {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(at.problem(
+                "service.http",
+                format!("service.http: expected an address and port such as 127.0.0.1:9464, got {addr:?}"),
+            ));
+        }
+    }
+}
+
+fn check_imap(imap: &ImapConfig, at: &Located, problems: &mut Problems) {
+    if !(1..=300).contains(&imap.idle_refresh_seconds) {
+        problems.push(at.problem(
+            "imap.idle_refresh_seconds",
+            format!(
+                "imap.idle_refresh_seconds: {} is out of range; IDLE must be refreshed every 1 to 300 s",
+                imap.idle_refresh_seconds
+            ),
+        ));
+    }
+    for (key, v) in [
+        ("imap.poll_seconds", imap.poll_seconds),
+        ("imap.timeout_seconds", imap.timeout_seconds),
+    ] {
+        if v == 0 {
+            problems.push(at.problem(key, format!("{key}: must be at least 1")));
+        }
+    }
+    match (&imap.password, &imap.oauth2) {
+        (Some(_), Some(_)) | (None, None) => problems.push(at.problem(
+            "imap",
+            "imap: give either `password` or `oauth2`, exactly one",
+        )),
+        (None, Some(o)) => check_oauth2(at, "imap", o, problems),
+        _ => {}
+    }
+}
+
+fn check_smtp(smtp: &SmtpConfig, at: &Located, problems: &mut Problems) {
+    if smtp.password.is_some() && smtp.oauth2.is_some() {
+        problems.push(at.problem("smtp", "smtp: give either `password` or `oauth2`, not both"));
+    }
+    if (smtp.password.is_some() || smtp.oauth2.is_some()) && smtp.username.is_none() {
+        problems.push(at.problem("smtp", "smtp: `username` is needed to sign in"));
+    }
+    if let Some(o) = &smtp.oauth2 {
+        check_oauth2(at, "smtp", o, problems);
+    }
+}
+
 /// What each grant needs, said at load rather than at the first refresh.
-fn check_oauth2(path: &Path, text: &str, side: &str, o: &OAuth2Config, problems: &mut Problems) {
-    let section = text.find(&format!("\n{side}:")).unwrap_or(0);
+fn check_oauth2(at: &Located, side: &str, o: &OAuth2Config, problems: &mut Problems) {
     let mut need = |ok: bool, field: &str, why: &str| {
         if !ok {
-            problems.push(Problem::at_text_after(
-                path,
-                text,
-                section,
-                "oauth2:",
-                format!("{side}.oauth2: `{field}` is needed {why}"),
-            ));
+            let key = format!("{side}.oauth2.{field}");
+            problems.push(at.problem(&key, format!("{side}.oauth2: `{field}` is needed {why}")));
         }
     };
     match o.grant {
@@ -580,12 +669,30 @@ impl Config {
         all
     }
 
-    /// Reads and validates the config file. Paths come back resolved.
+    /// Reads and validates the config file, in three steps: parse, resolve paths
+    /// against the file's folder, validate (every problem found, each at its key).
     pub fn load(path: &Path) -> Result<Config, Problems> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Problems::one(Problem::file(path, format!("cannot read config: {e}"))))?;
         let mut config: Config =
             serde_yaml::from_str(&text).map_err(|e| Problems::one(Problem::yaml(path, &e)))?;
+        config.resolve_paths(path);
+        let mut problems = Problems::default();
+        let at = Located { path, text: &text };
+        check_desk(&config, &at, &mut problems);
+        check_limits(&config.limits, &at, &mut problems);
+        check_service(&config.service, &at, &mut problems);
+        if let Some(imap) = &config.imap {
+            check_imap(imap, &at, &mut problems);
+        }
+        if let Some(smtp) = &config.smtp {
+            check_smtp(smtp, &at, &mut problems);
+        }
+        problems.into_result(config)
+    }
+
+    /// Relative paths are relative to the config file's folder, wherever triage runs.
+    fn resolve_paths(&mut self, path: &Path) {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -594,19 +701,19 @@ impl Config {
                 base.join(p)
             }
         };
-        config.rules = resolve(&config.rules);
-        config.templates = resolve(&config.templates);
-        config.directory.path = resolve(&config.directory.path);
-        config.service.state = resolve(&config.service.state);
-        config.service.documents = resolve(&config.service.documents);
+        self.rules = resolve(&self.rules);
+        self.templates = resolve(&self.templates);
+        self.directory.path = resolve(&self.directory.path);
+        self.service.state = resolve(&self.service.state);
+        self.service.documents = resolve(&self.service.documents);
         let mut secrets = Vec::new();
         let mut oauth = Vec::new();
-        if let Some(imap) = config.imap.as_mut() {
+        if let Some(imap) = self.imap.as_mut() {
             imap.ca_file = imap.ca_file.as_deref().map(resolve);
             secrets.extend(imap.password.as_mut());
             oauth.extend(imap.oauth2.as_mut());
         }
-        if let Some(smtp) = config.smtp.as_mut() {
+        if let Some(smtp) = self.smtp.as_mut() {
             smtp.ca_file = smtp.ca_file.as_deref().map(resolve);
             secrets.extend(smtp.password.as_mut());
             oauth.extend(smtp.oauth2.as_mut());
@@ -621,107 +728,7 @@ impl Config {
                 secret.file = Some(resolve(f));
             }
         }
-        config.source = path.to_path_buf();
-        let mut problems = Problems::default();
-        for (field, value) in [
-            ("desk.address", &config.desk.address),
-            ("desk.order_ops", &config.desk.order_ops),
-        ] {
-            if !value.contains('@') {
-                problems.push(Problem::at_text(
-                    path,
-                    &text,
-                    value,
-                    format!("{field}: expected an email address, got {value:?}"),
-                ));
-            }
-        }
-        let limits = &config.limits;
-        for (field, v) in [
-            ("per_sender.hours", limits.per_sender.hours),
-            ("circuit_breaker.answers", limits.circuit_breaker.answers),
-            ("circuit_breaker.minutes", limits.circuit_breaker.minutes),
-        ] {
-            if v == 0 {
-                let key = field.rsplit('.').next().unwrap_or(field);
-                problems.push(Problem::at_text(
-                    path,
-                    &text,
-                    key,
-                    format!("limits.{field}: must be at least 1"),
-                ));
-            }
-        }
-        if let Some(addr) = &config.service.http {
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                problems.push(Problem::at_text(
-                    path,
-                    &text,
-                    addr,
-                    format!("service.http: expected an address and port such as 127.0.0.1:9464, got {addr:?}"),
-                ));
-            }
-        }
-        if let Some(imap) = &config.imap {
-            if !(1..=300).contains(&imap.idle_refresh_seconds) {
-                problems.push(Problem::at_text(
-                    path,
-                    &text,
-                    "idle_refresh_seconds",
-                    format!(
-                        "imap.idle_refresh_seconds: {} is out of range; IDLE must be refreshed every 1 to 300 s",
-                        imap.idle_refresh_seconds
-                    ),
-                ));
-            }
-            for (field, v) in [
-                ("poll_seconds", imap.poll_seconds),
-                ("timeout_seconds", imap.timeout_seconds),
-            ] {
-                if v == 0 {
-                    problems.push(Problem::at_text(
-                        path,
-                        &text,
-                        field,
-                        format!("imap.{field}: must be at least 1"),
-                    ));
-                }
-            }
-        }
-        if let Some(imap) = &config.imap {
-            match (&imap.password, &imap.oauth2) {
-                (Some(_), Some(_)) | (None, None) => problems.push(Problem::at_text(
-                    path,
-                    &text,
-                    "imap:",
-                    "imap: give either `password` or `oauth2`, exactly one",
-                )),
-                (None, Some(o)) => check_oauth2(path, &text, "imap", o, &mut problems),
-                _ => {}
-            }
-        }
-        if let Some(smtp) = &config.smtp {
-            if smtp.password.is_some() && smtp.oauth2.is_some() {
-                problems.push(Problem::at_text(
-                    path,
-                    &text,
-                    "smtp:",
-                    "smtp: give either `password` or `oauth2`, not both",
-                ));
-            }
-            if (smtp.password.is_some() || smtp.oauth2.is_some()) && smtp.username.is_none() {
-                problems.push(Problem::at_text(
-                    path,
-                    &text,
-                    "smtp:",
-                    "smtp: `username` is needed to sign in",
-                ));
-            }
-            if let Some(o) = &smtp.oauth2 {
-                check_oauth2(path, &text, "smtp", o, &mut problems);
-            }
-        }
-        problems.into_result(config)
+        self.source = path.to_path_buf();
     }
 
     /// Every address the desk itself sends from, lower case.

@@ -70,9 +70,70 @@ impl Problem {
         }
     }
 
+    /// A problem with a setting, pointed at by its key path (`imap.timeout_seconds`):
+    /// at the key where it is written, else at the nearest enclosing key written out
+    /// (`imap.oauth2` for a missing `imap.oauth2.client_id`), else the file.
+    pub fn at_key(file: &Path, text: &str, path: &str, message: impl Into<String>) -> Problem {
+        match key_position(text, path) {
+            Some((line, column)) => Problem::at(file, line, column, message),
+            None => Problem::file(file, message),
+        }
+    }
+
     pub fn at_text(file: &Path, text: &str, needle: &str, message: impl Into<String>) -> Problem {
         Problem::at_text_after(file, text, 0, needle, message)
     }
+}
+
+/// Where a key path stands in a block-style YAML text, as 1-based line and column of the
+/// deepest of its keys that is written out. Each key is looked for only inside the
+/// block of the key before it, so `imap.timeout_seconds` is never found under `smtp:`.
+pub fn key_position(text: &str, path: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = None;
+    let (mut from, mut parent) = (0, None::<usize>);
+    for key in path.split('.') {
+        let Some((i, indent)) = key_in_block(&lines, from, parent, key) else {
+            break;
+        };
+        found = Some((i + 1, indent + 1));
+        (from, parent) = (i + 1, Some(indent));
+    }
+    found
+}
+
+/// The line and indentation of `key:` among the direct children of the block that starts
+/// at line `from` and is indented more than `parent` (None: the top level).
+fn key_in_block(
+    lines: &[&str],
+    from: usize,
+    parent: Option<usize>,
+    key: &str,
+) -> Option<(usize, usize)> {
+    let mut children = None;
+    for (i, line) in lines.iter().enumerate().skip(from) {
+        let body = line.trim_start();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if parent.is_some_and(|p| indent <= p) {
+            return None; // the parent's block ended
+        }
+        if indent != *children.get_or_insert(indent) {
+            continue; // deeper: a grandchild
+        }
+        let name = body
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
+        if name == key && body.contains(':') {
+            return Some((i, indent));
+        }
+    }
+    None
 }
 
 /// 1-based line and column of a byte offset.
@@ -139,3 +200,19 @@ impl fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
+
+#[cfg(test)]
+mod key_tests {
+    use super::key_position;
+
+    #[test]
+    fn a_key_is_found_in_its_own_section_only() {
+        let text = "smtp:\n  host: a\n  timeout_seconds: 5\n# imap:\nimap:\n  host: b\n  oauth2:\n    grant: command\n  timeout_seconds: 0\n";
+        assert_eq!(key_position(text, "imap.timeout_seconds"), Some((9, 3)));
+        assert_eq!(key_position(text, "smtp.timeout_seconds"), Some((3, 3)));
+        // Not written out: the nearest key that is.
+        assert_eq!(key_position(text, "imap.oauth2.client_id"), Some((7, 3)));
+        assert_eq!(key_position(text, "imap.oauth2.grant"), Some((8, 5)));
+        assert_eq!(key_position(text, "limits.per_sender.hours"), None);
+    }
+}
