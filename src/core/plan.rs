@@ -376,54 +376,15 @@ impl Playbook {
         if let Some(why) = &mail.not_read {
             notes.push(format!("attached documents not read: {why}"));
         }
-
+        let mut plan = Plan::undecided(mail, fields, notes, &self.config);
+        if self.holds_for_bounce(mail, gate, &mut plan) {
+            return plan;
+        }
         let facts = Facts {
             mail,
             order_ops: &self.config.desk.order_ops,
-            fields: &fields,
+            fields: &plan.fields.clone(),
         };
-        let mut plan = Plan {
-            message_id: mail.message_id.clone(),
-            from: mail.from.as_ref().map(|m| m.address.clone()),
-            subject: mail.subject.clone(),
-            category: Category::Other,
-            rule: None,
-            respond: Respond::None,
-            reason: String::new(),
-            conditions: Vec::new(),
-            guards: Vec::new(),
-            fields: fields.clone(),
-            evidence: notes,
-            missing: Vec::new(),
-            outgoing: Vec::new(),
-            keep_documents: Vec::new(),
-            crm_updates: Vec::new(),
-            original: Filing {
-                human: true,
-                folder: self.config.folders.human.clone(),
-            },
-            bounced: Vec::new(),
-            bounce_of: Vec::new(),
-        };
-        let bounce = guard::bounced_answer(mail, &self.config, &gate.sender, &|a| {
-            self.directory.is_internal(a)
-        });
-        if let Some(why) = &bounce.ignored {
-            plan.guards.push(why.clone());
-        }
-        plan.bounced = bounce.failed;
-        plan.bounce_of = bounce.about;
-        if !plan.bounced.is_empty() {
-            let why = format!(
-                "a bounce of our own message: delivery failed for {}; no automatic answer to {} for {} days",
-                plan.bounced.join(", "),
-                if plan.bounced.len() == 1 { "it" } else { "them" },
-                self.config.limits.bounce_block_days
-            );
-            plan.guards.push(why.clone());
-            plan.reason = why;
-            return plan;
-        }
         // The rule is matched first, so that every plan, even one left for a human, says
         // what the message is.
         let matched = self.rules.first_match(&facts);
@@ -432,102 +393,12 @@ impl Playbook {
             plan.rule = Some(rule.name.clone());
             plan.conditions = trail.clone();
         }
-        // Mail no person wrote asks nothing: `other`, whatever words it contains.
-        let machine = gate.machine.clone();
-        let files = matched
-            .as_ref()
-            .is_some_and(|(r, _)| r.then.respond == Respond::File);
-        if !machine.is_empty() && !files {
-            if let Some(rule) = plan.rule.take() {
-                plan.evidence.push(format!(
-                    "its words would match rule {rule} had a person written it"
-                ));
-            }
-            plan.category = Category::Other;
-            plan.conditions.clear();
-            plan.reason = format!("no automatic answer: {}", machine.join("; "));
-            plan.guards.extend(machine);
-            return plan;
-        }
-        // Sorting only: filed whatever else is wrong with it, since nothing is sent.
-        if let Some((rule, _)) = matched
-            .as_ref()
-            .filter(|(r, _)| r.then.respond == Respond::File)
-        {
-            plan.guards = mail
-                .damage
-                .iter()
-                .chain(&mail.unreadable)
-                .cloned()
-                .collect();
-            plan.respond = Respond::File;
-            plan.reason = rule
-                .then
-                .reason
-                .clone()
-                .unwrap_or_else(|| format!("filed by rule {}", rule.name));
-            plan.original = Filing {
-                human: false,
-                folder: self.filing_folder(rule),
-            };
-            return plan;
-        }
-        if !mail.unreadable.is_empty() {
-            plan.guards = mail.unreadable.clone();
-            plan.reason = format!(
-                "an attached document cannot be read: {}; left for a human",
-                mail.unreadable.join("; ")
-            );
-            return plan;
-        }
-        if !mail.damage.is_empty() {
-            // Classified for the audit, but a guess from damaged mail is never sent.
-            plan.guards = mail.damage.clone();
-            plan.reason = format!(
-                "the message is damaged: {}; left for a human",
-                mail.damage.join("; ")
-            );
-            return plan;
-        }
-        let Some((rule, _)) = matched else {
-            plan.reason = "no rule matched: left for a human".into();
+        let Some(rule) = self.screen(mail, gate, matched.map(|(r, _)| r), &mut plan) else {
             return plan;
         };
-
-        // Machine mail returned above: what is left of the loop guards is our thread.
-        plan.guards = gate.thread.iter().cloned().collect();
-        if !plan.guards.is_empty() {
-            plan.reason = format!("no automatic answer: {}", plan.guards.join("; "));
-            return plan;
-        }
-        if rule.then.respond == Respond::None {
-            plan.reason = rule
-                .then
-                .reason
-                .clone()
-                .unwrap_or_else(|| format!("rule {} leaves this for a human", rule.name));
-            return plan;
-        }
-        let sender = &gate.sender;
-        plan.evidence
-            .push(format!("sender authentication: {}", sender.evidence));
-        let Some(sender_domain) = sender.domain.clone() else {
-            let problem = sender.problem.clone().unwrap_or_default();
-            plan.guards.push(problem.clone());
-            plan.reason = format!("no automatic answer: {problem}");
+        let Some(sender_domain) = self.answerable_sender(gate, rule, &mut plan) else {
             return plan;
         };
-        if rule.then.answer == AnswerPolicy::Partners
-            && self.directory.partner(&sender_domain).is_none()
-        {
-            let problem = format!(
-                "the sender's domain {sender_domain} is not a partner in the directory (rule {} answers partners only)",
-                rule.name
-            );
-            plan.guards.push(problem.clone());
-            plan.reason = format!("no automatic answer: {problem}; left for a human");
-            return plan;
-        }
         let clues = Clues {
             evidence: &evidence,
             known: &known,
@@ -560,6 +431,138 @@ impl Playbook {
             }
         }
         plan
+    }
+
+    /// A bounce of our own message: who it failed for is blocked, and nothing more is
+    /// decided. True when it is one.
+    fn holds_for_bounce(&self, mail: &Mail, gate: &guard::Gate, plan: &mut Plan) -> bool {
+        let bounce = guard::bounced_answer(mail, &self.config, &gate.sender, &|a| {
+            self.directory.is_internal(a)
+        });
+        if let Some(why) = &bounce.ignored {
+            plan.guards.push(why.clone());
+        }
+        plan.bounced = bounce.failed;
+        plan.bounce_of = bounce.about;
+        if plan.bounced.is_empty() {
+            return false;
+        }
+        let why = format!(
+            "a bounce of our own message: delivery failed for {}; no automatic answer to {} for {} days",
+            plan.bounced.join(", "),
+            if plan.bounced.len() == 1 { "it" } else { "them" },
+            self.config.limits.bounce_block_days
+        );
+        plan.guards.push(why.clone());
+        plan.reason = why;
+        true
+    }
+
+    /// What keeps a classified message from being answered, in order: machine mail,
+    /// sorting-only rules (filed as they are), unreadable documents, damage, no rule,
+    /// our own thread, a rule that leaves it for a person. The rule when none does.
+    fn screen<'r>(
+        &self,
+        mail: &Mail,
+        gate: &guard::Gate,
+        matched: Option<&'r Rule>,
+        plan: &mut Plan,
+    ) -> Option<&'r Rule> {
+        let files = matched.is_some_and(|r| r.then.respond == Respond::File);
+        // Mail no person wrote asks nothing: `other`, whatever words it contains.
+        if !gate.machine.is_empty() && !files {
+            if let Some(rule) = plan.rule.take() {
+                plan.evidence.push(format!(
+                    "its words would match rule {rule} had a person written it"
+                ));
+            }
+            plan.category = Category::Other;
+            plan.conditions.clear();
+            plan.reason = format!("no automatic answer: {}", gate.machine.join("; "));
+            plan.guards.extend(gate.machine.iter().cloned());
+            return None;
+        }
+        // Sorting only: filed whatever else is wrong with it, since nothing is sent.
+        if let Some(rule) = matched.filter(|_| files) {
+            plan.guards = mail
+                .damage
+                .iter()
+                .chain(&mail.unreadable)
+                .cloned()
+                .collect();
+            plan.respond = Respond::File;
+            plan.reason = (rule.then.reason.clone())
+                .unwrap_or_else(|| format!("filed by rule {}", rule.name));
+            plan.original = Filing {
+                human: false,
+                folder: self.filing_folder(rule),
+            };
+            return None;
+        }
+        if !mail.unreadable.is_empty() {
+            plan.guards = mail.unreadable.clone();
+            plan.reason = format!(
+                "an attached document cannot be read: {}; left for a human",
+                mail.unreadable.join("; ")
+            );
+            return None;
+        }
+        if !mail.damage.is_empty() {
+            // Classified for the audit, but a guess from damaged mail is never sent.
+            plan.guards = mail.damage.clone();
+            plan.reason = format!(
+                "the message is damaged: {}; left for a human",
+                mail.damage.join("; ")
+            );
+            return None;
+        }
+        let Some(rule) = matched else {
+            plan.reason = "no rule matched: left for a human".into();
+            return None;
+        };
+        // Machine mail returned above: what is left of the loop guards is our thread.
+        plan.guards = gate.thread.iter().cloned().collect();
+        if !plan.guards.is_empty() {
+            plan.reason = format!("no automatic answer: {}", plan.guards.join("; "));
+            return None;
+        }
+        if rule.then.respond == Respond::None {
+            plan.reason = (rule.then.reason.clone())
+                .unwrap_or_else(|| format!("rule {} leaves this for a human", rule.name));
+            return None;
+        }
+        Some(rule)
+    }
+
+    /// The sender's verified domain, when the rule may answer it: partners only unless
+    /// the rule says `answer: anyone`.
+    fn answerable_sender(
+        &self,
+        gate: &guard::Gate,
+        rule: &Rule,
+        plan: &mut Plan,
+    ) -> Option<String> {
+        let sender = &gate.sender;
+        plan.evidence
+            .push(format!("sender authentication: {}", sender.evidence));
+        let Some(sender_domain) = sender.domain.clone() else {
+            let problem = sender.problem.clone().unwrap_or_default();
+            plan.guards.push(problem.clone());
+            plan.reason = format!("no automatic answer: {problem}");
+            return None;
+        };
+        if rule.then.answer == AnswerPolicy::Partners
+            && self.directory.partner(&sender_domain).is_none()
+        {
+            let problem = format!(
+                "the sender's domain {sender_domain} is not a partner in the directory (rule {} answers partners only)",
+                rule.name
+            );
+            plan.guards.push(problem.clone());
+            plan.reason = format!("no automatic answer: {problem}; left for a human");
+            return None;
+        }
+        Some(sender_domain)
     }
 
     /// Ids the extractors missed but the directory knows, found as whole tokens in the text.
@@ -602,213 +605,40 @@ impl Playbook {
         plan: &mut Plan,
     ) -> Result<(), String> {
         let a = &rule.then;
-        let partner_to = reply_address(mail);
-
         // Procedure C, step 1: the document must carry the required fields.
-        let missing: Vec<String> = a
-            .required_fields
-            .iter()
-            .filter(|f| !plan.fields.contains_key(*f))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            plan.missing = missing.clone();
-            let template = a
-                .missing_template
-                .as_deref()
-                .ok_or("rule has no missing_template")?;
-            let mut ctx = self.context(mail, a, &plan.fields, None, None, sender_domain);
-            ctx["missing"] = json!(missing.iter().map(|f| field_label(f)).collect::<Vec<_>>());
-            ctx["missing_fields"] = json!(missing);
-            let body = self.render(template, &ctx)?;
-            plan.outgoing.push(reply(
-                mail,
-                &partner_to,
-                Vec::new(),
-                template,
-                body,
-                Vec::new(),
-            ));
-            plan.reason = format!(
-                "{} is missing: asked the partner for it",
-                missing
-                    .iter()
-                    .map(|f| field_label(f))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if self.ask_for_missing(mail, a, sender_domain, plan)? {
             return Ok(());
         }
-
-        let mut opportunity: Option<&Opportunity> = None;
-        let mut deal: Option<&DealRegistration> = None;
-        match a.lookup {
-            Some(Lookup::Opportunity) => {
-                let (opp, how) = self.find_opportunity(&plan.fields, mail, sender_domain)?;
-                plan.evidence.push(how);
-                self.one_opportunity(opp, clues, sender_domain)?;
-                if !domain_matches(sender_domain, &opp.partner_domain) {
-                    return Err(format!(
-                        "opportunity {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
-                        opp.opportunity_id, opp.partner_domain
-                    ));
-                }
-                opportunity = Some(opp);
-            }
-            Some(Lookup::DealRegistration) => {
-                let id = plan
-                    .fields
-                    .get("deal_id")
-                    .ok_or("no deal registration id in the message")?;
-                let found = self.directory.deals_by_id(id);
-                let d = match found.as_slice() {
-                    [] => return Err(format!("deal registration {id} is not in the directory")),
-                    [d] => *d,
-                    _ => {
-                        return Err(format!(
-                            "deal registration {id} appears {} times in the directory",
-                            found.len()
-                        ))
-                    }
-                };
-                plan.evidence
-                    .push(format!("deal registration {} found by deal_id", d.deal_id));
-                self.one_deal(d, clues)?;
-                if !domain_matches(sender_domain, &d.partner_domain) {
-                    return Err(format!(
-                        "deal registration {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
-                        d.deal_id, d.partner_domain
-                    ));
-                }
-                if let Some(kind) = &a.deal_type {
-                    if !d.kind.eq_ignore_ascii_case(kind) {
-                        return Err(format!(
-                            "deal registration {} is of type {}, expected {kind}",
-                            d.deal_id, d.kind
-                        ));
-                    }
-                }
-                if let Some(StatusChange { from, .. }) = &a.deal_status {
-                    if !d.status.eq_ignore_ascii_case(from) {
-                        return Err(format!(
-                            "deal registration {} has status {:?}, expected {from:?}",
-                            d.deal_id, d.status
-                        ));
-                    }
-                }
-                if let Some(p) = plan.fields.get("partner_name") {
-                    let partner = self.directory.partner(&d.partner_domain);
-                    let known = std::iter::once(d.partner_name.as_str())
-                        .chain(partner.map(|p| p.partner_name.as_str()));
-                    if !known
-                        .into_iter()
-                        .any(|k| crate::core::directory::same_company(p, k))
-                    {
-                        return Err(format!(
-                            "the document names partner {p:?} but deal registration {} is for {:?}",
-                            d.deal_id, d.partner_name
-                        ));
-                    }
-                }
-                if let Some(c) = plan.fields.get("customer_name") {
-                    if !d.customer_name.is_empty()
-                        && !crate::core::directory::same_company(c, &d.customer_name)
-                    {
-                        return Err(format!("the document names customer {c:?} but deal registration {} is for {:?}", d.deal_id, d.customer_name));
-                    }
-                }
-                deal = Some(d);
-            }
-            None => {}
-        }
-
-        let documents = documents(mail);
-        let names = |idx: &[usize]| {
-            idx.iter()
-                .map(|i| mail.attachments[*i].name.clone())
-                .collect::<Vec<_>>()
+        let found = match a.lookup {
+            Some(Lookup::Opportunity) => Found {
+                opportunity: Some(self.look_up_opportunity(mail, sender_domain, clues, plan)?),
+                deal: None,
+            },
+            Some(Lookup::DealRegistration) => Found {
+                opportunity: None,
+                deal: Some(self.look_up_deal(a, sender_domain, clues, plan)?),
+            },
+            None => Found::default(),
         };
-
+        let case = Case {
+            mail,
+            action: a,
+            found: &found,
+            sender_domain,
+            documents: documents(mail),
+        };
         // Forward first: the channel manager must get the document before we tell the
         // partner it was submitted.
         if let Some(fwd) = &a.forward {
-            let to = self.role_address(fwd.to, opportunity, deal, sender_domain);
-            let Some(to) = to else {
-                return Err(format!("no address for {:?} in the directory", fwd.to));
-            };
-            let ctx = self.context(mail, a, &plan.fields, opportunity, deal, sender_domain);
-            let body = self.render(&fwd.template, &ctx)?;
-            let idx = if fwd.attach {
-                documents.clone()
-            } else {
-                Vec::new()
-            };
-            plan.outgoing.push(Outgoing {
-                kind: Kind::Forward,
-                to: vec![to],
-                cc: Vec::new(),
-                template: fwd.template.clone(),
-                subject: format!("Fwd: {}", mail.subject),
-                attachments: names(&idx),
-                attachment_index: idx,
-                attachment_sha256: Vec::new(),
-                body,
-                in_reply_to: None,
-                references: Vec::new(),
-            });
+            self.add_forward(&case, fwd, plan)?;
         }
-
         if let Some(template) = &a.template {
-            let mut cc: Vec<String> = Vec::new();
-            for role in &a.cc {
-                if let Some(addr) = self.role_address(*role, opportunity, deal, sender_domain) {
-                    if !cc.contains(&addr) && !partner_to.contains(&addr) {
-                        cc.push(addr);
-                    }
-                }
-            }
-            let ctx = self.context(mail, a, &plan.fields, opportunity, deal, sender_domain);
-            let body = self.render(template, &ctx)?;
-            let idx = if a.reattach {
-                documents.clone()
-            } else {
-                Vec::new()
-            };
-            plan.outgoing.push(reply(
-                mail,
-                &partner_to,
-                cc,
-                template,
-                body,
-                idx.iter()
-                    .map(|i| (*i, mail.attachments[*i].name.clone()))
-                    .collect(),
-            ));
+            self.add_reply(&case, template, plan)?;
         }
-
         if a.keep_documents {
-            let under = match (opportunity, deal) {
-                (Some(o), _) => format!("opportunity/{}", o.opportunity_id),
-                (None, Some(d)) => format!("deal/{}", d.deal_id),
-                _ => return Err("keep_documents without a looked-up record".into()),
-            };
-            if documents.is_empty() && a.category == Category::PurchaseOrder {
-                return Err("a purchase order without the PO document attached".into());
-            }
-            // Two attachments of one name are two documents: both are kept.
-            let mut names = crate::core::message::UniqueNames::default();
-            for i in &documents {
-                let att = &mail.attachments[*i];
-                let name = names.give(&att.name);
-                plan.keep_documents.push(KeptDocument {
-                    name,
-                    attachment_index: *i,
-                    under: under.clone(),
-                    sha256: hex(&Sha256::digest(&att.bytes)),
-                });
-            }
+            keep_for_crm(&case, plan)?;
         }
-        if let (Some(change), Some(d)) = (&a.deal_status, deal) {
+        if let (Some(change), Some(d)) = (&a.deal_status, found.deal) {
             plan.crm_updates.push(CrmUpdate {
                 record: format!("deal_registration/{}", d.deal_id),
                 field: "status".into(),
@@ -816,7 +646,7 @@ impl Playbook {
                 to: change.to.clone(),
             });
         }
-        plan.reason = match (opportunity, deal) {
+        plan.reason = match (found.opportunity, found.deal) {
             (Some(o), _) => format!(
                 "{} for opportunity {} ({})",
                 plan.category, o.opportunity_id, o.account_name
@@ -834,6 +664,197 @@ impl Playbook {
         Ok(())
     }
 
+    /// When the rule's required fields are not all there, the answer asks the partner
+    /// for them (procedure C, step 1). True when that is the plan.
+    fn ask_for_missing(
+        &self,
+        mail: &Mail,
+        a: &Action,
+        sender_domain: &str,
+        plan: &mut Plan,
+    ) -> Result<bool, String> {
+        let missing: Vec<String> = a
+            .required_fields
+            .iter()
+            .filter(|f| !plan.fields.contains_key(*f))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        plan.missing = missing.clone();
+        let template = a
+            .missing_template
+            .as_deref()
+            .ok_or("rule has no missing_template")?;
+        let labels: Vec<String> = missing.iter().map(|f| field_label(f)).collect();
+        let mut ctx = self.context(mail, a, &plan.fields, None, None, sender_domain);
+        ctx["missing"] = json!(labels);
+        ctx["missing_fields"] = json!(missing);
+        let body = self.render(template, &ctx)?;
+        let to = reply_address(mail);
+        plan.outgoing
+            .push(reply(mail, &to, Vec::new(), template, body, Vec::new()));
+        plan.reason = format!("{} is missing: asked the partner for it", labels.join(", "));
+        Ok(true)
+    }
+
+    /// The one opportunity the message is about, of the sender's own partner.
+    fn look_up_opportunity(
+        &self,
+        mail: &Mail,
+        sender_domain: &str,
+        clues: &Clues<'_>,
+        plan: &mut Plan,
+    ) -> Result<&Opportunity, String> {
+        let (opp, how) = self.find_opportunity(&plan.fields, mail, sender_domain)?;
+        plan.evidence.push(how);
+        self.one_opportunity(opp, clues, sender_domain)?;
+        if !domain_matches(sender_domain, &opp.partner_domain) {
+            return Err(format!(
+                "opportunity {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
+                opp.opportunity_id, opp.partner_domain
+            ));
+        }
+        Ok(opp)
+    }
+
+    /// The deal registration named by `deal_id`, checked against everything the message
+    /// and its document say (partner, type, status, partner and customer names).
+    fn look_up_deal(
+        &self,
+        a: &Action,
+        sender_domain: &str,
+        clues: &Clues<'_>,
+        plan: &mut Plan,
+    ) -> Result<&DealRegistration, String> {
+        let id = plan
+            .fields
+            .get("deal_id")
+            .ok_or("no deal registration id in the message")?;
+        let found = self.directory.deals_by_id(id);
+        let d = match found.as_slice() {
+            [] => return Err(format!("deal registration {id} is not in the directory")),
+            [d] => *d,
+            _ => {
+                return Err(format!(
+                    "deal registration {id} appears {} times in the directory",
+                    found.len()
+                ))
+            }
+        };
+        plan.evidence
+            .push(format!("deal registration {} found by deal_id", d.deal_id));
+        self.one_deal(d, clues)?;
+        if !domain_matches(sender_domain, &d.partner_domain) {
+            return Err(format!(
+                "deal registration {} belongs to partner {}, not to the sender's domain {sender_domain}: nothing sent automatically",
+                d.deal_id, d.partner_domain
+            ));
+        }
+        check_deal_state(d, a)?;
+        self.check_deal_names(d, &plan.fields)?;
+        Ok(d)
+    }
+
+    /// The partner and customer the document names must be the registration's.
+    fn check_deal_names(
+        &self,
+        d: &DealRegistration,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        use crate::core::directory::same_company;
+        if let Some(p) = fields.get("partner_name") {
+            let partner = self.directory.partner(&d.partner_domain);
+            let mut known = std::iter::once(d.partner_name.as_str())
+                .chain(partner.map(|p| p.partner_name.as_str()));
+            if !known.any(|k| same_company(p, k)) {
+                return Err(format!(
+                    "the document names partner {p:?} but deal registration {} is for {:?}",
+                    d.deal_id, d.partner_name
+                ));
+            }
+        }
+        if let Some(c) = fields.get("customer_name") {
+            if !d.customer_name.is_empty() && !same_company(c, &d.customer_name) {
+                return Err(format!(
+                    "the document names customer {c:?} but deal registration {} is for {:?}",
+                    d.deal_id, d.customer_name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The forward to the role the rule names (the channel manager), documents attached.
+    fn add_forward(
+        &self,
+        case: &Case,
+        fwd: &crate::core::rules::Forward,
+        plan: &mut Plan,
+    ) -> Result<(), String> {
+        let (mail, a, sender_domain, documents) =
+            (case.mail, case.action, case.sender_domain, &case.documents);
+        let (opportunity, deal) = (case.found.opportunity, case.found.deal);
+        let Some(to) = self.role_address(fwd.to, opportunity, deal, sender_domain) else {
+            return Err(format!("no address for {:?} in the directory", fwd.to));
+        };
+        let ctx = self.context(mail, a, &plan.fields, opportunity, deal, sender_domain);
+        let body = self.render(&fwd.template, &ctx)?;
+        let idx = if fwd.attach {
+            documents.to_vec()
+        } else {
+            Vec::new()
+        };
+        plan.outgoing.push(Outgoing {
+            kind: Kind::Forward,
+            to: vec![to],
+            cc: Vec::new(),
+            template: fwd.template.clone(),
+            subject: format!("Fwd: {}", mail.subject),
+            attachments: idx
+                .iter()
+                .map(|i| mail.attachments[*i].name.clone())
+                .collect(),
+            attachment_index: idx,
+            attachment_sha256: Vec::new(),
+            body,
+            in_reply_to: None,
+            references: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The answer to the partner, with the rule's roles on cc and the documents
+    /// re-attached when the rule says so.
+    fn add_reply(&self, case: &Case, template: &str, plan: &mut Plan) -> Result<(), String> {
+        let (mail, a, sender_domain, documents) =
+            (case.mail, case.action, case.sender_domain, &case.documents);
+        let (opportunity, deal) = (case.found.opportunity, case.found.deal);
+        let partner_to = reply_address(mail);
+        let mut cc: Vec<String> = Vec::new();
+        for role in &a.cc {
+            if let Some(addr) = self.role_address(*role, opportunity, deal, sender_domain) {
+                if !cc.contains(&addr) && !partner_to.contains(&addr) {
+                    cc.push(addr);
+                }
+            }
+        }
+        let ctx = self.context(mail, a, &plan.fields, opportunity, deal, sender_domain);
+        let body = self.render(template, &ctx)?;
+        let idx = if a.reattach {
+            documents.to_vec()
+        } else {
+            Vec::new()
+        };
+        let attached = idx
+            .iter()
+            .map(|i| (*i, mail.attachments[*i].name.clone()))
+            .collect();
+        plan.outgoing
+            .push(reply(mail, &partner_to, cc, template, body, attached));
+        Ok(())
+    }
     /// Every id in the evidence, and every known id in the partner's text and documents,
     /// must point at the opportunity found: two records named is for a person to settle.
     fn one_opportunity(
@@ -1142,6 +1163,69 @@ impl Playbook {
 }
 
 /// What the message says about which records it is about: the extractors' values (every
+/// What the lookup found: the opportunity or the deal registration the message is about.
+#[derive(Default)]
+struct Found<'a> {
+    opportunity: Option<&'a Opportunity>,
+    deal: Option<&'a DealRegistration>,
+}
+
+/// One message under one rule's procedure, with what the lookup found.
+struct Case<'a> {
+    mail: &'a Mail,
+    action: &'a Action,
+    found: &'a Found<'a>,
+    sender_domain: &'a str,
+    /// The attachments that count as the partner's documents (PO, PoE, SOW).
+    documents: Vec<usize>,
+}
+
+/// The registration must be of the rule's type and in the status the change starts from.
+fn check_deal_state(d: &DealRegistration, a: &Action) -> Result<(), String> {
+    if let Some(kind) = &a.deal_type {
+        if !d.kind.eq_ignore_ascii_case(kind) {
+            return Err(format!(
+                "deal registration {} is of type {}, expected {kind}",
+                d.deal_id, d.kind
+            ));
+        }
+    }
+    if let Some(StatusChange { from, .. }) = &a.deal_status {
+        if !d.status.eq_ignore_ascii_case(from) {
+            return Err(format!(
+                "deal registration {} has status {:?}, expected {from:?}",
+                d.deal_id, d.status
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// POs and PoEs kept under the record they belong to; two attachments of one name are
+/// two documents, both kept.
+fn keep_for_crm(case: &Case, plan: &mut Plan) -> Result<(), String> {
+    let (mail, a, documents) = (case.mail, case.action, &case.documents);
+    let under = match (case.found.opportunity, case.found.deal) {
+        (Some(o), _) => format!("opportunity/{}", o.opportunity_id),
+        (None, Some(d)) => format!("deal/{}", d.deal_id),
+        _ => return Err("keep_documents without a looked-up record".into()),
+    };
+    if documents.is_empty() && a.category == Category::PurchaseOrder {
+        return Err("a purchase order without the PO document attached".into());
+    }
+    let mut names = crate::core::message::UniqueNames::default();
+    for i in documents {
+        let att = &mail.attachments[*i];
+        plan.keep_documents.push(KeptDocument {
+            name: names.give(&att.name),
+            attachment_index: *i,
+            under: under.clone(),
+            sha256: hex(&Sha256::digest(&att.bytes)),
+        });
+    }
+    Ok(())
+}
+
 /// distinct id) and the ids the directory knows that its text names. Worked out once.
 struct Clues<'a> {
     evidence: &'a [rules::Evidence],
@@ -1395,6 +1479,39 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 impl Plan {
+    /// A plan that says what was found and decides nothing yet: left for a human until
+    /// a rule, the guards and the lookups say otherwise.
+    fn undecided(
+        mail: &Mail,
+        fields: BTreeMap<String, String>,
+        evidence: Vec<String>,
+        config: &Config,
+    ) -> Plan {
+        Plan {
+            message_id: mail.message_id.clone(),
+            from: mail.from.as_ref().map(|m| m.address.clone()),
+            subject: mail.subject.clone(),
+            category: Category::Other,
+            rule: None,
+            respond: Respond::None,
+            reason: String::new(),
+            conditions: Vec::new(),
+            guards: Vec::new(),
+            fields,
+            evidence,
+            missing: Vec::new(),
+            outgoing: Vec::new(),
+            keep_documents: Vec::new(),
+            crm_updates: Vec::new(),
+            original: Filing {
+                human: true,
+                folder: config.folders.human.clone(),
+            },
+            bounced: Vec::new(),
+            bounce_of: Vec::new(),
+        }
+    }
+
     pub fn for_human(message_id: Option<String>, reason: String, config: &Config) -> Plan {
         Plan {
             message_id,
