@@ -71,7 +71,8 @@ fn main() {
     let n_latency = env_usize("LIVE_BENCH_LATENCY", 60);
     let n_backlog = env_usize("LIVE_BENCH_BACKLOG", 1000);
 
-    let stack = Stack::start("bench");
+    let stack = Stack::start("bench")
+        .expect("the mail stack: run as root after tools/mailstack/install.sh");
     let mut wiring = Wiring::plain(&stack);
     wiring.imap = wiring.imap.replace("poll_seconds: 1", "poll_seconds: 600");
     let cfg = config(&stack, &wiring);

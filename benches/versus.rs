@@ -476,6 +476,10 @@ fn machine() -> String {
     )
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the benchmark's script, step by step as the README reports it; not product code"
+)]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -491,7 +495,8 @@ fn main() {
     let latency_n = env_list("VERSUS_LATENCY", "50")[0];
     println!("{}", machine());
 
-    let stack = Stack::start("versus");
+    let stack = Stack::start("versus")
+        .expect("the mail stack: run as root after tools/mailstack/install.sh");
     let sort_cfg = sort_config(&stack);
     let contenders = ["triage", "imapfilter", "floor-fetch", "floor-move"];
     let mut peak_triage_10k = 0.0f64;

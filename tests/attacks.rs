@@ -1,6 +1,8 @@
 //! Crafted attacks through the decision core, one class at a time, each written as the
 //! neighbours of what was seen rather than the one message: a desk answering any of these
 //! automatically, or stopping on one, is the failure. No network.
+// A test is one scenario read top to bottom, however long.
+#![allow(clippy::too_many_lines)]
 
 use std::path::PathBuf;
 use std::sync::LazyLock;

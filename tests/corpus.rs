@@ -3,6 +3,8 @@
 //! none may be answered: not as it is, and not with the receiving server's
 //! Authentication-Results saying DMARC passed for its From domain. Nothing may panic.
 //! `tools/corpus.sh` (run by the test command) fetches it into target/corpus.
+// A test is one scenario read top to bottom, however long.
+#![allow(clippy::too_many_lines)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! The decision core, without any network: the shipped rules against the shipped cases,
 //! and the errors a rule editor sees for broken files.
+// A test is one scenario read top to bottom, however long.
+#![allow(clippy::too_many_lines)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

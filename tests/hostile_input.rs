@@ -2,6 +2,8 @@
 //! without any network: every kind of malformed mail the service meets is left for a human
 //! with the reason, and property tests over generated and mutated messages show that no
 //! input panics, answers the desk itself, or answers without a clean, verified message.
+// A test is one scenario read top to bottom, however long.
+#![allow(clippy::too_many_lines)]
 
 use std::path::PathBuf;
 use std::sync::LazyLock;

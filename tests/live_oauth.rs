@@ -3,6 +3,8 @@
 //! test's own authorization server on loopback, and Postfix's submission signs in
 //! through Dovecot's SASL. The service reads and answers with tokens it refreshed
 //! itself, through expiry and rotation, and reports a revoked grant loudly.
+// A test is one scenario read top to bottom, however long.
+#![allow(clippy::too_many_lines)]
 
 mod support;
 
@@ -81,7 +83,9 @@ fn assert_no_secret(auth: &Authority, what: &str, bytes: &[u8]) {
 fn answers_with_tokens_it_refreshed_through_expiry_rotation_and_restart() {
     // Tokens live 4 s and every refresh rotates the refresh token.
     let auth = Authority::start(secs(4), true);
-    let stack = Stack::start_oauth2("oauth", &auth.url("/introspect"));
+    let Some(stack) = Stack::start_oauth2("oauth", &auth.url("/introspect")) else {
+        return;
+    };
     // Postfix drops an idle submission connection after 3 s, so later answers sign in
     // to SMTP again, with whatever token is current then.
     stack.postconf("smtpd_timeout=3s");
@@ -200,7 +204,9 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
     // Long-lived tokens: every refresh below is one the service asked for because of
     // what the test did, not the regular one ahead of expiry.
     let auth = Authority::start(secs(120), false);
-    let stack = Stack::start_oauth2("oauth-revoked", &auth.url("/introspect"));
+    let Some(stack) = Stack::start_oauth2("oauth-revoked", &auth.url("/introspect")) else {
+        return;
+    };
     stack.postconf("smtpd_timeout=3s");
     let http = free_port();
     let (wiring, refresh) = oauth_wiring(&stack, &auth, http, ", refresh_ahead_seconds: 10");
@@ -326,7 +332,9 @@ fn a_refused_token_is_renewed_once_and_a_revoked_grant_turns_readiness_red() {
 fn triage_auth_gets_the_first_refresh_token_and_tests_both_sign_ins() {
     let auth = Authority::start(secs(60), true);
     auth.set_app_user(DESK);
-    let stack = Stack::start_oauth2("oauth-consent", &auth.url("/introspect"));
+    let Some(stack) = Stack::start_oauth2("oauth-consent", &auth.url("/introspect")) else {
+        return;
+    };
     let extra = format!(", authorize_url: \"{}\"", auth.url("/authorize"));
     let (wiring, refresh) = oauth_wiring(&stack, &auth, free_port(), &extra);
     std::fs::remove_file(&refresh).unwrap();
@@ -441,7 +449,9 @@ fn triage_auth_gets_the_first_refresh_token_and_tests_both_sign_ins() {
 #[test]
 fn a_rotated_refresh_token_that_cannot_be_saved_is_reported_not_lost_silently() {
     let auth = Authority::start(secs(120), true);
-    let stack = Stack::start_oauth2("oauth-unsaved", &auth.url("/introspect"));
+    let Some(stack) = Stack::start_oauth2("oauth-unsaved", &auth.url("/introspect")) else {
+        return;
+    };
     let http = free_port();
     let (mut wiring, refresh) = oauth_wiring(&stack, &auth, http, "");
     // The refresh token in an environment variable, where no rotated one can be written.

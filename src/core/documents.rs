@@ -306,6 +306,8 @@ impl Reader {
     }
 }
 
+// The one unsafe block in triage, audited: `pre_exec` runs between fork and exec.
+#[allow(unsafe_code)]
 fn read_in_child(
     program: &std::path::Path,
     limits: Limits,

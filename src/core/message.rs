@@ -164,6 +164,10 @@ impl Mail {
 }
 
 /// What is wrong with the message's form, in words for the person who gets it.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one flat list of independent checks, each a few lines; read top to bottom"
+)]
 fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
     let mut found = Vec::new();
     if raw.contains(&0) {

@@ -956,6 +956,10 @@ impl Playbook {
     }
 
     /// The opportunity, from the most specific evidence to the least. Ambiguity stops.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the fallbacks in their order of trust (id, quote, PO, customer label, names in text), each short"
+    )]
     fn find_opportunity(
         &self,
         fields: &BTreeMap<String, String>,

@@ -547,6 +547,11 @@ impl Rulebook {
         }
     }
 
+    /// What can only be checked with every rule loaded: names, references, cycles.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one flat list of load-time checks, each independent of the others"
+    )]
     fn cross_check(&self, problems: &mut Problems) {
         let mut seen = std::collections::HashSet::new();
         for rule in &self.rules {
@@ -714,36 +719,13 @@ impl Rulebook {
         None
     }
 
+    /// Whether the condition holds; the trail says why, for the plan's explanation.
+    /// `all`, `any`, `not` and named conditions here; the tests on the message in
+    /// [`leaf_holds`].
     fn holds(&self, cond: &Condition, f: &Facts<'_>, trail: &mut Trail, depth: usize) -> bool {
         if depth > 64 {
             return false; // cycles are refused at load; this only bounds a pathological nest
         }
-        let mail = f.mail;
-        let matched = |what: &str, pats: &Patterns, text: &str, trail: &mut Trail| -> bool {
-            match pats.find(text) {
-                Some((re, m)) => {
-                    trail.push(format!(
-                        "{what} matches /{}/ ({:?})",
-                        clip(re.as_str()),
-                        clip(m.as_str())
-                    ));
-                    true
-                }
-                None => false,
-            }
-        };
-        let any_addr = |what: &str,
-                        pats: &Patterns,
-                        addrs: &mut dyn Iterator<Item = &str>,
-                        trail: &mut Trail|
-         -> bool {
-            for a in addrs {
-                if matched(what, pats, a, trail) {
-                    return true;
-                }
-            }
-            false
-        };
         match cond {
             Condition::All(list) => {
                 let mark = trail.len();
@@ -785,103 +767,143 @@ impl Rulebook {
                     false
                 }
             }
-            Condition::From(p) => mail
-                .from
-                .as_ref()
-                .is_some_and(|m| matched("from", p, &m.address, trail)),
-            Condition::FromDomain(p) => mail
-                .from
-                .as_ref()
-                .is_some_and(|m| matched("from domain", p, m.domain(), trail)),
-            Condition::To(p) => any_addr(
-                "to",
-                p,
-                &mut mail.to.iter().map(|m| m.address.as_str()),
-                trail,
-            ),
-            Condition::Cc(p) => any_addr(
-                "cc",
-                p,
-                &mut mail.cc.iter().map(|m| m.address.as_str()),
-                trail,
-            ),
-            Condition::Recipient(p) => any_addr(
-                "recipient",
-                p,
-                &mut mail.recipients().map(|m| m.address.as_str()),
-                trail,
-            ),
-            Condition::PartnerorderopsRecipient(want) => {
-                let present = mail
-                    .recipients()
-                    .any(|m| m.address.eq_ignore_ascii_case(f.order_ops));
-                if present == *want {
-                    trail.push(if present {
-                        format!("{} is a recipient", f.order_ops)
-                    } else {
-                        format!("{} is not a recipient", f.order_ops)
-                    });
-                    true
-                } else {
-                    false
-                }
-            }
-            Condition::Subject(p) => matched("subject", p, &mail.subject, trail),
-            Condition::NewText(p) => matched("new text", p, &mail.new_text, trail),
-            Condition::Body(p) => matched("body", p, &mail.text, trail),
-            // The subject of a reply or forward names the thread's old topic, not what the
-            // partner asks now: there only the new text counts.
-            Condition::Text(p) => {
-                (!is_reply_subject(&mail.subject) && matched("subject", p, &mail.subject, trail))
-                    || matched("new text", p, &mail.new_text, trail)
-            }
-            Condition::AttachmentName(p) => any_addr(
-                "attachment name",
-                p,
-                &mut mail.attachments.iter().map(|a| a.name.as_str()),
-                trail,
-            ),
-            Condition::AttachmentType(p) => any_addr(
-                "attachment type",
-                p,
-                &mut mail.attachments.iter().map(|a| a.content_type.as_str()),
-                trail,
-            ),
-            Condition::DocumentText(p) => mail.attachments.iter().any(|a| {
-                a.text
-                    .as_deref()
-                    .is_some_and(|t| matched(&format!("document {}", a.name), p, t, trail))
-            }),
-            Condition::HasAttachment(want) => {
-                let has = !mail.attachments.is_empty();
-                if has == *want {
-                    trail.push(format!("has {} attachment", if has { "an" } else { "no" }));
-                    true
-                } else {
-                    false
-                }
-            }
-            Condition::Header(h) => {
-                let mut values = mail.headers_named(&h.name);
-                match &h.matches {
-                    None => {
-                        let present = values.next().is_some();
-                        if present {
-                            trail.push(format!("header {} is present", h.name));
-                        }
-                        present
-                    }
-                    Some(p) => values.any(|v| matched(&format!("header {}", h.name), p, v, trail)),
-                }
-            }
-            Condition::Field(name) => match f.fields.get(name) {
-                Some(v) => {
-                    trail.push(format!("field {name} found ({v:?})"));
-                    true
-                }
-                None => false,
-            },
+            leaf => leaf_holds(leaf, f, trail),
         }
+    }
+}
+
+/// A pattern found in one text: true, and the trail says which pattern matched what.
+fn matched(what: &str, pats: &Patterns, text: &str, trail: &mut Trail) -> bool {
+    match pats.find(text) {
+        Some((re, m)) => {
+            trail.push(format!(
+                "{what} matches /{}/ ({:?})",
+                clip(re.as_str()),
+                clip(m.as_str())
+            ));
+            true
+        }
+        None => false,
+    }
+}
+
+/// A pattern found in any of several texts (addresses, attachment names).
+fn any_addr(
+    what: &str,
+    pats: &Patterns,
+    texts: &mut dyn Iterator<Item = &str>,
+    trail: &mut Trail,
+) -> bool {
+    for t in texts {
+        if matched(what, pats, t, trail) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The conditions that test the message itself.
+fn leaf_holds(cond: &Condition, f: &Facts<'_>, trail: &mut Trail) -> bool {
+    let mail = f.mail;
+    match cond {
+        Condition::From(p) => mail
+            .from
+            .as_ref()
+            .is_some_and(|m| matched("from", p, &m.address, trail)),
+        Condition::FromDomain(p) => mail
+            .from
+            .as_ref()
+            .is_some_and(|m| matched("from domain", p, m.domain(), trail)),
+        Condition::To(p) => any_addr(
+            "to",
+            p,
+            &mut mail.to.iter().map(|m| m.address.as_str()),
+            trail,
+        ),
+        Condition::Cc(p) => any_addr(
+            "cc",
+            p,
+            &mut mail.cc.iter().map(|m| m.address.as_str()),
+            trail,
+        ),
+        Condition::Recipient(p) => any_addr(
+            "recipient",
+            p,
+            &mut mail.recipients().map(|m| m.address.as_str()),
+            trail,
+        ),
+        Condition::PartnerorderopsRecipient(want) => {
+            let present = mail
+                .recipients()
+                .any(|m| m.address.eq_ignore_ascii_case(f.order_ops));
+            if present == *want {
+                trail.push(if present {
+                    format!("{} is a recipient", f.order_ops)
+                } else {
+                    format!("{} is not a recipient", f.order_ops)
+                });
+                true
+            } else {
+                false
+            }
+        }
+        Condition::Subject(p) => matched("subject", p, &mail.subject, trail),
+        Condition::NewText(p) => matched("new text", p, &mail.new_text, trail),
+        Condition::Body(p) => matched("body", p, &mail.text, trail),
+        // The subject of a reply or forward names the thread's old topic, not what the
+        // partner asks now: there only the new text counts.
+        Condition::Text(p) => {
+            (!is_reply_subject(&mail.subject) && matched("subject", p, &mail.subject, trail))
+                || matched("new text", p, &mail.new_text, trail)
+        }
+        Condition::AttachmentName(p) => any_addr(
+            "attachment name",
+            p,
+            &mut mail.attachments.iter().map(|a| a.name.as_str()),
+            trail,
+        ),
+        Condition::AttachmentType(p) => any_addr(
+            "attachment type",
+            p,
+            &mut mail.attachments.iter().map(|a| a.content_type.as_str()),
+            trail,
+        ),
+        Condition::DocumentText(p) => mail.attachments.iter().any(|a| {
+            a.text
+                .as_deref()
+                .is_some_and(|t| matched(&format!("document {}", a.name), p, t, trail))
+        }),
+        Condition::HasAttachment(want) => {
+            let has = !mail.attachments.is_empty();
+            if has == *want {
+                trail.push(format!("has {} attachment", if has { "an" } else { "no" }));
+                true
+            } else {
+                false
+            }
+        }
+        Condition::Header(h) => {
+            let mut values = mail.headers_named(&h.name);
+            match &h.matches {
+                None => {
+                    let present = values.next().is_some();
+                    if present {
+                        trail.push(format!("header {} is present", h.name));
+                    }
+                    present
+                }
+                Some(p) => values.any(|v| matched(&format!("header {}", h.name), p, v, trail)),
+            }
+        }
+        Condition::Field(name) => match f.fields.get(name) {
+            Some(v) => {
+                trail.push(format!("field {name} found ({v:?})"));
+                true
+            }
+            None => false,
+        },
+        // Combinators are Rulebook::holds's; never asked here.
+        Condition::All(_) | Condition::Any(_) | Condition::Not(_) | Condition::Is(_) => false,
     }
 }
 

@@ -123,6 +123,11 @@ fn set(v: &[String]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_lowercase()).collect()
 }
 
+/// Every expectation of a case against the plan, one line per difference.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one comparison per field a case may expect, in the order cases list them"
+)]
 pub fn compare(exp: &Expectation, plan: &Plan, desk_address: &str) -> Vec<String> {
     let mut f = Vec::new();
     if let Some(c) = exp.category {
