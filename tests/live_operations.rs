@@ -262,3 +262,49 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     assert!(last.contains("STOPPING=1"), "{last}");
     assert!(wait_exit(&mut service, secs(20)).success());
 }
+
+/// A purchase order whose document cannot be kept (the documents folder is a file): the
+/// answer still goes out, the message goes to a person with the reason, and /metrics
+/// counts it as a documents error while IMAP stays up.
+#[test]
+fn a_document_that_cannot_be_kept_is_counted_as_what_it_is() {
+    let Some(stack) = Stack::start("keep-fails") else {
+        return;
+    };
+    let port = free_port();
+    let mut wiring = Wiring::plain(&stack);
+    wiring.service = format!(", http: \"127.0.0.1:{port}\", stale_after_seconds: 60");
+    let cfg = config(&stack, &wiring);
+    // Root writes anywhere, so the folder is made impossible rather than read-only.
+    std::fs::write(stack.dir.join("documents"), b"not a folder").unwrap();
+    let mut service = start_service(&stack, &cfg, "service.log");
+    wait_http(port, "/readyz", 200, secs(15));
+
+    deliver(&stack, &case("en-purchase-order-direct"));
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(20));
+    let deadline = Instant::now() + secs(15);
+    let left = "SELECT detail FROM audit WHERE outcome = 'left for human'";
+    while journal_rows(&stack, left).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the message was not left for a person"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let why = &journal_rows(&stack, left)[0][0];
+    assert!(
+        why.contains("the answer went out, but a document could not be kept for the CRM"),
+        "{why}"
+    );
+    let m = http_get(port, "/metrics").1;
+    assert_eq!(
+        metric(&m, "triage_errors_total{kind=\"documents\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "triage_imap_up"), 1.0, "{m}");
+    assert!(!m.contains("triage_errors_total{kind=\"imap\"}"), "{m}");
+    assert_eq!(metric(&m, "triage_answers_sent_total{kind=\"reply\"}"), 1.0);
+    signal(&service, "TERM");
+    assert!(wait_exit(&mut service, secs(20)).success());
+}

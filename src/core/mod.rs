@@ -15,3 +15,32 @@ pub mod rules;
 pub mod templates;
 pub mod threading;
 pub mod tnef;
+
+#[cfg(test)]
+mod tests {
+    /// The line between core and shell, kept by a test since it is one crate: nothing
+    /// in `src/core` reaches the network, the journal or the shell.
+    #[test]
+    fn the_core_imports_no_io() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+        let forbidden = [
+            "crate::shell",
+            "crate::review",
+            "tokio",
+            "rusqlite",
+            "lettre",
+            "async_imap",
+            "std::net",
+        ];
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for word in forbidden {
+                assert!(!text.contains(word), "{} uses {word}", path.display());
+            }
+            checked += 1;
+        }
+        assert!(checked >= 12, "only {checked} files in src/core");
+    }
+}
