@@ -35,6 +35,9 @@ mod tests {
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
+            if path.ends_with("mod.rs") {
+                continue; // this test names the words it looks for
+            }
             let text = std::fs::read_to_string(&path).unwrap();
             for word in forbidden {
                 assert!(!text.contains(word), "{} uses {word}", path.display());
