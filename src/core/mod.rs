@@ -30,7 +30,10 @@ mod tests {
             "rusqlite",
             "lettre",
             "async_imap",
-            "std::net",
+            // Parsing an address is not I/O; sockets are.
+            "TcpStream",
+            "TcpListener",
+            "UdpSocket",
         ];
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
