@@ -28,6 +28,16 @@ pub enum Kind {
     Forward,
 }
 
+impl Kind {
+    /// "reply" or "forward", as the logs, metrics and audit log say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Reply => "reply",
+            Kind::Forward => "forward",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Outgoing {
     pub kind: Kind,

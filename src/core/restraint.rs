@@ -82,10 +82,7 @@ pub fn restrain(plan: &mut Plan, history: &History, config: &Config) -> Option<B
         .outgoing
         .iter()
         .map(|o| {
-            let kind = match o.kind {
-                Kind::Reply => "reply",
-                Kind::Forward => "forward",
-            };
+            let kind = o.kind.as_str();
             format!("{kind} to {} ({})", o.to.join(", "), o.template)
         })
         .collect::<Vec<_>>()

@@ -319,6 +319,17 @@ pub enum Respond {
     File,
 }
 
+impl Respond {
+    /// As the audit log and the YAML write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Respond::Auto => "auto",
+            Respond::None => "none",
+            Respond::File => "file",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {

@@ -1,19 +1,19 @@
 //! `triage replay`: today's rules over messages already decided, to see where they would
 //! decide differently from what was done. Nothing is sent: it compares two plans.
 
-use crate::core::plan::{Kind, Plan};
+use crate::core::plan::Plan;
 
 /// What a plan does, in a few words per outgoing message.
 fn actions(plan: &Plan) -> Vec<String> {
     plan.outgoing
         .iter()
         .map(|o| {
-            let kind = if o.kind == Kind::Reply {
-                "reply"
-            } else {
-                "forward"
-            };
-            let mut s = format!("{kind} to {} ({})", o.to.join(", "), o.template);
+            let mut s = format!(
+                "{} to {} ({})",
+                o.kind.as_str(),
+                o.to.join(", "),
+                o.template
+            );
             if !o.cc.is_empty() {
                 s.push_str(&format!(" cc {}", o.cc.join(", ")));
             }

@@ -469,11 +469,7 @@ impl Journal {
                 plan.subject,
                 plan.category.as_str(),
                 plan.rule,
-                match plan.respond {
-                    crate::core::rules::Respond::Auto => "auto",
-                    crate::core::rules::Respond::None => "none",
-                    crate::core::rules::Respond::File => "file",
-                },
+                plan.respond.as_str(),
                 plan.reason,
                 outcome,
                 detail,

@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use super::inbox::{message_key, Shell};
 use super::{kept_documents, Error};
 use crate::core::message::Mail;
-use crate::core::plan::{Kind, Outgoing, Plan};
+use crate::core::plan::{Outgoing, Plan};
 use crate::core::rules::Respond;
 use crate::core::threading;
 use crate::shell::journal::{MessageRef, Outbox, State};
@@ -155,11 +155,7 @@ impl Shell<'_> {
         for (i, out) in plan.outgoing.iter().enumerate() {
             let msg_id = threading::message_id_for(key, i, out, domain);
             let before = self.journal.outbox_state(&msg_id)?;
-            let what = if out.kind == Kind::Reply {
-                "reply"
-            } else {
-                "forward"
-            };
+            let what = out.kind.as_str();
             let answer = Answer {
                 out,
                 msg_id,
