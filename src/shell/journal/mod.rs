@@ -407,6 +407,47 @@ impl Journal {
         })
     }
 
+    /// Filed where `folder` says: the plan done.
+    pub fn conclude_filed(
+        &self,
+        at: MessageRef,
+        key: &str,
+        plan: &Plan,
+        folder: &str,
+    ) -> Result<()> {
+        self.conclude(
+            at,
+            Some(key),
+            State::Filed,
+            plan,
+            &plan.reason,
+            "filed",
+            folder,
+            None,
+        )
+    }
+
+    /// Left for a person, with the reason (and the SMTP server's words, if it refused).
+    pub fn conclude_human(
+        &self,
+        at: MessageRef,
+        key: &str,
+        plan: &Plan,
+        reason: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.conclude(
+            at,
+            Some(key),
+            State::Human,
+            plan,
+            reason,
+            "left for human",
+            reason,
+            error,
+        )
+    }
+
     /// Runs the steps in one transaction (or in the one already open): a batch of
     /// records costs one commit.
     pub fn together(&self, steps: impl FnOnce() -> Result<()>) -> Result<()> {

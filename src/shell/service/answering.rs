@@ -30,6 +30,14 @@ struct Sending {
     copy_refused: Option<String>,
 }
 
+/// The message being handled: where it is, its journal key and its plan.
+#[derive(Clone, Copy)]
+struct InHand<'a> {
+    at: MessageRef<'a>,
+    key: &'a str,
+    plan: &'a Plan,
+}
+
 /// One outgoing message of a plan, with what the journal knows of it.
 struct Answer<'a> {
     out: &'a Outgoing,
@@ -68,8 +76,12 @@ impl Shell<'_> {
                     .leave_for_human(session, at, &key, &plan, reason, None)
                     .await;
             };
-            self.send_answers(session, at, &key, &plan, mail, &mut sending)
-                .await?;
+            let job = InHand {
+                at,
+                key: &key,
+                plan: &plan,
+            };
+            self.send_answers(session, job, mail, &mut sending).await?;
         }
         self.finish(session, at, &key, &plan, sending).await
     }
@@ -136,12 +148,11 @@ impl Shell<'_> {
     async fn send_answers(
         &mut self,
         session: &mut Imap,
-        at: MessageRef<'_>,
-        key: &str,
-        plan: &Plan,
+        job: InHand<'_>,
         mail: &Mail,
         sending: &mut Sending,
     ) -> Result<(), Error> {
+        let InHand { at, key, plan } = job;
         self.journal.advance(
             at.uidvalidity,
             at.uid,
@@ -162,10 +173,7 @@ impl Shell<'_> {
                 what,
                 before,
             };
-            if !self
-                .send_one(session, at, key, plan, mail, &answer, sending)
-                .await?
-            {
+            if !self.send_one(session, job, mail, &answer, sending).await? {
                 break;
             }
         }
@@ -195,17 +203,15 @@ impl Shell<'_> {
 
     /// One answer: sent (or found sent before a crash), recorded, copied to Sent. False
     /// when the rest of the plan must not go out.
-    #[allow(clippy::too_many_arguments)]
     async fn send_one(
         &mut self,
         session: &mut Imap,
-        at: MessageRef<'_>,
-        key: &str,
-        plan: &Plan,
+        job: InHand<'_>,
         mail: &Mail,
         answer: &Answer<'_>,
         sending: &mut Sending,
     ) -> Result<bool, Error> {
+        let InHand { at, key, plan } = job;
         let what = answer.what;
         match answer.before {
             Some(Outbox::Filed) => return Ok(true),

@@ -51,28 +51,10 @@ impl Shell<'_> {
             for (q, key) in quiet.iter().zip(&keys) {
                 let plan = &q.plan;
                 if plan.original.human {
-                    journal.conclude(
-                        at(q.uid),
-                        Some(key),
-                        State::Human,
-                        plan,
-                        &plan.reason,
-                        "left for human",
-                        &plan.reason,
-                        None,
-                    )?;
+                    journal.conclude_human(at(q.uid), key, plan, &plan.reason, None)?;
                 } else {
                     let folder = filed_to.get(&q.uid).map(String::as_str).unwrap_or(inbox);
-                    journal.conclude(
-                        at(q.uid),
-                        Some(key),
-                        State::Filed,
-                        plan,
-                        &plan.reason,
-                        "filed",
-                        folder,
-                        None,
-                    )?;
+                    journal.conclude_filed(at(q.uid), key, plan, folder)?;
                 }
             }
             Ok(())
@@ -184,16 +166,7 @@ impl Shell<'_> {
             }
         }
         let folder = target.as_deref().unwrap_or(at.mailbox);
-        self.journal.conclude(
-            at,
-            Some(key),
-            State::Filed,
-            plan,
-            &plan.reason,
-            "filed",
-            folder,
-            None,
-        )?;
+        self.journal.conclude_filed(at, key, plan, folder)?;
         self.opts.health.message(plan.category.as_str(), "filed");
         info!(uid = at.uid, category = %plan.category, "filed: {}", plan.reason);
         Ok(None)
@@ -273,16 +246,7 @@ impl Shell<'_> {
         // Flag or move first, record after: a kill in between repeats a harmless step.
         self.set_aside(session, &[at.uid]).await?;
         let error = smtp_error.as_deref();
-        self.journal.conclude(
-            at,
-            Some(key),
-            State::Human,
-            plan,
-            &reason,
-            "left for human",
-            &reason,
-            error,
-        )?;
+        self.journal.conclude_human(at, key, plan, &reason, error)?;
         self.opts
             .health
             .message(plan.category.as_str(), "left for human");
