@@ -23,14 +23,14 @@ pub fn execute(config: &Path, directory: Option<&Path>, connect: bool) -> Result
     println!("ok: {}", book.summary());
     if connect {
         let rt = super::runtime()?;
-        rt.block_on(discover(&book.config))
+        rt.block_on(discover(&book.config, book.prepares_drafts()))
             .map_err(|e| Failure::Failed(format!("triage check --connect: {e}")))?;
     }
     Ok(())
 }
 
 /// Signs in, discovers the folders as the service would at start, and says what it found.
-async fn discover(config: &Config) -> Result<(), String> {
+async fn discover(config: &Config, drafts: bool) -> Result<(), String> {
     let imap = config
         .imap
         .clone()
@@ -41,7 +41,7 @@ async fn discover(config: &Config) -> Result<(), String> {
     let t = imap.timeout_seconds;
     let caps = mailbox::within(t, "CAPABILITY", session.capabilities()).await?;
     let gmail = caps.has_str("X-GM-EXT-1");
-    let places = folders::discover(&mut session, config, gmail, t)
+    let places = folders::discover(&mut session, config, gmail, drafts, t)
         .await
         .map_err(String::from)?;
     let used: Vec<&str> = [
@@ -73,6 +73,9 @@ async fn discover(config: &Config) -> Result<(), String> {
         "  sent: {} ({}){own_copies}",
         places.sent_lookup, places.sent_found_by
     );
+    if let Some(drafts) = &places.drafts {
+        println!("  drafts: {drafts}");
+    }
     if !caps.has_str("MOVE") {
         let expunge = if caps.has_str("UIDPLUS") {
             "UID EXPUNGE of just those messages"

@@ -32,6 +32,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     #[serde(default)]
     pub service: ServiceConfig,
+    #[serde(default)]
+    pub drafts: Drafts,
     /// Where the file was read from; paths above are resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -221,6 +223,38 @@ pub struct Folders {
     /// The folder watched for new mail.
     #[serde(default = "default_inbox")]
     pub inbox: String,
+    /// Where prepared answers wait for a person. Unset: the folder the server marks
+    /// `\Drafts` (SPECIAL-USE), else `Drafts` under the personal namespace.
+    #[serde(default)]
+    pub drafts: Option<String>,
+}
+
+/// Answers prepared for a person to approve (`respond: draft` in a rule, or a partner's
+/// message held back by a brake or an ambiguous lookup).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drafts {
+    /// Prepare a draft for a verified partner's message that a brake (answers per
+    /// sender, the circuit breaker), our own thread or an ambiguous lookup holds back.
+    #[serde(default)]
+    pub when_held: bool,
+    /// A draft gone from Drafts without being sent is recorded `discarded` this long
+    /// after it was written (a person may still be editing it meanwhile).
+    #[serde(default = "default_discard_after")]
+    pub discard_after_minutes: u64,
+}
+
+impl Default for Drafts {
+    fn default() -> Self {
+        Drafts {
+            when_held: false,
+            discard_after_minutes: default_discard_after(),
+        }
+    }
+}
+
+fn default_discard_after() -> u64 {
+    3 * 24 * 60
 }
 
 fn default_inbox() -> String {

@@ -114,6 +114,10 @@ pub struct Plan {
     /// shows it sent one of them to those addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bounce_of: Vec<String>,
+    /// With `respond: draft`: what the person who approves the draft reads first (why
+    /// it is a draft; for an ambiguous lookup, the candidates and their people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_note: Option<String>,
 }
 
 /// Everything the desk knows, loaded and validated together: the service swaps it whole.
@@ -403,44 +407,101 @@ impl Playbook {
             plan.rule = Some(rule.name.clone());
             plan.conditions = trail.clone();
         }
-        let Some(rule) = self.screen(mail, gate, matched.map(|(r, _)| r), &mut plan) else {
+        let Some((rule, held)) = self.screen(mail, gate, matched.map(|(r, _)| r), &mut plan) else {
             return plan;
         };
         let Some(sender_domain) = self.answerable_sender(gate, rule, &mut plan) else {
             return plan;
         };
+        // Past this point the sender is a verified partner: a draft may name its people.
+        let draft = held.or_else(|| {
+            (rule.then.respond == Respond::Draft)
+                .then(|| format!("rule {} prepares drafts for a person to approve", rule.name))
+        });
         let clues = Clues {
             evidence: &evidence,
             known: &known,
         };
         match self.carry_out(mail, rule, &sender_domain, &clues, &mut plan) {
             Ok(()) => {
-                for o in &mut plan.outgoing {
-                    o.attachment_sha256 = o
-                        .attachment_index
-                        .iter()
-                        .map(|&i| {
-                            mail.attachments
-                                .get(i)
-                                .map(|a| hex(&Sha256::digest(&a.bytes)))
-                                .unwrap_or_default()
-                        })
-                        .collect();
-                }
+                fill_digests(mail, &mut plan);
                 plan.respond = Respond::Auto;
                 plan.original = Filing {
                     human: false,
                     folder: self.filing_folder(rule),
                 };
+                if let Some(why) = draft {
+                    make_draft(&mut plan, &why, "", &self.config);
+                }
             }
             Err(reason) => {
                 plan.outgoing.clear();
                 plan.keep_documents.clear();
                 plan.crm_updates.clear();
                 plan.reason = reason;
+                if self.config.drafts.when_held || rule.then.respond == Respond::Draft {
+                    self.draft_for_ambiguity(mail, rule, &sender_domain, &mut plan);
+                }
             }
         }
         plan
+    }
+
+    /// An opportunity lookup that found several of the sender's own opportunities for
+    /// the customer: a reply to the partner with the people every candidate shares on
+    /// cc, and the candidates with their people in the note, for a person to choose.
+    fn draft_for_ambiguity(&self, mail: &Mail, rule: &Rule, sender_domain: &str, plan: &mut Plan) {
+        let a = &rule.then;
+        let Some(customer) = plan.fields.get("customer_name").cloned() else {
+            return;
+        };
+        let candidates = self
+            .directory
+            .opportunities_by_customer(&customer, sender_domain);
+        if a.lookup != Some(Lookup::Opportunity) || candidates.len() < 2 {
+            return;
+        }
+        let address =
+            |role: Role, o: &Opportunity| self.role_address(role, Some(o), None, sender_domain);
+        let mut cc = Vec::new();
+        for role in &a.cc {
+            let first = address(*role, candidates[0]);
+            if first.is_some() && candidates.iter().all(|o| address(*role, o) == first) {
+                cc.extend(first.filter(|f| !cc.contains(f)));
+            }
+        }
+        let mut listed = String::from("The candidates:\n");
+        for o in &candidates {
+            let people: Vec<String> = (a.cc.iter())
+                .filter_map(|r| address(*r, o).map(|addr| format!("{} {addr}", role_label(*r))))
+                .collect();
+            listed.push_str(&format!(
+                "- {} {} ({}): {}\n",
+                o.opportunity_id,
+                o.opportunity_name,
+                o.account_name,
+                people.join(", ")
+            ));
+        }
+        let attached = if a.reattach {
+            documents(mail)
+        } else {
+            Vec::new()
+        };
+        let attached = attached
+            .iter()
+            .map(|i| (*i, mail.attachments[*i].name.clone()))
+            .collect();
+        let template = a.template.clone().unwrap_or_default();
+        let to = reply_address(mail);
+        plan.outgoing
+            .push(reply(mail, &to, cc, &template, String::new(), attached));
+        fill_digests(mail, plan);
+        let why = format!(
+            "{}; choose the opportunity, add its people and write the answer",
+            plan.reason
+        );
+        make_draft(plan, &why, &listed, &self.config);
     }
 
     /// A bounce of our own message: who it failed for is blocked, and nothing more is
@@ -471,13 +532,15 @@ impl Playbook {
     /// What keeps a classified message from being answered, in order: machine mail,
     /// sorting-only rules (filed as they are), unreadable documents, damage, no rule,
     /// our own thread, a rule that leaves it for a person. The rule when none does.
+    /// With the rule, why the answer is to be a draft (our own thread, with
+    /// `drafts.when_held`).
     fn screen<'r>(
         &self,
         mail: &Mail,
         gate: &guard::Gate,
         matched: Option<&'r Rule>,
         plan: &mut Plan,
-    ) -> Option<&'r Rule> {
+    ) -> Option<(&'r Rule, Option<String>)> {
         let files = matched.is_some_and(|r| r.then.respond == Respond::File);
         // Mail no person wrote asks nothing: `other`, whatever words it contains.
         if !gate.machine.is_empty() && !files {
@@ -530,18 +593,26 @@ impl Playbook {
             plan.reason = "no rule matched: left for a human".into();
             return None;
         };
-        // Machine mail returned above: what is left of the loop guards is our thread.
+        // Machine mail returned above: what is left of the loop guards is our thread. A
+        // person writing in it may get a draft, never an automatic answer.
         plan.guards = gate.thread.iter().cloned().collect();
+        let mut held = None;
         if !plan.guards.is_empty() {
             plan.reason = format!("no automatic answer: {}", plan.guards.join("; "));
-            return None;
+            if !self.config.drafts.when_held || rule.then.respond == Respond::None {
+                return None;
+            }
+            held = Some(plan.guards.join("; "));
         }
         if rule.then.respond == Respond::None {
             plan.reason = (rule.then.reason.clone())
                 .unwrap_or_else(|| format!("rule {} leaves this for a human", rule.name));
             return None;
         }
-        Some(rule)
+        if held.is_some() {
+            return Some((rule, held));
+        }
+        Some((rule, None))
     }
 
     /// The sender's verified domain, when the rule may answer it: partners only unless
@@ -1184,6 +1255,46 @@ struct Found<'a> {
     deal: Option<&'a DealRegistration>,
 }
 
+/// The digest of each attachment an outgoing message carries, for the audit log.
+fn fill_digests(mail: &Mail, plan: &mut Plan) {
+    for o in &mut plan.outgoing {
+        o.attachment_sha256 = (o.attachment_index.iter())
+            .map(|&i| {
+                (mail.attachments.get(i))
+                    .map(|a| hex(&Sha256::digest(&a.bytes)))
+                    .unwrap_or_default()
+            })
+            .collect();
+    }
+}
+
+/// Turns a plan that would answer into one that prepares the answer in Drafts: nothing
+/// is sent, the original waits flagged for a person, and the CRM steps are that person's.
+pub fn make_draft(plan: &mut Plan, why: &str, more: &str, config: &Config) {
+    plan.respond = Respond::Draft;
+    plan.reason = format!("drafted for a person to approve: {why}");
+    plan.draft_note = Some(format!(
+        "[triage] A draft: nothing was sent. {why}.\n{more}Check it, delete this note and send it, or delete the draft.\n"
+    ));
+    plan.keep_documents.clear();
+    plan.crm_updates.clear();
+    plan.original = Filing {
+        human: true,
+        folder: config.folders.human.clone(),
+    };
+}
+
+/// How a role reads in a note to a person.
+fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::SalesRep => "sales rep",
+        Role::Isr => "ISR",
+        Role::OpportunityCam | Role::PartnerCam => "CAM",
+        Role::Partnerorderops => "order ops",
+        Role::ChannelManager => "channel manager",
+    }
+}
+
 /// One message under one rule's procedure, with what the lookup found.
 struct Case<'a> {
     mail: &'a Mail,
@@ -1383,6 +1494,7 @@ pub fn explain(name: &str, plan: &Plan) -> String {
             Respond::Auto => "auto",
             Respond::File => "file (sorted, no answer)",
             Respond::None => "none (left for a human)",
+            Respond::Draft => "draft (prepared in Drafts for a person to send)",
         }
     );
     let _ = writeln!(s, "  reason:     {}", esc(&plan.reason));
@@ -1523,6 +1635,7 @@ impl Plan {
             },
             bounced: Vec::new(),
             bounce_of: Vec::new(),
+            draft_note: None,
         }
     }
 
@@ -1549,7 +1662,20 @@ impl Plan {
             },
             bounced: Vec::new(),
             bounce_of: Vec::new(),
+            draft_note: None,
         }
+    }
+}
+
+impl Playbook {
+    /// Whether any message may get a draft: the service then needs a Drafts folder.
+    pub fn prepares_drafts(&self) -> bool {
+        self.config.drafts.when_held
+            || self
+                .rules
+                .rules
+                .iter()
+                .any(|r| r.then.respond == Respond::Draft)
     }
 }
 

@@ -89,6 +89,11 @@ pub fn restrain(plan: &mut Plan, history: &History, config: &Config) -> Option<B
         .join("; ");
     plan.evidence.push(format!("held back: {would}"));
     plan.guards.push(why.clone());
+    // A draft instead, when the desk wants one; never to an address that bounced.
+    if config.drafts.when_held && history.bounced.is_empty() {
+        crate::core::plan::make_draft(plan, &why, "", config);
+        return Some(brake);
+    }
     plan.reason = format!("no automatic answer: {why}");
     plan.respond = Respond::None;
     plan.outgoing.clear();

@@ -317,6 +317,8 @@ pub enum Respond {
     /// Sort only: file the original in its folder, no answer (a filing-only rule set,
     /// as imapfilter or Sieve would sort).
     File,
+    /// Prepare the answer in the Drafts folder; a person reads, edits and sends it.
+    Draft,
 }
 
 impl Respond {
@@ -326,6 +328,7 @@ impl Respond {
             Respond::Auto => "auto",
             Respond::None => "none",
             Respond::File => "file",
+            Respond::Draft => "draft",
         }
     }
 }
@@ -615,7 +618,8 @@ impl Rulebook {
                     ),
                 ));
             }
-            if a.respond == Respond::Auto && a.template.is_none() && a.forward.is_none() {
+            let answers = matches!(a.respond, Respond::Auto | Respond::Draft);
+            if answers && a.template.is_none() && a.forward.is_none() {
                 problems.push(self.locate(
                     rule,
                     "then:",

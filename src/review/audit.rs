@@ -252,5 +252,42 @@ pub fn summary(rows: &[AuditRow], period: &str) -> String {
         "{:<22}{:>9}{:>9}{:>10}{:>8}{:>16}{:>8}",
         "total", total[0], total[1], total[2], total[3], total[4], total[5]
     );
+    s.push_str(&draft_rates(rows));
+    s
+}
+
+/// Per rule: drafts written, approved (sent by a person) and discarded, and the share
+/// approved, so the desk sees which rules are ready to answer on their own.
+fn draft_rates(rows: &[AuditRow]) -> String {
+    let mut by_rule: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
+    for r in rows {
+        let slot = match r.outcome.as_str() {
+            "drafted" => 0,
+            "approved" => 1,
+            "discarded" => 2,
+            _ => continue,
+        };
+        by_rule.entry(r.rule.as_deref().unwrap_or("-")).or_default()[slot] += 1;
+    }
+    if by_rule.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\ndrafts by rule\n");
+    let _ = writeln!(
+        s,
+        "{:<34}{:>8}{:>10}{:>11}{:>10}",
+        "rule", "drafted", "approved", "discarded", "approved%"
+    );
+    for (rule, [drafted, approved, discarded]) in by_rule {
+        let settled = approved + discarded;
+        let rate = (approved * 100)
+            .checked_div(settled)
+            .map_or_else(|| "-".to_string(), |r| format!("{r}%"));
+        let _ = writeln!(
+            s,
+            "{:<34}{drafted:>8}{approved:>10}{discarded:>11}{rate:>10}",
+            fit(rule, 33).trim_end()
+        );
+    }
     s
 }

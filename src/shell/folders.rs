@@ -22,6 +22,8 @@ pub struct Places {
     pub sent_lookup: String,
     /// How the Sent folder was found, for the log and `triage check --connect`.
     pub sent_found_by: String,
+    /// Where drafts for a person go, when the playbook prepares any.
+    pub drafts: Option<String>,
 }
 
 impl Places {
@@ -78,6 +80,18 @@ pub fn pick_sent(
     )
 }
 
+/// Drafts: the config's name; else the folder the server marks `\\Drafts`; else `Drafts`
+/// under the namespace.
+pub fn pick_drafts(folders: &Folders, listed: &[Listed], prefix: &str, delimiter: char) -> String {
+    if let Some(name) = &folders.drafts {
+        return server_name(name, prefix, delimiter);
+    }
+    (listed.iter())
+        .find(|l| l.special.as_deref() == Some("\\Drafts"))
+        .map(|l| l.name.clone())
+        .unwrap_or_else(|| server_name("Drafts", prefix, delimiter))
+}
+
 /// The personal namespace from what LIST shows: servers that keep personal folders under
 /// INBOX (Cyrus, Courier) list them as `INBOX.<name>`, and nothing else at the top.
 pub fn guess_prefix(listed: &[Listed], delimiter: char) -> String {
@@ -100,6 +114,7 @@ pub async fn discover(
     s: &mut Imap,
     config: &Config,
     gmail: bool,
+    drafts: bool,
     t: u64,
 ) -> Result<Places, Trouble> {
     let (delimiter, listed) = list_all(s, t).await?;
@@ -121,6 +136,7 @@ pub async fn discover(
         sent: appends.then(|| sent_name.clone()),
         sent_lookup: sent_name,
         sent_found_by: found_by,
+        drafts: drafts.then(|| pick_drafts(&config.folders, &listed, &prefix, delimiter)),
         prefix,
         delimiter,
     };
@@ -130,6 +146,7 @@ pub async fn discover(
     needed.dedup();
     let mut names: Vec<String> = needed.iter().map(|f| places.resolve(f)).collect();
     names.extend(places.sent.clone());
+    names.extend(places.drafts.clone());
     for name in &names {
         mailbox::ensure_folder(s, name, t)
             .await

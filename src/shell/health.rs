@@ -20,6 +20,8 @@ pub struct Health {
     registry: Registry,
     messages: Family<Labels, Counter>,
     sent: Family<Labels, Counter>,
+    drafts: Family<Labels, Counter>,
+    drafts_waiting: Gauge,
     left_for_human: Counter,
     errors: Family<Labels, Counter>,
     imap_reconnects: Counter,
@@ -46,6 +48,8 @@ impl Health {
             registry: Registry::with_prefix("triage"),
             messages: Family::default(),
             sent: Family::default(),
+            drafts: Family::default(),
+            drafts_waiting: Gauge::default(),
             left_for_human: Counter::default(),
             errors: Family::default(),
             imap_reconnects: Counter::default(),
@@ -89,13 +93,23 @@ impl Health {
             h.sent.clone(),
         );
         h.registry.register(
+            "drafts",
+            "Drafts for a person, by outcome (drafted, approved, discarded)",
+            h.drafts.clone(),
+        );
+        h.registry.register(
+            "drafts_waiting",
+            "Drafts in the Drafts folder waiting for a person",
+            h.drafts_waiting.clone(),
+        );
+        h.registry.register(
             "left_for_human",
             "Messages left visibly for a human",
             h.left_for_human.clone(),
         );
         h.registry.register(
             "errors",
-            "Errors by kind (imap, smtp, smtp_refused, journal)",
+            "Errors by kind (imap, smtp, smtp_refused, journal, documents)",
             h.errors.clone(),
         );
         h.registry.register(
@@ -143,6 +157,14 @@ impl Health {
         self.sent
             .get_or_create(&vec![("kind".into(), kind.into())])
             .inc();
+    }
+    pub fn draft(&self, outcome: &str) {
+        self.drafts
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+    pub fn drafts_waiting(&self, n: usize) {
+        self.drafts_waiting.set(n as i64);
     }
     pub fn error(&self, kind: &str) {
         self.errors

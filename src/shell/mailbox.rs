@@ -641,13 +641,21 @@ pub async fn list(
 
 /// APPEND, written out here so that a refusal carries the server's words (async-imap's
 /// own says only "could not append mail to mailbox").
-pub async fn append(s: &mut Imap, folder: &str, raw: &[u8], t: u64) -> Result<(), Trouble> {
+/// APPENDs a message with these flags (`\\Seen` for a copy in Sent, `\\Draft` for a
+/// draft).
+pub async fn append(
+    s: &mut Imap,
+    folder: &str,
+    raw: &[u8],
+    flags: &str,
+    t: u64,
+) -> Result<(), Trouble> {
     use async_imap::imap_proto::{Response, Status};
     let what = format!("APPEND to {folder}");
     let text = std::str::from_utf8(raw)
         .map_err(|_| Trouble::Refused(format!("{what}: the message is not 7/8-bit text")))?;
     let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
-    let command = format!("APPEND {quoted} (\\Seen) {{{}}}", raw.len());
+    let command = format!("APPEND {quoted} ({flags}) {{{}}}", raw.len());
     let broken = |e: &dyn std::fmt::Display| Trouble::Broken(format!("{what}: {e}"));
     let exchange = async {
         let tag = s.run_command(&command).await.map_err(|e| broken(&e))?;
@@ -695,6 +703,20 @@ pub async fn has_message_id(
 ) -> Result<bool, Trouble> {
     within(t, "EXAMINE", s.examine(folder)).await?;
     holds_message_id(s, message_id, t).await
+}
+
+/// The UIDs in `folder` (examined, read-only) that an IMAP SEARCH key matches.
+pub async fn search(s: &mut Imap, folder: &str, query: &str, t: u64) -> Result<Vec<u32>, Trouble> {
+    within(t, "EXAMINE", s.examine(folder)).await?;
+    let found = within(t, "UID SEARCH", s.uid_search(query)).await?;
+    let mut uids: Vec<u32> = found.into_iter().collect();
+    uids.sort_unstable();
+    Ok(uids)
+}
+
+/// A Message-ID as a quoted SEARCH string (quotes and backslashes dropped).
+pub fn quoted_id(message_id: &str) -> String {
+    format!("\"{}\"", message_id.replace(['"', '\\'], ""))
 }
 
 /// Whether the selected folder holds a message with this Message-ID.

@@ -56,14 +56,38 @@ pub fn compose(
     out: &Outgoing,
     message_id: &str,
 ) -> Result<Message, String> {
+    build(config, mail, out, message_id, None)
+}
+
+/// The same message as a draft for a person: the note on top, and no Auto-Submitted,
+/// since a person sends it.
+pub fn compose_draft(
+    config: &Config,
+    mail: &Mail,
+    out: &Outgoing,
+    message_id: &str,
+    note: &str,
+) -> Result<Message, String> {
+    build(config, mail, out, message_id, Some(note))
+}
+
+fn build(
+    config: &Config,
+    mail: &Mail,
+    out: &Outgoing,
+    message_id: &str,
+    draft_note: Option<&str>,
+) -> Result<Message, String> {
     let from: LMailbox = format!("{} <{}>", config.desk.name, config.desk.address)
         .parse()
         .map_err(|e| format!("desk address: {e}"))?;
     let mut b = Message::builder()
         .from(from)
         .subject(out.subject.clone())
-        .message_id(Some(message_id.to_string()))
-        .header(AutoSubmitted);
+        .message_id(Some(message_id.to_string()));
+    if draft_note.is_none() {
+        b = b.header(AutoSubmitted);
+    }
     for to in &out.to {
         b = b.to(to.parse().map_err(|e| format!("address {to}: {e}"))?);
     }
@@ -84,7 +108,10 @@ pub fn compose(
     }
     // The mark lets a reply that lost its References (or an auto-responder quoting us)
     // be recognised as one in our thread, as Email-to-Case's thread id does.
-    let body = format!("{}\n\n{}\n", out.body.trim_end(), answer_mark(message_id));
+    let mut body = format!("{}\n\n{}\n", out.body.trim_end(), answer_mark(message_id));
+    if let Some(note) = draft_note {
+        body = format!("{}\n\n{body}", note.trim_end());
+    }
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(body);

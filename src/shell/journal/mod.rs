@@ -62,6 +62,14 @@ pub enum Outbox {
     Failed,
     /// Its copy is in Sent (or the server keeps its own): nothing more to do.
     Filed,
+    /// A draft for a person, before its APPEND to Drafts.
+    Drafting,
+    /// The draft is in Drafts, waiting for a person.
+    Drafted,
+    /// A person sent the draft.
+    Approved,
+    /// The draft left Drafts unsent.
+    Discarded,
 }
 
 impl Outbox {
@@ -73,6 +81,10 @@ impl Outbox {
             Outbox::Sent => "sent",
             Outbox::Failed => "failed",
             Outbox::Filed => "filed",
+            Outbox::Drafting => "drafting",
+            Outbox::Drafted => "drafted",
+            Outbox::Approved => "approved",
+            Outbox::Discarded => "discarded",
         }
     }
 
@@ -84,6 +96,10 @@ impl Outbox {
             Outbox::Sent,
             Outbox::Failed,
             Outbox::Filed,
+            Outbox::Drafting,
+            Outbox::Drafted,
+            Outbox::Approved,
+            Outbox::Discarded,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)
@@ -306,7 +322,7 @@ impl Journal {
     pub fn sent_answer_original(&self, message_id: &str) -> Result<Option<String>> {
         self.db
             .prepare_cached(
-                "SELECT original FROM outbox WHERE lower(message_id) = lower(?1) AND state NOT IN ('sending', 'failed')",
+                "SELECT original FROM outbox WHERE lower(message_id) = lower(?1) AND state NOT IN ('sending', 'failed', 'drafting', 'drafted', 'discarded')",
             )?
             .query_row([message_id], |r| r.get(0))
             .optional()
@@ -405,6 +421,68 @@ impl Journal {
             };
             self.insert_audit(at, plan, &record)
         })
+    }
+
+    /// A draft is in Drafts: its outbox row and its audit record (recipients, template,
+    /// documents) together.
+    pub fn record_drafted(
+        &self,
+        message_id: &str,
+        original: &str,
+        at: MessageRef,
+        plan: &Plan,
+        draft: &Outgoing,
+        detail: &str,
+    ) -> Result<()> {
+        self.together(|| {
+            self.set_outbox(message_id, Some(original), Outbox::Drafted)?;
+            let record = Record {
+                outcome: "drafted",
+                detail,
+                sent: Some(draft),
+                error: None,
+            };
+            self.insert_audit(at, plan, &record)
+        })
+    }
+
+    /// What became of a draft (approved or discarded), with its audit record.
+    pub fn settle_draft(
+        &self,
+        message_id: &str,
+        state: Outbox,
+        at: MessageRef,
+        plan: &Plan,
+        detail: &str,
+    ) -> Result<()> {
+        self.together(|| {
+            self.set_outbox(message_id, None, state)?;
+            self.audit(at, plan, state.as_str(), detail)
+        })
+    }
+
+    /// Drafts waiting for a person: (draft Message-ID, original's key, minutes since
+    /// written), oldest first, at most `limit`.
+    pub fn waiting_drafts(&self, limit: u32) -> Result<Vec<(String, String, f64)>> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT message_id, original, (julianday('now') - julianday(updated)) * 1440.0
+             FROM outbox WHERE state = 'drafted' ORDER BY updated LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Where the message with this key was last seen, and its plan.
+    pub fn place_of(&self, key: &str) -> Result<Option<(u32, u32, Option<Plan>)>> {
+        let row: Option<(u32, u32, Option<String>)> = self
+            .db
+            .prepare_cached(
+                "SELECT uidvalidity, uid, plan FROM messages WHERE message_id = ?1
+                 ORDER BY updated DESC LIMIT 1",
+            )?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(row.map(|(v, u, p)| (v, u, p.and_then(|t| serde_json::from_str(&t).ok()))))
     }
 
     /// Filed where `folder` says: the plan done.

@@ -32,10 +32,10 @@ struct Sending {
 
 /// The message being handled: where it is, its journal key and its plan.
 #[derive(Clone, Copy)]
-struct InHand<'a> {
-    at: MessageRef<'a>,
-    key: &'a str,
-    plan: &'a Plan,
+pub(super) struct InHand<'a> {
+    pub at: MessageRef<'a>,
+    pub key: &'a str,
+    pub plan: &'a Plan,
 }
 
 /// One outgoing message of a plan, with what the journal knows of it.
@@ -68,6 +68,17 @@ impl Shell<'_> {
         }
         let mail = raw.as_deref().and_then(parse_for_attachments);
         let mut sending = Sending::default();
+        if plan.respond == Respond::Draft {
+            if let Some(mail) = &mail {
+                let job = InHand {
+                    at,
+                    key: &key,
+                    plan: &plan,
+                };
+                sending.left_inbox = self.write_drafts(session, job, mail).await?;
+            }
+            return self.finish(session, at, &key, &plan, sending).await;
+        }
         if plan.respond == Respond::Auto && !self.answered_elsewhere(at, &key)? {
             let Some(mail) = &mail else {
                 // decide() already sends unreadable mail to a human; belt and braces.
@@ -358,7 +369,7 @@ impl Shell<'_> {
         if filed_before {
             return Ok(());
         }
-        match mailbox::append(session, sent, &message.formatted(), t).await {
+        match mailbox::append(session, sent, &message.formatted(), "\\Seen", t).await {
             Ok(()) => Ok(()),
             // The answer went out; only its copy is missing: a person should know, and
             // the next message goes on.

@@ -290,7 +290,7 @@ impl Shell<'_> {
                 continue;
             };
             let plan = self.plan_for(at, &raw)?;
-            if plan.respond == Respond::Auto && !plan.outgoing.is_empty() {
+            if acts(&plan) {
                 self.handle(session, at, item, Some((plan, raw))).await?;
             } else {
                 if quiet.is_empty() {
@@ -339,6 +339,11 @@ impl Shell<'_> {
         self.restrain(&mut plan)?;
         Ok(plan)
     }
+}
+
+/// A plan that sends mail or writes drafts: handled one message at a time.
+fn acts(plan: &Plan) -> bool {
+    matches!(plan.respond, Respond::Auto | Respond::Draft) && !plan.outgoing.is_empty()
 }
 
 /// Message-IDs listed more than once: only those need a second look when their turn

@@ -19,7 +19,7 @@ use async_imap::extensions::idle::IdleResponse;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::core::config::{Config, ImapConfig, SmtpConfig};
+use crate::core::config::{Config, ImapConfig};
 use crate::core::plan::Playbook;
 use crate::shell::folders::{self, Places};
 use crate::shell::health::Health;
@@ -29,12 +29,16 @@ use crate::shell::oauth;
 use crate::shell::outbox;
 
 mod answering;
+mod drafts;
 mod filing;
 mod history;
 mod inbox;
 mod kept_documents;
 
 type Smtp = outbox::Submission;
+
+/// How often the drafts waiting for a person are looked for in Sent and Drafts.
+const DRAFTS_EVERY: Duration = Duration::from_secs(30);
 
 /// Why a session (or the start) ended. Each kind is counted apart in
 /// `triage_errors_total{kind}`; only `Imap` says the mailbox connection is down.
@@ -137,7 +141,8 @@ pub async fn run(mut opts: Options) -> Result<(), Error> {
         keep_tokens_fresh([Some(&imap_in), smtp_in.as_ref()], &opts);
     }
     let smtp = outbox::Submission::new(smtp_cfg, smtp_in).map_err(Error::Start)?;
-    let Some((session, places)) = start(config, &smtp, &imap_in, &mut opts).await? else {
+    let drafts = book.prepares_drafts();
+    let Some((session, places)) = start(config, drafts, &smtp, &imap_in, &mut opts).await? else {
         return Ok(());
     };
     opts.health.smtp(true);
@@ -180,15 +185,14 @@ fn keep_tokens_fresh(sign_ins: [Option<&oauth::SignIn>; 2], opts: &Options) {
 /// retries when `service.retry_at_start` says so. None when asked to stop meanwhile.
 async fn start(
     config: &Config,
+    drafts: bool,
     smtp: &Smtp,
     imap_in: &oauth::SignIn,
     opts: &mut Options,
 ) -> Result<Option<(Imap, Places)>, Error> {
-    let imap_cfg = config.imap.as_ref().expect("checked");
-    let smtp_cfg = config.smtp.as_ref().expect("checked");
     let mut backoff = Backoff { attempt: 0 };
     loop {
-        let err = match first_session(config, imap_cfg, smtp_cfg, smtp, imap_in).await {
+        let err = match first_session(config, drafts, smtp, imap_in).await {
             Ok(ready) => return Ok(Some(ready)),
             // A folder the server refuses will not come right by waiting.
             Err(Trouble::Refused(w)) => return Err(Error::Start(w)),
@@ -209,11 +213,12 @@ async fn start(
 /// SMTP answers, IMAP signs in, the folders are there: the session and the folders.
 async fn first_session(
     config: &Config,
-    imap_cfg: &ImapConfig,
-    smtp_cfg: &SmtpConfig,
+    drafts: bool,
     smtp: &Smtp,
     imap_in: &oauth::SignIn,
 ) -> Result<(Imap, Places), Trouble> {
+    let imap_cfg = config.imap.as_ref().expect("checked");
+    let smtp_cfg = config.smtp.as_ref().expect("checked");
     smtp.check().await.map_err(|e| {
         Trouble::Broken(format!(
             "SMTP server {}:{} is not usable: {e}",
@@ -228,7 +233,7 @@ async fn first_session(
     let gmail = mailbox::within(t, "CAPABILITY", session.capabilities())
         .await?
         .has_str("X-GM-EXT-1");
-    match folders::discover(&mut session, config, gmail, t).await {
+    match folders::discover(&mut session, config, gmail, drafts, t).await {
         Ok(places) => Ok((session, places)),
         Err(Trouble::Refused(w)) => Err(Trouble::Refused(server(w))),
         Err(Trouble::Broken(w)) => Err(Trouble::Broken(server(w))),
@@ -329,6 +334,7 @@ async fn serve(
     };
     let mut awaiting_copies = HashSet::new();
     let mut expired_at = tokio::time::Instant::now();
+    let mut drafts_followed = tokio::time::Instant::now() - DRAFTS_EVERY;
     loop {
         if expired_at.elapsed() > Duration::from_secs(24 * 3600) {
             history::expire_audit(desk.journal, &desk.book.config)?;
@@ -348,6 +354,10 @@ async fn serve(
         shell.drain(&mut session).await?;
         if opts.once {
             shell.collect_own_copies(&mut session).await?;
+        }
+        if opts.once || drafts_followed.elapsed() >= DRAFTS_EVERY {
+            shell.follow_drafts(&mut session).await?;
+            drafts_followed = tokio::time::Instant::now();
         }
         opts.health.checked();
         // A whole drain went through: the connection is good again.
