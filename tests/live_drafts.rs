@@ -247,3 +247,64 @@ fn drafts_are_written_once_followed_and_never_disclose() {
         "{summary}"
     );
 }
+
+/// SIGKILL at arbitrary points while a backlog of held messages is drafted: every held
+/// message ends with exactly one draft, and nothing more is sent.
+#[test]
+fn killed_while_drafting_each_held_message_has_exactly_one_draft() {
+    let Some(stack) = Stack::start("drafts-kill") else {
+        return;
+    };
+    let mut wiring = Wiring::plain(&stack);
+    wiring.limits = "  per_sender: {answers: 1, hours: 24}\n".into();
+    let cfg = config(&stack, &wiring);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("drafts: {when_held: true}\n");
+    std::fs::write(&cfg, text).unwrap();
+    let total = 60;
+    let backlog: Vec<Vec<u8>> = (0..total)
+        .map(|n| numbered_case("en-purchase-order-direct", n))
+        .collect();
+    append_all(&stack, DESK, "INBOX", &backlog);
+
+    let done =
+        || journal_rows(&stack, "SELECT COUNT(*) FROM messages WHERE state >= 4")[0][0].clone();
+    let mut seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    let mut kills = 0;
+    for round in 0..200 {
+        if stack.dir.join("triage.sqlite").exists() && done() == total.to_string() {
+            break;
+        }
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let ms = 30 + (seed >> 33) % 270;
+        let mut service = start_service(&stack, &cfg, &format!("kill-{round}.log"));
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        service.kill().unwrap();
+        service.wait().unwrap();
+        kills += 1;
+    }
+    run_once(&stack, &cfg);
+    println!("kills={kills}");
+    assert_eq!(done(), total.to_string());
+    assert_eq!(
+        mailbox(&stack, PARTNER, "INBOX").len(),
+        1,
+        "one answer, the rest held"
+    );
+    let held = drafts(&stack);
+    let mut answering: Vec<String> = held.iter().map(|h| header(&h.raw, "In-Reply-To")).collect();
+    answering.sort();
+    answering.dedup();
+    assert_eq!(
+        held.len(),
+        total - 1,
+        "one draft per held message, none twice"
+    );
+    assert_eq!(answering.len(), total - 1, "{answering:?}");
+}

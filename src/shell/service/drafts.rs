@@ -216,3 +216,63 @@ fn approval(raw: &[u8], draft: &Outgoing, draft_id: &str, note: Option<&str>) ->
     };
     format!("sent by {who} on {when}: {text}, {recipients}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> Outgoing {
+        Outgoing {
+            kind: Kind::Reply,
+            to: vec!["alice@reseller.example".into()],
+            cc: vec!["rep.one@example.com".into()],
+            template: "t".into(),
+            subject: "Re: PO".into(),
+            attachments: Vec::new(),
+            attachment_index: Vec::new(),
+            attachment_sha256: Vec::new(),
+            body: "Thank you for your order.\n\nPartner Help Desk".into(),
+            in_reply_to: None,
+            references: Vec::new(),
+        }
+    }
+
+    fn sent(cc: &str, text: &str) -> Vec<u8> {
+        format!(
+            "From: Desk <partnersupport@example.com>\r\nTo: alice@reseller.example\r\nCc: {cc}\r\nSubject: Re: PO\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\n\r\n{text}\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_note_may_go_anything_else_changed_is_an_edit() {
+        let id = "<x.triage@example.com>";
+        let note = "[triage] A draft: nothing was sent. Limit.\nCheck it.\n";
+        let mark = answer_mark(id);
+        let body = "Thank you for your order.\n\nPartner Help Desk";
+        let as_drafted = sent("rep.one@example.com", &format!("{body}\n\n{mark}"));
+        let said = approval(&as_drafted, &draft(), id, Some(note));
+        assert!(
+            said.contains("text as drafted, recipients as drafted"),
+            "{said}"
+        );
+        assert!(
+            said.starts_with("sent by partnersupport@example.com"),
+            "{said}"
+        );
+
+        let with_note = sent("rep.one@example.com", &format!("{note}\n{body}\n\n{mark}"));
+        assert!(approval(&with_note, &draft(), id, Some(note)).contains("text as drafted"));
+
+        let edited = sent(
+            "rep.two@example.com",
+            &format!("Hi Alice,\n{body}\n\n{mark}"),
+        );
+        let said = approval(&edited, &draft(), id, Some(note));
+        assert!(said.contains("text edited"), "{said}");
+        assert!(
+            said.contains("recipients changed to alice@reseller.example, rep.two@example.com"),
+            "{said}"
+        );
+    }
+}
