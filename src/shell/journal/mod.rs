@@ -472,6 +472,15 @@ impl Journal {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// How many drafts wait for a person.
+    pub fn drafts_waiting(&self) -> Result<usize> {
+        let n: i64 = self
+            .db
+            .prepare_cached("SELECT COUNT(*) FROM outbox WHERE state = 'drafted'")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
     /// Where the message with this key was last seen, and its plan.
     pub fn place_of(&self, key: &str) -> Result<Option<(u32, u32, Option<Plan>)>> {
         let row: Option<(u32, u32, Option<String>)> = self

@@ -98,16 +98,13 @@ impl Shell<'_> {
             return Ok(());
         };
         let waiting = self.journal.waiting_drafts(FOLLOWED_PER_PASS)?;
-        let mut still = waiting.len();
         for (draft_id, key, minutes) in &waiting {
-            if self
-                .follow_one(session, &folder, draft_id, key, *minutes)
-                .await?
-            {
-                still -= 1;
-            }
+            self.follow_one(session, &folder, draft_id, key, *minutes)
+                .await?;
         }
-        self.opts.health.drafts_waiting(still);
+        self.opts
+            .health
+            .drafts_waiting(self.journal.drafts_waiting()?);
         if !waiting.is_empty() {
             let inbox = self.config().folders.inbox.clone();
             mailbox::select(session, &inbox, self.t()).await?;
@@ -115,8 +112,8 @@ impl Shell<'_> {
         Ok(())
     }
 
-    /// One draft: sent (approved), or gone unsent long enough (discarded). True when
-    /// it is settled.
+    /// One draft: sent (approved), or gone unsent long enough (discarded), or still
+    /// waiting.
     async fn follow_one(
         &mut self,
         session: &mut Imap,
@@ -124,10 +121,10 @@ impl Shell<'_> {
         draft_id: &str,
         key: &str,
         minutes: f64,
-    ) -> Result<bool, Error> {
+    ) -> Result<(), Error> {
         let t = self.t();
         let Some((uidvalidity, uid, Some(plan))) = self.journal.place_of(key)? else {
-            return Ok(false);
+            return Ok(());
         };
         let inbox = self.config().folders.inbox.clone();
         let at = MessageRef {
@@ -142,7 +139,7 @@ impl Shell<'_> {
             })
             .map(|(_, o)| o.clone())
         else {
-            return Ok(false);
+            return Ok(());
         };
         // A client may keep the draft's Message-ID or give a new one; a reply keeps
         // In-Reply-To, the original's.
@@ -158,18 +155,18 @@ impl Shell<'_> {
                 .settle_draft(draft_id, Outbox::Approved, at, &plan, &what)?;
             self.opts.health.draft("approved");
             info!(uid, "draft {draft_id} approved: {what}");
-            return Ok(true);
+            return Ok(());
         }
         let discard_after = self.config().drafts.discard_after_minutes as f64;
         if minutes < discard_after || mailbox::has_message_id(session, drafts, draft_id, t).await? {
-            return Ok(false);
+            return Ok(());
         }
         let what = format!("deleted from {drafts} unsent; nothing was sent for this message");
         self.journal
             .settle_draft(draft_id, Outbox::Discarded, at, &plan, &what)?;
         self.opts.health.draft("discarded");
         info!(uid, "draft {draft_id} discarded");
-        Ok(true)
+        Ok(())
     }
 }
 
