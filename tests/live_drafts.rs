@@ -266,6 +266,18 @@ fn killed_while_drafting_each_held_message_has_exactly_one_draft() {
         .map(|n| numbered_case("en-purchase-order-direct", n))
         .collect();
     append_all(&stack, DESK, "INBOX", &backlog);
+    // Shadow mode decides and records, and writes no draft. Going live afterwards must
+    // decide anew: the shadow plans' brakes counted no answers (all 60 were "auto").
+    let out = triage(&stack, &cfg, &["run", "--once", "--shadow"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(drafts(&stack).is_empty(), "no draft in shadow mode");
+    assert!(mailbox(&stack, PARTNER, "INBOX").is_empty());
 
     let done =
         || journal_rows(&stack, "SELECT COUNT(*) FROM messages WHERE state >= 4")[0][0].clone();

@@ -118,6 +118,10 @@ pub struct Plan {
     /// it is a draft; for an ambiguous lookup, the candidates and their people).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draft_note: Option<String>,
+    /// Made by `triage run --shadow`: its brakes saw a history with nothing sent, so a
+    /// live run decides the message anew instead of carrying this plan out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub made_in_shadow: bool,
 }
 
 /// Everything the desk knows, loaded and validated together: the service swaps it whole.
@@ -1636,6 +1640,7 @@ impl Plan {
             bounced: Vec::new(),
             bounce_of: Vec::new(),
             draft_note: None,
+            made_in_shadow: false,
         }
     }
 
@@ -1663,6 +1668,7 @@ impl Plan {
             bounced: Vec::new(),
             bounce_of: Vec::new(),
             draft_note: None,
+            made_in_shadow: false,
         }
     }
 }

@@ -330,13 +330,19 @@ impl Shell<'_> {
     }
 
     /// The plan made before a crash, executed as it was; else a new decision, with the
-    /// brakes that need history applied once.
+    /// brakes that need history applied once. A plan made in shadow mode is not carried
+    /// out live: its brakes counted no answers (a backlog shadowed, then gone live,
+    /// would otherwise all be answered at once).
     pub fn plan_for(&self, at: MessageRef, raw: &[u8]) -> Result<Plan, Error> {
+        let shadow = self.opts.shadow;
         if let Some(plan) = self.journal.plan(at.uidvalidity, at.uid)? {
-            return Ok(plan);
+            if shadow || !plan.made_in_shadow {
+                return Ok(plan);
+            }
         }
         let mut plan = self.book.decide(raw);
         self.restrain(&mut plan)?;
+        plan.made_in_shadow = shadow;
         Ok(plan)
     }
 }
