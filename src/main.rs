@@ -113,6 +113,12 @@ enum Command {
     /// service sets for it. Exit 3 with the reason on stderr when it cannot.
     #[command(hide = true)]
     ReadDocument { kind: String },
+    /// Print the JSON Schema of the rule files or the config (what editors with the YAML
+    /// language server complete from; shipped in schemas/).
+    Schema {
+        #[arg(value_enum)]
+        which: cli::schema::Which,
+    },
     /// Run rule test cases: FOLDER/*.eml with the expected decision in *.expect.yaml.
     Test {
         #[arg(long, default_value = "/etc/triage/triage.yaml")]
@@ -154,6 +160,7 @@ fn main() -> ExitCode {
         ),
         Command::Breaker { config, action } => cli::breaker::execute(&config, action),
         Command::ReadDocument { kind } => cli::read_document::execute(&kind),
+        Command::Schema { which } => cli::schema::execute(which),
         Command::Auth {
             config,
             account,

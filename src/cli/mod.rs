@@ -16,6 +16,7 @@ pub mod classify;
 pub mod read_document;
 pub mod replay;
 pub mod run;
+pub mod schema;
 pub mod test;
 
 /// Text or one JSON object per line, for the commands that print decisions or logs.

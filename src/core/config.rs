@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::core::problems::{Problem, Problems};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub desk: Desk,
@@ -39,7 +39,7 @@ pub struct Config {
     pub source: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Desk {
     /// Shown in templates ("Partner Help Desk").
@@ -63,7 +63,7 @@ pub struct Desk {
     pub signature: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trust {
     /// authserv-id of the receiving server whose Authentication-Results count. Headers
@@ -88,7 +88,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Larger messages are left for a human without being parsed.
@@ -129,7 +129,7 @@ impl Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PerSender {
     pub answers: u32,
@@ -145,7 +145,7 @@ impl Default for PerSender {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreaker {
     /// Outgoing messages (replies and forwards) allowed in the window.
@@ -191,7 +191,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
     /// Folder holding partners.csv, opportunities.csv and deal_registrations.csv.
@@ -202,7 +202,7 @@ pub struct DirectoryConfig {
     pub columns: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Folders {
     /// Where messages left for a human go; unset means they stay in the inbox, flagged.
@@ -231,7 +231,7 @@ pub struct Folders {
 
 /// Answers prepared for a person to approve (`respond: draft` in a rule, or a partner's
 /// message held back by a brake or an ambiguous lookup).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Drafts {
     /// Prepare a draft for a verified partner's message that a brake (answers per
@@ -261,7 +261,7 @@ fn default_inbox() -> String {
     "INBOX".into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// TLS from the first byte (993 / 465).
@@ -272,7 +272,7 @@ pub enum TlsMode {
     Plain,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Secret {
     /// Name of an environment variable holding the secret.
@@ -283,7 +283,7 @@ pub struct Secret {
     pub file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImapConfig {
     pub host: String,
@@ -314,7 +314,7 @@ pub struct ImapConfig {
     pub timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -360,7 +360,7 @@ fn default_timeout() -> u64 {
 
 /// Where access tokens come from and how they are presented (SASL XOAUTH2 or
 /// OAUTHBEARER, RFC 7628).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
     /// Fills in the token endpoint and scopes: `microsoft` (identity platform v2.0) or
@@ -414,7 +414,7 @@ fn default_refresh_ahead() -> u64 {
     300
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     #[default]
@@ -423,7 +423,7 @@ pub enum Provider {
     Other,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Grant {
     /// Delegated access for the mailbox user: a refresh token from `triage auth`.
@@ -435,7 +435,7 @@ pub enum Grant {
     Command,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SaslMechanism {
     #[default]
@@ -444,7 +444,7 @@ pub enum SaslMechanism {
     Oauthbearer,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// SQLite journal (state of every message, audit log).
@@ -671,6 +671,11 @@ fn check_oauth2(at: &Located, side: &str, o: &OAuth2Config, problems: &mut Probl
             "with provider `other`",
         );
     }
+}
+
+/// The JSON Schema of the config file, from the types that load it.
+pub fn schema() -> serde_json::Value {
+    schemars::schema_for!(Config).to_value()
 }
 
 impl Config {

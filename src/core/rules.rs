@@ -17,7 +17,19 @@ use crate::core::message::Mail;
 use crate::core::problems::{Problem, Problems};
 
 /// The stable category identifiers of SPEC §2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     QuoteRequest,
@@ -71,7 +83,7 @@ impl fmt::Display for Category {
 }
 
 /// Internal people, by the role they play for the message's opportunity or deal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The opportunity owner.
@@ -170,6 +182,127 @@ impl<'de> Deserialize<'de> for Patterns {
     }
 }
 
+/// The JSON Schema of a rules file (`rules/*.yaml`), from the types that load it.
+pub fn schema() -> serde_json::Value {
+    schemars::schema_for!(RuleFile).to_value()
+}
+
+impl schemars::JsonSchema for Patterns {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Patterns".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A regular expression, or a list of them (any may match). Case-insensitive; \\b is an ASCII word boundary.",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1}
+            ]
+        })
+    }
+}
+
+/// What each condition key takes, and what it tests: the schema editors complete from.
+const CONDITION_DOCS: &[(&str, &str, &str)] = &[
+    ("all", "conditions", "every condition in the list holds"),
+    (
+        "any",
+        "conditions",
+        "at least one condition in the list holds",
+    ),
+    ("not", "condition", "the condition does not hold"),
+    (
+        "is",
+        "name",
+        "a named condition from a `conditions:` section holds",
+    ),
+    ("from", "patterns", "the sender's address"),
+    ("from_domain", "patterns", "the sender's domain"),
+    ("to", "patterns", "an address in To"),
+    ("cc", "patterns", "an address in Cc"),
+    ("recipient", "patterns", "an address in To or Cc"),
+    (
+        "partnerorderops_recipient",
+        "bool",
+        "partnerorderops@ (desk.order_ops) is (true) or is not (false) in To or Cc",
+    ),
+    ("subject", "patterns", "the subject"),
+    (
+        "new_text",
+        "patterns",
+        "what the partner wrote in this message, without quoted history or signature",
+    ),
+    (
+        "body",
+        "patterns",
+        "the whole body, quoted history included",
+    ),
+    (
+        "text",
+        "patterns",
+        "the subject (unless a reply's or forward's) or the new text",
+    ),
+    ("attachment_name", "patterns", "an attachment's file name"),
+    (
+        "attachment_type",
+        "patterns",
+        "an attachment's content type",
+    ),
+    (
+        "document_text",
+        "patterns",
+        "the text of an attached document (PDF, DOCX, XLSX, ODT, text)",
+    ),
+    (
+        "has_attachment",
+        "bool",
+        "the message has (true) or has no (false) attachment",
+    ),
+    (
+        "header",
+        "header",
+        "a header is present, or matches: {name, matches}",
+    ),
+    ("field", "name", "an extractor found a value for this field"),
+];
+
+impl schemars::JsonSchema for Condition {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Condition".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let patterns = generator.subschema_for::<Patterns>();
+        let header = generator.subschema_for::<HeaderTest>();
+        let me = schemars::json_schema!({"$ref": "#/$defs/Condition"});
+        let mut properties = serde_json::Map::new();
+        for (key, takes, what) in CONDITION_DOCS {
+            let mut value = match *takes {
+                "conditions" => serde_json::json!({"type": "array", "items": me}),
+                "condition" => me.clone().to_value(),
+                "name" => serde_json::json!({"type": "string"}),
+                "bool" => serde_json::json!({"type": "boolean"}),
+                "header" => header.clone().to_value(),
+                _ => patterns.clone().to_value(),
+            };
+            if let Some(map) = value.as_object_mut() {
+                map.insert(
+                    "description".into(),
+                    serde_json::Value::String(what.to_string()),
+                );
+            }
+            properties.insert(key.to_string(), value);
+        }
+        schemars::json_schema!({
+            "description": "A condition on the message: a map with exactly one key.",
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+            "minProperties": 1,
+            "maxProperties": 1
+        })
+    }
+}
+
 /// A condition on the message. YAML: a map with one key, e.g. `subject: 'quote'`.
 #[derive(Debug, Clone)]
 pub enum Condition {
@@ -204,28 +337,11 @@ pub enum Condition {
     Field(String),
 }
 
-const CONDITIONS: &[&str] = &[
-    "all",
-    "any",
-    "not",
-    "is",
-    "from",
-    "from_domain",
-    "to",
-    "cc",
-    "recipient",
-    "partnerorderops_recipient",
-    "subject",
-    "new_text",
-    "body",
-    "text",
-    "attachment_name",
-    "attachment_type",
-    "document_text",
-    "has_attachment",
-    "header",
-    "field",
-];
+/// The condition keys, for messages.
+fn condition_names() -> String {
+    let names: Vec<&str> = CONDITION_DOCS.iter().map(|(k, _, _)| *k).collect();
+    names.join(", ")
+}
 
 // serde_norway reads externally tagged enums only from YAML tags (`!subject`); rule editors
 // write one-key maps, so the map is read by hand. Errors keep their line and column.
@@ -238,14 +354,14 @@ impl<'de> Deserialize<'de> for Condition {
                 write!(
                     f,
                     "a condition: a map with one key, one of {}",
-                    CONDITIONS.join(", ")
+                    condition_names()
                 )
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Condition, A::Error> {
                 let key: String = map.next_key()?.ok_or_else(|| {
                     de::Error::custom(format!(
                         "empty condition; expected one of {}",
-                        CONDITIONS.join(", ")
+                        condition_names()
                     ))
                 })?;
                 let c = match key.as_str() {
@@ -274,7 +390,7 @@ impl<'de> Deserialize<'de> for Condition {
                     other => {
                         return Err(de::Error::custom(format!(
                             "unknown condition `{other}`, expected one of {}",
-                            CONDITIONS.join(", ")
+                            condition_names()
                         )));
                     }
                 };
@@ -290,7 +406,7 @@ impl<'de> Deserialize<'de> for Condition {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderTest {
     pub name: String,
@@ -299,14 +415,16 @@ pub struct HeaderTest {
     pub matches: Option<Patterns>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Lookup {
     Opportunity,
     DealRegistration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Respond {
     /// Answer automatically, as the rule says.
@@ -333,7 +451,7 @@ impl Respond {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
     pub to: Role,
@@ -347,14 +465,14 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
     pub from: String,
     pub to: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     pub category: Category,
@@ -400,7 +518,9 @@ pub struct Action {
     pub answer: AnswerPolicy,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerPolicy {
     #[default]
@@ -408,7 +528,7 @@ pub enum AnswerPolicy {
     Anyone,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
@@ -421,9 +541,9 @@ pub struct Rule {
     pub source: PathBuf,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleFile {
+pub struct RuleFile {
     #[serde(default)]
     conditions: BTreeMap<String, Condition>,
     #[serde(default)]
