@@ -85,21 +85,24 @@ fn a_misspelt_key_is_refused_by_the_schema_and_by_check() {
             "rules/10-procedures.yaml",
             procedures.replacen("when: {is: asks_about_nfr}", "when: {subjekt: nfr}", 1),
             "subjekt",
+            "subject",
         ),
         (
             "rules",
             "rules/10-procedures.yaml",
             procedures.replacen("then: {category: nfr,", "then: {categroy: nfr,", 1),
             "categroy",
+            "category",
         ),
         (
             "config",
             "deploy/triage.yaml",
             config.replacen("  timeout_seconds: 30", "  timout_seconds: 30", 1),
             "timout_seconds",
+            "timeout_seconds",
         ),
     ];
-    for (which, file, text, typo) in typos {
+    for (which, file, text, typo, meant) in typos {
         assert!(text.contains(typo), "the typo {typo} was not made");
         let err = validate(which, &text).expect_err(typo);
         assert!(
@@ -130,6 +133,10 @@ fn a_misspelt_key_is_refused_by_the_schema_and_by_check() {
         let (ok, said) = check(&dir);
         assert!(!ok, "triage check accepted {typo}");
         assert!(said.contains(typo), "{typo}: {said}");
+        assert!(
+            said.contains(&format!("did you mean `{meant}`?")),
+            "{typo}: {said}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -213,9 +213,13 @@ impl Playbook {
                         rule,
                         name,
                         format!(
-                            "rule {:?}: template {name:?} does not exist in {}; available: {}",
+                            "rule {:?}: template {name:?} does not exist in {}{}; available: {}",
                             rule.name,
                             self.templates.dir.display(),
+                            crate::core::problems::did_you_mean(
+                                name,
+                                self.templates.names.iter().map(String::as_str)
+                            ),
                             self.templates.names.iter().cloned().collect::<Vec<_>>().join(", ")
                         ),
                     ));

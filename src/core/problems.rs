@@ -41,6 +41,7 @@ impl Problem {
             Some(i) => message[..i].to_string(),
             None => message,
         };
+        let message = suggest_in_serde_message(&message);
         match error.location() {
             Some(loc) => Problem::at(file, loc.line(), loc.column(), message),
             None => Problem::file(file, message),
@@ -83,6 +84,43 @@ impl Problem {
     pub fn at_text(file: &Path, text: &str, needle: &str, message: impl Into<String>) -> Problem {
         Problem::at_text_after(file, text, 0, needle, message)
     }
+}
+
+/// The valid name nearest to a misspelt one, when it is near enough to be what was
+/// meant (`subjekt` → `subject`, `categroy` → `category`).
+pub fn nearest<'a>(word: &str, names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    let limit = (word.chars().count() / 3).max(2);
+    (names.into_iter())
+        .map(|n| (strsim::damerau_levenshtein(&word, &n.to_lowercase()), n))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// " (did you mean `x`?)" when one name is near enough, else nothing.
+pub fn did_you_mean<'a>(word: &str, names: impl IntoIterator<Item = &'a str>) -> String {
+    nearest(word, names)
+        .map(|n| format!(" (did you mean `{n}`?)"))
+        .unwrap_or_default()
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or variant) with the nearest
+/// name suggested.
+fn suggest_in_serde_message(message: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))
+        .or_else(|| message.split_once(": unknown field `").map(|(_, r)| r))
+        .or_else(|| message.split_once(": unknown variant `").map(|(_, r)| r))
+    else {
+        return message.to_string();
+    };
+    let Some((word, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let names = expected.split('`').skip(1).step_by(2);
+    format!("{message}{}", did_you_mean(word, names))
 }
 
 /// Where a key path stands in a block-style YAML text, as 1-based line and column of the
@@ -214,5 +252,28 @@ mod key_tests {
         assert_eq!(key_position(text, "imap.oauth2.client_id"), Some((7, 3)));
         assert_eq!(key_position(text, "imap.oauth2.grant"), Some((8, 5)));
         assert_eq!(key_position(text, "limits.per_sender.hours"), None);
+    }
+}
+
+#[cfg(test)]
+mod suggestion_tests {
+    use super::*;
+
+    #[test]
+    fn near_names_are_suggested_and_far_ones_not() {
+        assert_eq!(
+            nearest("subjekt", ["subject", "body", "text"]),
+            Some("subject")
+        );
+        assert_eq!(nearest("categroy", ["category", "cc"]), Some("category"));
+        assert_eq!(
+            nearest("asks_about_nfrs", ["asks_about_nfr"]),
+            Some("asks_about_nfr")
+        );
+        assert_eq!(nearest("weather", ["subject", "body"]), None);
+        let said = suggest_in_serde_message(
+            "rules[3].then: unknown field `categroy`, expected one of `category`, `respond`",
+        );
+        assert!(said.ends_with("(did you mean `category`?)"), "{said}");
     }
 }

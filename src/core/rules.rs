@@ -388,8 +388,10 @@ impl<'de> Deserialize<'de> for Condition {
                     "header" => Condition::Header(map.next_value()?),
                     "field" => Condition::Field(map.next_value()?),
                     other => {
+                        let names = CONDITION_DOCS.iter().map(|(k, _, _)| *k);
                         return Err(de::Error::custom(format!(
-                            "unknown condition `{other}`, expected one of {}",
+                            "unknown condition `{other}`{}, expected one of {}",
+                            crate::core::problems::did_you_mean(other, names),
                             condition_names()
                         )));
                     }
@@ -723,7 +725,15 @@ impl Rulebook {
                     problems.push(self.locate(
                         rule,
                         &field,
-                        format!("rule {:?}: field {field:?} has no extractor; defined extractors: {}", rule.name, self.extractors.keys().cloned().collect::<Vec<_>>().join(", ")),
+                        format!(
+                            "rule {:?}: field {field:?} has no extractor{}; defined extractors: {}",
+                            rule.name,
+                            crate::core::problems::did_you_mean(
+                                &field,
+                                self.extractors.keys().map(String::as_str)
+                            ),
+                            self.extractors.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
                     ));
                 }
             }
