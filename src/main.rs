@@ -41,6 +41,10 @@ enum Command {
         directory: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: cli::Format,
+        /// Show why this rule did (not) fire on each message: its conditions, held or
+        /// failed and on what text, and the earlier rule that took the message.
+        #[arg(long, value_name = "RULE")]
+        why_not: Option<String>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -143,8 +147,15 @@ fn main() -> ExitCode {
             config,
             directory,
             format,
+            why_not,
             files,
-        } => cli::classify::execute(&config, directory.as_deref(), format, &files),
+        } => cli::classify::execute(
+            &config,
+            directory.as_deref(),
+            format,
+            why_not.as_deref(),
+            &files,
+        ),
         Command::Run {
             config,
             once,

@@ -471,3 +471,39 @@ fn the_desks_own_mail_is_never_answered_under_a_partners_from() {
         assert!(plan.reason.contains(words), "{header}: {}", plan.reason);
     }
 }
+
+/// "Why did my rule not fire?": the named rule's conditions, each held or failed and on
+/// what text, and the rule that decided instead.
+#[test]
+fn why_not_walks_the_rule_and_names_the_rule_that_took_the_message() {
+    let run = |rule: &str| {
+        Command::new(env!("CARGO_BIN_EXE_triage"))
+            .args(["classify", "--config"])
+            .arg(repo().join("deploy/triage.yaml"))
+            .args(["--why-not", rule])
+            .arg(repo().join("tests/cases/en-quote-request-direct.eml"))
+            .output()
+            .unwrap()
+    };
+    let out = run("nfr-seats");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rule nfr-seats: does not hold"), "{text}");
+    assert!(text.contains("✗ is asks_about_nfr"), "{text}");
+    assert!(
+        text.contains("tested on subject \"Quote request - Acme Corp"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule quote-request matches the message and decides it"),
+        "{text}"
+    );
+    let out = run("quote-request");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rule quote-request: holds"), "{text}");
+    assert!(text.contains("✓ subject matches"), "{text}");
+    let out = run("quote-reqest");
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("did you mean `quote-request`?"), "{said}");
+}

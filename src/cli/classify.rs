@@ -11,9 +11,13 @@ pub fn execute(
     config: &Path,
     directory: Option<&Path>,
     format: Format,
+    why_not: Option<&str>,
     files: &[PathBuf],
 ) -> Result<(), Failure> {
     let book = super::playbook(config, directory)?;
+    if let Some(rule) = why_not {
+        return explain_rule(&book, rule, files);
+    }
     let mut unreadable = false;
     for file in files {
         let plan = match std::fs::read(file) {
@@ -32,6 +36,27 @@ pub fn execute(
     }
     if unreadable {
         return Err(Failure::Said(1));
+    }
+    Ok(())
+}
+
+/// `--why-not RULE`: the rule's conditions on each message, held or failed, and why.
+fn explain_rule(
+    book: &triage::core::plan::Playbook,
+    rule: &str,
+    files: &[PathBuf],
+) -> Result<(), Failure> {
+    for file in files {
+        let raw = std::fs::read(file)
+            .map_err(|e| Failure::Failed(format!("{}: cannot read: {e}", file.display())))?;
+        let lines = book.why_not(&raw, rule).map_err(Failure::Invalid)?;
+        println!(
+            "{}",
+            triage::core::escape::for_terminal(&file.display().to_string())
+        );
+        for line in lines {
+            println!("  {}", triage::core::escape::for_terminal(&line));
+        }
     }
     Ok(())
 }

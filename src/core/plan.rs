@@ -256,6 +256,27 @@ impl Playbook {
         })
     }
 
+    /// For `triage classify --why-not`: the named rule's conditions on this message, and
+    /// what the decision was.
+    pub fn why_not(&self, raw: &[u8], rule: &str) -> Result<Vec<String>, String> {
+        let mut mail = Mail::parse(raw).map_err(|e| format!("cannot read the message: {}", e.0))?;
+        let gate = guard::Gate::of(&mail, &self.config);
+        self.read_documents(&mut mail, &gate);
+        let plan = self.decide_mail(&mail, &gate);
+        let facts = Facts {
+            mail: &mail,
+            order_ops: &self.config.desk.order_ops,
+            fields: &plan.fields,
+        };
+        let mut out = self.rules.why_not(rule, &facts)?;
+        let decided = plan.rule.as_deref().unwrap_or("(no rule)");
+        out.push(format!(
+            "decision: {} by {decided}: {}",
+            plan.category, plan.reason
+        ));
+        Ok(out)
+    }
+
     fn decide_raw(&self, raw: &[u8]) -> Plan {
         let limit = self.config.limits.max_message_bytes;
         if raw.len() > limit {

@@ -947,6 +947,125 @@ fn any_addr(
     false
 }
 
+/// What a condition was tested on, for "why not": the text or addresses it saw.
+fn tested_on(cond: &Condition, f: &Facts<'_>) -> String {
+    let mail = f.mail;
+    let list = |v: &mut dyn Iterator<Item = &str>| -> String {
+        let all: Vec<&str> = v.collect();
+        if all.is_empty() {
+            "(none)".into()
+        } else {
+            clip(&all.join(", "))
+        }
+    };
+    match cond {
+        Condition::From(_) | Condition::FromDomain(_) => {
+            list(&mut mail.from.iter().map(|m| m.address.as_str()))
+        }
+        Condition::To(_) => list(&mut mail.to.iter().map(|m| m.address.as_str())),
+        Condition::Cc(_) => list(&mut mail.cc.iter().map(|m| m.address.as_str())),
+        Condition::Recipient(_) | Condition::PartnerorderopsRecipient(_) => {
+            list(&mut mail.recipients().map(|m| m.address.as_str()))
+        }
+        Condition::Subject(_) => format!("{:?}", clip(&mail.subject)),
+        Condition::NewText(_) | Condition::Text(_) => format!(
+            "subject {:?}, new text {:?}",
+            clip(&mail.subject),
+            clip(&mail.new_text)
+        ),
+        Condition::Body(_) => format!("{:?}", clip(&mail.text)),
+        Condition::AttachmentName(_) | Condition::HasAttachment(_) => {
+            list(&mut mail.attachments.iter().map(|a| a.name.as_str()))
+        }
+        Condition::AttachmentType(_) => {
+            list(&mut mail.attachments.iter().map(|a| a.content_type.as_str()))
+        }
+        Condition::DocumentText(_) => {
+            let read = mail.attachments.iter().filter(|a| a.text.is_some()).count();
+            format!("{read} document(s) with text")
+        }
+        Condition::Header(h) => list(&mut mail.headers_named(&h.name)),
+        Condition::Field(_) => {
+            let found: Vec<&str> = f.fields.keys().map(String::as_str).collect();
+            format!("fields found: {}", list(&mut found.into_iter()))
+        }
+        _ => String::new(),
+    }
+}
+
+impl Rulebook {
+    /// "Why did this rule not fire?": the rule's conditions as a tree, each marked held
+    /// (✓, with what matched) or failed (✗, with what it was tested on), and the earlier
+    /// rule that took the message first, if one did.
+    pub fn why_not(&self, name: &str, f: &Facts<'_>) -> Result<Vec<String>, String> {
+        let Some(rule) = self.rules.iter().find(|r| r.name == name) else {
+            let names = self.rules.iter().map(|r| r.name.as_str());
+            return Err(format!(
+                "no rule named {name:?}{}",
+                crate::core::problems::did_you_mean(name, names)
+            ));
+        };
+        let mut out = Vec::new();
+        let holds = self.trace(&rule.when, f, 1, &mut out);
+        let verdict = if holds { "holds" } else { "does not hold" };
+        out.insert(0, format!("rule {name}: {verdict}"));
+        if let Some((first, _)) = self.first_match(f) {
+            if first.name != rule.name {
+                let but = if holds { "but " } else { "" };
+                out.push(format!(
+                    "{but}rule {} matches the message and decides it",
+                    first.name
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn trace(&self, cond: &Condition, f: &Facts<'_>, depth: usize, out: &mut Vec<String>) -> bool {
+        let pad = "  ".repeat(depth);
+        let mark = |ok: bool| if ok { "✓" } else { "✗" };
+        if depth > 64 {
+            return false;
+        }
+        let (label, children): (String, Vec<&Condition>) = match cond {
+            Condition::All(list) => ("all of".into(), list.iter().collect()),
+            Condition::Any(list) => ("any of".into(), list.iter().collect()),
+            Condition::Not(inner) => ("not".into(), vec![&**inner]),
+            Condition::Is(name) => match self.conditions.get(name) {
+                Some(c) => (format!("is {name}"), vec![c]),
+                None => {
+                    out.push(format!("{pad}✗ is {name}: no such named condition"));
+                    return false;
+                }
+            },
+            leaf => {
+                let mut trail = Vec::new();
+                let ok = leaf_holds(leaf, f, &mut trail);
+                let said = if ok {
+                    trail.join("; ")
+                } else {
+                    format!("{}: tested on {}", describe(leaf), tested_on(leaf, f))
+                };
+                out.push(format!("{pad}{} {said}", mark(ok)));
+                return ok;
+            }
+        };
+        let at = out.len();
+        out.push(String::new());
+        let results: Vec<bool> = children
+            .iter()
+            .map(|c| self.trace(c, f, depth + 1, out))
+            .collect();
+        let ok = match cond {
+            Condition::All(_) | Condition::Is(_) => results.iter().all(|r| *r),
+            Condition::Any(_) => results.iter().any(|r| *r),
+            _ => !results[0],
+        };
+        out[at] = format!("{pad}{} {label}", mark(ok));
+        ok
+    }
+}
+
 /// The conditions that test the message itself.
 fn leaf_holds(cond: &Condition, f: &Facts<'_>, trail: &mut Trail) -> bool {
     let mail = f.mail;
