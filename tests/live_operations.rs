@@ -123,6 +123,43 @@ fn reviewers_see_every_decision_and_operators_see_health() {
     let total = summary.lines().find(|l| l.starts_with("total")).unwrap();
     let cells: Vec<&str> = total.split_whitespace().collect();
     assert_eq!(cells, ["total", "6", "4", "1", "4", "2", "0"], "{summary}");
+    // Rule coverage: what each rule decided, why a person got it, what never fired.
+    let coverage = audit(&["coverage", "--since", "24h"]);
+    let row = |rule: &str| -> Vec<String> {
+        let line = (coverage.lines())
+            .find(|l| l.split_whitespace().next() == Some(rule))
+            .unwrap_or_else(|| panic!("no {rule} in\n{coverage}"));
+        line.split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(
+        row("purchase-order"),
+        ["purchase-order", "1", "1", "0", "0", "0"],
+        "{coverage}"
+    );
+    assert_eq!(
+        row("quote-request"),
+        ["quote-request", "1", "0", "0", "0", "1"],
+        "{coverage}"
+    );
+    assert!(
+        coverage.contains("1 x customer \"Initech\" has 2 opportunities"),
+        "{coverage}"
+    );
+    let never = coverage
+        .lines()
+        .find(|l| l.starts_with("never fired:"))
+        .expect(&coverage);
+    let never: Vec<&str> = never["never fired: ".len()..].split(", ").collect();
+    assert!(
+        never.contains(&"nfr-seats") && !never.contains(&"purchase-order"),
+        "{never:?}"
+    );
+    let json = audit(&["coverage", "--since", "24h", "--format", "json"]);
+    let po: serde_json::Value = (json.lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["rule"] == "purchase-order")
+        .unwrap();
+    assert_eq!(po["answered"], 1);
     let bad = triage(&stack, &cfg, &["audit", "--since", "last tuesday"])
         .output()
         .unwrap();

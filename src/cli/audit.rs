@@ -21,6 +21,9 @@ pub enum View {
     Show { id: i64 },
     /// Counts by category and outcome over the period (default: the last 7 days).
     Summary,
+    /// Per rule over the period (default 7 days): messages decided, answered, drafted,
+    /// filed, left for a person and the top reasons why; rules that never fired.
+    Coverage,
 }
 
 /// Filters for `triage audit`; they also apply after `summary`.
@@ -64,6 +67,7 @@ pub fn execute(config: &Path, args: &Filters, view: Option<View>) -> Result<(), 
     let rows = journal.audit_rows(&filter).map_err(failed)?;
     match view {
         Some(View::Show { id }) => return show(id, rows.first(), args.format),
+        Some(View::Coverage) => return coverage(&config, &rows, &filter, args.format),
         Some(View::Summary) => {
             let period = format!(
                 "from {} to {}",
@@ -112,7 +116,7 @@ fn filter(journal: &Journal, args: &Filters, view: Option<&View>) -> Result<Audi
         }
     };
     let since = match (view, &args.since) {
-        (Some(View::Summary), None) => Some("7d"),
+        (Some(View::Summary | View::Coverage), None) => Some("7d"),
         (_, since) => since.as_deref(),
     };
     Ok(AuditFilter {
@@ -126,6 +130,32 @@ fn filter(journal: &Journal, args: &Filters, view: Option<&View>) -> Result<Audi
         id: None,
         after_id: 0,
     })
+}
+
+/// Rule coverage against today's rules, as a table or JSON.
+fn coverage(
+    config: &triage::core::config::Config,
+    rows: &[AuditRow],
+    filter: &AuditFilter,
+    format: AuditFormat,
+) -> Result<(), Failure> {
+    let rules = triage::core::rules::Rulebook::load(&config.rules)
+        .map_err(|p| Failure::Invalid(p.to_string()))?;
+    let names: Vec<String> = rules.rules.iter().map(|r| r.name.clone()).collect();
+    let table = view_of::coverage(rows, &names);
+    if format == AuditFormat::Json {
+        for c in &table {
+            println!("{}", serde_json::to_string(c).unwrap_or_default());
+        }
+        return Ok(());
+    }
+    let period = format!(
+        "from {} to {}",
+        filter.since.as_deref().unwrap_or("the start"),
+        filter.until.as_deref().unwrap_or("now")
+    );
+    print!("{}", view_of::coverage_table(&table, &period));
+    Ok(())
 }
 
 fn show(id: i64, row: Option<&AuditRow>, format: AuditFormat) -> Result<(), Failure> {

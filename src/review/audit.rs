@@ -291,3 +291,118 @@ fn draft_rates(rows: &[AuditRow]) -> String {
     }
     s
 }
+
+/// What each rule did over a period, for rule editors: which rules matter, which send
+/// messages to a person and why, which never fire.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RuleCoverage {
+    pub rule: String,
+    /// Messages this rule decided (each counted once).
+    pub messages: usize,
+    pub answered: usize,
+    pub drafted: usize,
+    pub left_for_human: usize,
+    /// Filed only: sorted, nothing sent.
+    pub filed: usize,
+    /// The most frequent reasons a message of this rule went to a person.
+    pub human_reasons: Vec<(String, usize)>,
+}
+
+/// Coverage per rule from audit records; `rules` are today's rules, so those that never
+/// fired show with zero messages. Messages no rule matched are under `(no rule)`.
+pub fn coverage(rows: &[AuditRow], rules: &[String]) -> Vec<RuleCoverage> {
+    use std::collections::BTreeSet;
+    type Seen<'a> = BTreeMap<&'a str, BTreeSet<String>>;
+    let mut by_rule: BTreeMap<String, Seen> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for r in rows {
+        let rule = r.rule.clone().unwrap_or_else(|| "(no rule)".into());
+        let message =
+            (r.message_id.clone()).unwrap_or_else(|| format!("{}/{}", r.uidvalidity, r.uid));
+        let outcome = match r.outcome.as_str() {
+            "replied" | "forwarded" => "answered",
+            "drafted" => "drafted",
+            "left for human" => "human",
+            "filed" => "filed",
+            _ => "other",
+        };
+        let seen = by_rule.entry(rule.clone()).or_default();
+        seen.entry("all").or_default().insert(message.clone());
+        if seen.entry(outcome).or_default().insert(message) && outcome == "human" {
+            *reasons
+                .entry(rule)
+                .or_default()
+                .entry(r.reason.clone())
+                .or_default() += 1;
+        }
+    }
+    for rule in rules {
+        by_rule.entry(rule.clone()).or_default();
+    }
+    let count = |seen: &Seen, k: &str| seen.get(k).map_or(0, BTreeSet::len);
+    let mut out: Vec<RuleCoverage> = by_rule
+        .iter()
+        .map(|(rule, seen)| {
+            let answered_or_drafted = |m: &String| {
+                seen.get("answered").is_some_and(|s| s.contains(m))
+                    || seen.get("drafted").is_some_and(|s| s.contains(m))
+            };
+            let filed_only = seen
+                .get("filed")
+                .map_or(0, |s| s.iter().filter(|m| !answered_or_drafted(m)).count());
+            let mut top: Vec<(String, usize)> = reasons
+                .get(rule)
+                .map(|m| m.clone().into_iter().collect())
+                .unwrap_or_default();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            top.truncate(3);
+            RuleCoverage {
+                rule: rule.clone(),
+                messages: count(seen, "all"),
+                answered: count(seen, "answered"),
+                drafted: count(seen, "drafted"),
+                left_for_human: count(seen, "human"),
+                filed: filed_only,
+                human_reasons: top,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.rule.cmp(&b.rule)));
+    out
+}
+
+/// The coverage as a table a rule editor reads, never-fired rules last.
+pub fn coverage_table(rows: &[RuleCoverage], period: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "rule coverage, {period}");
+    let _ = writeln!(
+        s,
+        "{:<34}{:>9}{:>9}{:>8}{:>7}{:>16}",
+        "rule", "messages", "answered", "drafted", "filed", "left for human"
+    );
+    for c in rows.iter().filter(|c| c.messages > 0) {
+        let _ = writeln!(
+            s,
+            "{:<34}{:>9}{:>9}{:>8}{:>7}{:>16}",
+            fit(&c.rule, 33).trim_end(),
+            c.messages,
+            c.answered,
+            c.drafted,
+            c.filed,
+            c.left_for_human
+        );
+        for (why, n) in &c.human_reasons {
+            let why = crate::core::escape::for_terminal(&fit(why, 88));
+            let _ = writeln!(s, "    {n:>4} x {}", why.trim_end());
+        }
+    }
+    let never: Vec<&str> = rows
+        .iter()
+        .filter(|c| c.messages == 0)
+        .map(|c| c.rule.as_str())
+        .collect();
+    if !never.is_empty() {
+        let _ = writeln!(s, "never fired: {}", never.join(", "));
+    }
+    s
+}
