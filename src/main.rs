@@ -45,6 +45,10 @@ enum Command {
         /// failed and on what text, and the earlier rule that took the message.
         #[arg(long, value_name = "RULE")]
         why_not: Option<String>,
+        /// Preview a template: the reply this message would get with TEMPLATE in place
+        /// of its rule's, as mail (recipients, subject, attachments, text).
+        #[arg(long, value_name = "TEMPLATE")]
+        render: Option<String>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -148,12 +152,14 @@ fn main() -> ExitCode {
             directory,
             format,
             why_not,
+            render,
             files,
         } => cli::classify::execute(
             &config,
             directory.as_deref(),
             format,
             why_not.as_deref(),
+            render.as_deref(),
             &files,
         ),
         Command::Run {

@@ -507,3 +507,41 @@ fn why_not_walks_the_rule_and_names_the_rule_that_took_the_message() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("did you mean `quote-request`?"), "{said}");
 }
+
+/// A template preview: the reply a message would get with another template.
+#[test]
+fn render_previews_a_template_on_a_message() {
+    let run = |template: &str| {
+        Command::new(env!("CARGO_BIN_EXE_triage"))
+            .args(["classify", "--config"])
+            .arg(repo().join("deploy/triage.yaml"))
+            .args(["--render", template])
+            .arg(repo().join("tests/cases/en-quote-request-direct.eml"))
+            .output()
+            .unwrap()
+    };
+    let out = run("quote_request_ops_copied");
+    assert!(out.status.success());
+    let mail = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        mail.starts_with("To: alice@reseller.example\nCc: rep.one@example.com"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("Subject: Re: Quote request - Acme Corp"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(
+            "Partner Order Operations (partnerorderops@example.com) is\nalready on this email"
+        ),
+        "{mail}"
+    );
+    let out = run("quote_requst_routed");
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("did you mean `quote_request_routed`?"),
+        "{said}"
+    );
+}

@@ -119,6 +119,17 @@ fn reviewers_see_every_decision_and_operators_see_health() {
         "{shown}"
     );
     assert!(shown.contains("because"), "{shown}");
+    // The same decision with another template: the mail a template change would send.
+    let preview = audit(&["show", &id, "--render", "purchase_order_ops_copied"]);
+    assert!(
+        preview.starts_with("To: alice@reseller.example\n"),
+        "{preview}"
+    );
+    assert!(preview.contains("Attached: PO-4500012345.pdf"), "{preview}");
+    assert!(
+        preview.contains("template purchase_order_ops_copied"),
+        "{preview}"
+    );
     let summary = audit(&["summary", "--since", "24h"]);
     let total = summary.lines().find(|l| l.starts_with("total")).unwrap();
     let cells: Vec<&str> = total.split_whitespace().collect();

@@ -18,7 +18,13 @@ pub enum AuditFormat {
 #[derive(clap::Subcommand)]
 pub enum View {
     /// One record in full, with the decision explained as `classify` explains it.
-    Show { id: i64 },
+    Show {
+        id: i64,
+        /// Preview a template against this decision: the reply the message would get
+        /// with TEMPLATE in place of its rule's (needs the message's kept bytes).
+        #[arg(long, value_name = "TEMPLATE")]
+        render: Option<String>,
+    },
     /// Counts by category and outcome over the period (default: the last 7 days).
     Summary,
     /// Per rule over the period (default 7 days): messages decided, answered, drafted,
@@ -54,8 +60,8 @@ pub struct Filters {
     follow: bool,
 }
 
-pub fn execute(config: &Path, args: &Filters, view: Option<View>) -> Result<(), Failure> {
-    let config = super::config(config)?;
+pub fn execute(config_path: &Path, args: &Filters, view: Option<View>) -> Result<(), Failure> {
+    let config = super::config(config_path)?;
     if !config.service.state.exists() {
         return Err(Failure::Failed(format!(
             "triage: no journal at {} (has the service run?)",
@@ -66,7 +72,11 @@ pub fn execute(config: &Path, args: &Filters, view: Option<View>) -> Result<(), 
     let mut filter = filter(&journal, args, view.as_ref())?;
     let rows = journal.audit_rows(&filter).map_err(failed)?;
     match view {
-        Some(View::Show { id }) => return show(id, rows.first(), args.format),
+        Some(View::Show { id, render: None }) => return show(id, rows.first(), args.format),
+        Some(View::Show {
+            id,
+            render: Some(template),
+        }) => return render(config_path, &journal, id, rows.first(), &template),
         Some(View::Coverage) => return coverage(&config, &rows, &filter, args.format),
         Some(View::Summary) => {
             let period = format!(
@@ -102,7 +112,7 @@ fn failed(e: triage::shell::journal::Error) -> Failure {
 
 /// The command line's filters as the journal reads them; `summary` defaults to 7 days.
 fn filter(journal: &Journal, args: &Filters, view: Option<&View>) -> Result<AuditFilter, Failure> {
-    if let Some(View::Show { id }) = view {
+    if let Some(View::Show { id, .. }) = view {
         return Ok(AuditFilter {
             id: Some(*id),
             ..AuditFilter::default()
@@ -155,6 +165,27 @@ fn coverage(
         filter.until.as_deref().unwrap_or("now")
     );
     print!("{}", view_of::coverage_table(&table, &period));
+    Ok(())
+}
+
+/// The template preview against a recorded decision, from the message's kept bytes.
+fn render(
+    config_path: &Path,
+    journal: &Journal,
+    id: i64,
+    row: Option<&AuditRow>,
+    template: &str,
+) -> Result<(), Failure> {
+    let row = row.ok_or_else(|| Failure::Failed(format!("triage: no audit record {id}")))?;
+    let key = row.message_id.as_deref().unwrap_or("");
+    let raw = journal.raw_of(key).map_err(failed)?.ok_or_else(|| {
+        Failure::Failed(format!(
+            "triage: the bytes of {key:?} are no longer kept (service.keep_messages_days); preview a saved copy with `triage classify FILE --render {template}`"
+        ))
+    })?;
+    let book = super::playbook(config_path, None)?;
+    let mail = book.preview(&raw, template).map_err(Failure::Invalid)?;
+    super::print_lines(&mail);
     Ok(())
 }
 

@@ -12,8 +12,19 @@ pub fn execute(
     directory: Option<&Path>,
     format: Format,
     why_not: Option<&str>,
+    render: Option<&str>,
     files: &[PathBuf],
 ) -> Result<(), Failure> {
+    if let Some(template) = render {
+        for file in files {
+            let raw = std::fs::read(file)
+                .map_err(|e| Failure::Failed(format!("{}: cannot read: {e}", file.display())))?;
+            let book = super::playbook(config, directory)?;
+            let mail = book.preview(&raw, template).map_err(Failure::Invalid)?;
+            super::print_lines(&mail);
+        }
+        return Ok(());
+    }
     let book = super::playbook(config, directory)?;
     if let Some(rule) = why_not {
         return explain_rule(&book, rule, files);

@@ -85,6 +85,14 @@ pub fn journal(config: &Config) -> Result<triage::shell::journal::Journal, Failu
         .map_err(|e| Failure::Failed(format!("triage: {e} ({})", path.display())))
 }
 
+/// Text that comes from messages, printed line by line with control characters made
+/// visible (a crafted subject cannot move the cursor or recolour the terminal).
+pub fn print_lines(text: &str) {
+    for line in text.lines() {
+        println!("{}", triage::core::escape::for_terminal(line));
+    }
+}
+
 /// The message for a time flag the journal could not read.
 pub fn bad_time(flag: &str, value: &str) -> Failure {
     Failure::Invalid(format!(

@@ -1699,6 +1699,46 @@ impl Plan {
 }
 
 impl Playbook {
+    /// A template preview: the message decided with the template of the rule it
+    /// matches swapped for `template`, and the answer it would then send, as mail.
+    pub fn preview(mut self, raw: &[u8], template: &str) -> Result<String, String> {
+        if !self.templates.names.contains(template) {
+            let names = self.templates.names.iter().map(String::as_str);
+            return Err(format!(
+                "no template {template:?}{}",
+                crate::core::problems::did_you_mean(template, names)
+            ));
+        }
+        let first = self.decide(raw);
+        let name = first
+            .rule
+            .clone()
+            .ok_or_else(|| format!("no rule matched: {}", first.reason))?;
+        if let Some(rule) = self.rules.rules.iter_mut().find(|r| r.name == name) {
+            rule.then.template = Some(template.to_string());
+        }
+        let plan = self.decide(raw);
+        let Some(out) = plan.outgoing.iter().find(|o| o.kind == Kind::Reply) else {
+            return Err(format!(
+                "rule {name} sends no reply to this message: {}",
+                plan.reason
+            ));
+        };
+        let mut mail = format!("To: {}\n", out.to.join(", "));
+        if !out.cc.is_empty() {
+            mail.push_str(&format!("Cc: {}\n", out.cc.join(", ")));
+        }
+        mail.push_str(&format!("Subject: {}\n", out.subject));
+        if !out.attachments.is_empty() {
+            mail.push_str(&format!("Attached: {}\n", out.attachments.join(", ")));
+        }
+        mail.push_str(&format!(
+            "(rule {name}, template {template}, {:?})\n\n{}\n",
+            plan.respond, out.body
+        ));
+        Ok(mail)
+    }
+
     /// Whether any message may get a draft: the service then needs a Drafts folder.
     pub fn prepares_drafts(&self) -> bool {
         self.config.drafts.when_held

@@ -472,6 +472,18 @@ impl Journal {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The bytes of the message with this key, when they are still kept.
+    pub fn raw_of(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let raw: Option<Option<Vec<u8>>> = self
+            .db
+            .prepare_cached(
+                "SELECT raw FROM messages WHERE message_id = ?1 AND raw IS NOT NULL LIMIT 1",
+            )?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        Ok(raw.flatten())
+    }
+
     /// How many drafts wait for a person.
     pub fn drafts_waiting(&self) -> Result<usize> {
         let n: i64 = self
