@@ -62,6 +62,9 @@ echo
 echo "== triage audit summary =="
 target/release/triage audit summary --config "$state/triage.yaml" | sed 's/^/  /'
 echo
+echo "== which rules decided what: triage audit coverage =="
+target/release/triage audit coverage --config "$state/triage.yaml" | sed 's/^/  /'
+echo
 echo "== what people received =="
 python3 - "$MAILSTACK_IMAP_PORT" "$MAILSTACK_PASSWORD" <<'PY'
 import imaplib, sys, email, email.policy
