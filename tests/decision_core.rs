@@ -545,3 +545,48 @@ fn render_previews_a_template_on_a_message() {
         "{said}"
     );
 }
+
+/// A failing rule case shows what it expects beside what the rules decided.
+#[test]
+fn a_failing_case_shows_expected_and_actual_side_by_side() {
+    let dir = std::env::temp_dir().join(format!("triage-case-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        repo().join("tests/cases/en-quote-request-direct.eml"),
+        dir.join("q.eml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("q.expect.yaml"),
+        "category: purchase_order\nrule: purchase-order\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["test", "--config"])
+        .arg(repo().join("deploy/triage.yaml"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1]
+            .split_whitespace()
+            .eq(["field", "expected", "actual"]),
+        "{text}"
+    );
+    assert!(
+        lines[2]
+            .split_whitespace()
+            .eq(["category", "purchase_order", "quote_request"]),
+        "{text}"
+    );
+    assert!(
+        lines[3]
+            .split_whitespace()
+            .eq(["rule", "purchase-order", "quote-request"]),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -35,9 +35,7 @@ pub fn execute(
             }
             failed += 1;
             println!("FAIL {name}");
-            for f in &result.failures {
-                println!("     {f}");
-            }
+            print_side_by_side(&result.failures);
             if verbose {
                 print!("{}", plan::explain("     decision:", &result.plan));
             }
@@ -48,4 +46,38 @@ pub fn execute(
         return Err(Failure::Said(1));
     }
     Ok(())
+}
+
+/// A failing case's differences as a table: what the case expects beside what the
+/// rules decided. Lines that are not such a pair are printed as they are.
+fn print_side_by_side(failures: &[String]) {
+    let pairs: Vec<Option<(&str, &str, &str)>> = failures
+        .iter()
+        .map(|f| {
+            let (what, rest) = f.split_once(": expected ")?;
+            let (expected, actual) = rest.rsplit_once(", got ")?;
+            Some((what, expected, actual))
+        })
+        .collect();
+    let width = |pick: fn(&(&str, &str, &str)) -> usize| {
+        pairs.iter().flatten().map(pick).max().unwrap_or(0)
+    };
+    let (w1, w2) = (
+        width(|p| p.0.chars().count()).max(5),
+        width(|p| p.1.chars().count()).max(8),
+    );
+    if pairs.iter().any(Option::is_some) {
+        println!("     {:<w1$}  {:<w2$}  actual", "field", "expected");
+    }
+    for (line, pair) in failures.iter().zip(&pairs) {
+        let line = triage::core::escape::for_terminal(line);
+        match pair {
+            Some((what, expected, actual)) => {
+                let [what, expected, actual] =
+                    [what, expected, actual].map(|t| triage::core::escape::for_terminal(t));
+                println!("     {what:<w1$}  {expected:<w2$}  {actual}");
+            }
+            None => println!("     {line}"),
+        }
+    }
 }
