@@ -139,6 +139,8 @@ const OPTIONAL: &[&str] = &[
 ];
 
 /// Reads one export into rows of our column names. `mapping` maps our name to the export's.
+/// One pass in one function on purpose: header checks, size limits and per-row problems
+/// all need the same position, so every problem names its line.
 fn read_csv(
     path: &Path,
     columns: &[&str],
