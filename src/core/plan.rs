@@ -1364,8 +1364,16 @@ fn keep_for_crm(case: &Case, plan: &mut Plan) -> Result<(), String> {
         (None, Some(d)) => format!("deal/{}", d.deal_id),
         _ => return Err("keep_documents without a looked-up record".into()),
     };
-    if documents.is_empty() && a.category == Category::PurchaseOrder {
-        return Err("a purchase order without the PO document attached".into());
+    // The procedure keeps and forwards the partner's document: without one there is
+    // nothing to keep, upload or forward, and a person asks for it.
+    if documents.is_empty() {
+        return Err(match a.category {
+            Category::PurchaseOrder => "a purchase order without the PO document attached".into(),
+            Category::ProofOfExecution => {
+                "a proof of execution without the PoE or SOW document attached".into()
+            }
+            other => format!("a {other} message without its document attached"),
+        });
     }
     let mut names = crate::core::message::UniqueNames::default();
     for i in documents {
