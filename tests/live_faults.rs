@@ -532,8 +532,17 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
         expected,
         "each answerable message answered exactly once"
     );
+    // What stays unflagged in the desk's inbox, named, for a failure to say what it is.
+    let strays: Vec<String> = left
+        .iter()
+        .filter(|h| !h.flags.iter().any(|f| f == "Flagged"))
+        .map(|h| {
+            let ids = message_ids(std::slice::from_ref(&h.raw));
+            format!("{} {:?}", ids[0], h.flags)
+        })
+        .collect();
     for (user, folder, got, n) in counts {
-        assert_eq!(got, n, "{user} {folder}");
+        assert_eq!(got, n, "{user} {folder}; unflagged in the inbox: {strays:?}");
     }
     assert_eq!(unhandled, 0, "every message's plan finished");
     assert_eq!(audited, total, "every message has its final audit record");

@@ -97,8 +97,10 @@ impl Shell<'_> {
                 return Ok(());
             }
             if self.own_copy(&item)? {
-                // Without UIDPLUS a copy stays, marked \Deleted: not marked again.
-                if !item.deleted {
+                // Without UIDPLUS a copy stays, marked \Deleted: not marked again. With
+                // it, one already marked (a run killed between the STORE and the UID
+                // EXPUNGE) is expunged now, not left in the inbox for ever.
+                if !item.deleted || self.caps.uidplus {
                     own_copies.push(item.uid);
                 }
                 continue;
