@@ -542,7 +542,10 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
         })
         .collect();
     for (user, folder, got, n) in counts {
-        assert_eq!(got, n, "{user} {folder}; unflagged in the inbox: {strays:?}");
+        assert_eq!(
+            got, n,
+            "{user} {folder}; unflagged in the inbox: {strays:?}"
+        );
     }
     assert_eq!(unhandled, 0, "every message's plan finished");
     assert_eq!(audited, total, "every message has its final audit record");
