@@ -472,19 +472,22 @@ fn the_desks_own_mail_is_never_answered_under_a_partners_from() {
     }
 }
 
+/// `triage classify` with the shipped config on the direct quote request.
+fn classify_quote_request(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["classify", "--config"])
+        .arg(repo().join("deploy/triage.yaml"))
+        .args(args)
+        .arg(repo().join("tests/cases/en-quote-request-direct.eml"))
+        .output()
+        .unwrap()
+}
+
 /// "Why did my rule not fire?": the named rule's conditions, each held or failed and on
 /// what text, and the rule that decided instead.
 #[test]
 fn why_not_walks_the_rule_and_names_the_rule_that_took_the_message() {
-    let run = |rule: &str| {
-        Command::new(env!("CARGO_BIN_EXE_triage"))
-            .args(["classify", "--config"])
-            .arg(repo().join("deploy/triage.yaml"))
-            .args(["--why-not", rule])
-            .arg(repo().join("tests/cases/en-quote-request-direct.eml"))
-            .output()
-            .unwrap()
-    };
+    let run = |rule: &str| classify_quote_request(&["--why-not", rule]);
     let out = run("nfr-seats");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -511,15 +514,7 @@ fn why_not_walks_the_rule_and_names_the_rule_that_took_the_message() {
 /// A template preview: the reply a message would get with another template.
 #[test]
 fn render_previews_a_template_on_a_message() {
-    let run = |template: &str| {
-        Command::new(env!("CARGO_BIN_EXE_triage"))
-            .args(["classify", "--config"])
-            .arg(repo().join("deploy/triage.yaml"))
-            .args(["--render", template])
-            .arg(repo().join("tests/cases/en-quote-request-direct.eml"))
-            .output()
-            .unwrap()
-    };
+    let run = |template: &str| classify_quote_request(&["--render", template]);
     let out = run("quote_request_ops_copied");
     assert!(out.status.success());
     let mail = String::from_utf8_lossy(&out.stdout);

@@ -216,20 +216,15 @@ fn drafts_are_written_once_followed_and_never_disclose() {
         "{settled:?}"
     );
     assert_eq!(settled[1][0], "discarded");
-    let out = triage(
+    let approved = triage_ok(
         &stack,
         &cfg,
         &["audit", "--outcome", "approved", "--format", "json"],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    );
+    assert_eq!(approved.lines().count(), 1);
 
     // The summary shows which rules' drafts people approve.
-    let out = triage(&stack, &cfg, &["audit", "summary"])
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    let summary = triage_ok(&stack, &cfg, &["audit", "summary"]);
     let line = |rule: &str| {
         summary
             .lines()
@@ -268,14 +263,7 @@ fn killed_while_drafting_each_held_message_has_exactly_one_draft() {
     append_all(&stack, DESK, "INBOX", &backlog);
     // Shadow mode decides and records, and writes no draft. Going live afterwards must
     // decide anew: the shadow plans' brakes counted no answers (all 60 were "auto").
-    let out = triage(&stack, &cfg, &["run", "--once", "--shadow"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    triage_ok(&stack, &cfg, &["run", "--once", "--shadow"]);
     assert!(drafts(&stack).is_empty(), "no draft in shadow mode");
     assert!(mailbox(&stack, PARTNER, "INBOX").is_empty());
 

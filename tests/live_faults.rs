@@ -388,18 +388,7 @@ impl Desk<'_> {
 /// `.` separator, no MOVE, no SPECIAL-USE), with the shipped config unchanged.
 #[test]
 fn killed_at_arbitrary_points_on_an_inbox_dot_server_without_move() {
-    let Some(stack) = Stack::start_shaped(
-        "kill-shaped",
-        &[
-            ("MAILSTACK_PREFIX", "INBOX."),
-            ("MAILSTACK_SEPARATOR", "."),
-            ("MAILSTACK_SENT_SPECIAL_USE", ""),
-            (
-                "MAILSTACK_IMAP_CAPABILITY",
-                "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS NAMESPACE CHILDREN LITERAL+",
-            ),
-        ],
-    ) else {
+    let Some(stack) = Stack::start_shaped("kill-shaped", &COURIER_SHAPED) else {
         return;
     };
     let cfg = config(&stack, &Wiring::plain(&stack));

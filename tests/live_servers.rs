@@ -14,16 +14,6 @@ use support::cyrus::Cyrus;
 use support::*;
 
 /// Cyrus/Courier defaults: `INBOX.` namespace, `.` separator, Sent not marked, no MOVE.
-pub const SHAPED: [(&str, &str); 4] = [
-    ("MAILSTACK_PREFIX", "INBOX."),
-    ("MAILSTACK_SEPARATOR", "."),
-    ("MAILSTACK_SENT_SPECIAL_USE", ""),
-    (
-        "MAILSTACK_IMAP_CAPABILITY",
-        "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS NAMESPACE CHILDREN LITERAL+",
-    ),
-];
-
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -57,7 +47,7 @@ fn answered_once(stack: &Stack) {
 
 #[test]
 fn the_shipped_config_works_under_an_inbox_dot_namespace_without_move() {
-    let Some(stack) = Stack::start_shaped("shaped", &SHAPED) else {
+    let Some(stack) = Stack::start_shaped("shaped", &COURIER_SHAPED) else {
         return;
     };
     let cfg = config(&stack, &Wiring::plain(&stack));
@@ -94,7 +84,7 @@ fn the_shipped_config_works_under_an_inbox_dot_namespace_without_move() {
 
 #[test]
 fn a_folder_made_unwritable_mid_run_leaves_one_message_for_a_human_and_lets_the_rest_through() {
-    let Some(stack) = Stack::start_shaped("unwritable", &SHAPED) else {
+    let Some(stack) = Stack::start_shaped("unwritable", &COURIER_SHAPED) else {
         return;
     };
     let cfg = config(&stack, &Wiring::plain(&stack));
@@ -182,7 +172,7 @@ fn make_read_only(stack: &Stack, maildir_folder: &str) {
 
 #[test]
 fn a_filing_folder_the_server_refuses_stops_the_start_with_its_words() {
-    let Some(stack) = Stack::start_shaped("refused", &SHAPED) else {
+    let Some(stack) = Stack::start_shaped("refused", &COURIER_SHAPED) else {
         return;
     };
     let cfg = config(&stack, &Wiring::plain(&stack));

@@ -183,7 +183,7 @@ fn render(
             "triage: the bytes of {key:?} are no longer kept (service.keep_messages_days); preview a saved copy with `triage classify FILE --render {template}`"
         ))
     })?;
-    let book = super::playbook(config_path, None)?;
+    let mut book = super::playbook(config_path, None)?;
     let mail = book.preview(&raw, template).map_err(Failure::Invalid)?;
     super::print_lines(&mail);
     Ok(())

@@ -16,10 +16,10 @@ pub fn execute(
     files: &[PathBuf],
 ) -> Result<(), Failure> {
     if let Some(template) = render {
+        let mut book = super::playbook(config, directory)?;
         for file in files {
             let raw = std::fs::read(file)
                 .map_err(|e| Failure::Failed(format!("{}: cannot read: {e}", file.display())))?;
-            let book = super::playbook(config, directory)?;
             let mail = book.preview(&raw, template).map_err(Failure::Invalid)?;
             super::print_lines(&mail);
         }

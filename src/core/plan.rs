@@ -259,9 +259,7 @@ impl Playbook {
     /// For `triage classify --why-not`: the named rule's conditions on this message, and
     /// what the decision was.
     pub fn why_not(&self, raw: &[u8], rule: &str) -> Result<Vec<String>, String> {
-        let mut mail = Mail::parse(raw).map_err(|e| format!("cannot read the message: {}", e.0))?;
-        let gate = guard::Gate::of(&mail, &self.config);
-        self.read_documents(&mut mail, &gate);
+        let (mail, gate) = self.read(raw)?;
         let plan = self.decide_mail(&mail, &gate);
         let facts = Facts {
             mail: &mail,
@@ -289,19 +287,19 @@ impl Playbook {
                 &self.config,
             );
         }
-        let mut mail = match Mail::parse(raw) {
-            Ok(m) => m,
-            Err(e) => {
-                return Plan::for_human(
-                    None,
-                    format!("cannot read the message: {}", e.0),
-                    &self.config,
-                )
-            }
-        };
+        match self.read(raw) {
+            Ok((mail, gate)) => self.decide_mail(&mail, &gate),
+            Err(why) => Plan::for_human(None, why, &self.config),
+        }
+    }
+
+    /// The message parsed, its guards worked out, and its documents read when the
+    /// guards allow it.
+    fn read(&self, raw: &[u8]) -> Result<(Mail, guard::Gate), String> {
+        let mut mail = Mail::parse(raw).map_err(|e| format!("cannot read the message: {}", e.0))?;
         let gate = guard::Gate::of(&mail, &self.config);
         self.read_documents(&mut mail, &gate);
-        self.decide_mail(&mail, &gate)
+        Ok((mail, gate))
     }
 
     /// Where a message this rule handled is filed: the rule's own folder, else its
@@ -1065,11 +1063,9 @@ impl Playbook {
         found
     }
 
-    /// The opportunity, from the most specific evidence to the least. Ambiguity stops.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the fallbacks in their order of trust (id, quote, PO, customer label, names in text), each short"
-    )]
+    /// The opportunity, from the most specific evidence to the least: opportunity id, a
+    /// deal registration's linked opportunity, quote number, customer. The first way that
+    /// finds exactly one decides; one that finds several stops the lookup (ambiguous).
     fn find_opportunity(
         &self,
         fields: &BTreeMap<String, String>,
@@ -1079,129 +1075,132 @@ impl Playbook {
         let d = &self.directory;
         let mut tried = Vec::new();
         if let Some(id) = fields.get("opportunity_id") {
-            match d.opportunities_by_id(id).as_slice() {
-                [o] => {
-                    return Ok((
-                        o,
-                        format!("opportunity {} found by opportunity id", o.opportunity_id),
-                    ))
-                }
-                [] => tried.push(format!("opportunity id {id} is not in the directory")),
-                many => {
-                    return Err(format!(
-                        "opportunity id {id} matches {} opportunities",
-                        many.len()
-                    ))
-                }
+            let found = exactly_one(
+                d.opportunities_by_id(id),
+                &mut tried,
+                |o| format!("opportunity {} found by opportunity id", o.opportunity_id),
+                || format!("opportunity id {id} is not in the directory"),
+                |many| format!("opportunity id {id} matches {} opportunities", many.len()),
+            )?;
+            if let Some(found) = found {
+                return Ok(found);
             }
         }
         if let Some(id) = fields.get("deal_id") {
-            let deals = d.deals_by_id(id);
-            match deals.as_slice() {
-                [reg] if !reg.linked_opportunity_id.is_empty() => {
-                    match d.opportunities_by_id(&reg.linked_opportunity_id).as_slice() {
-                        [o] => {
-                            return Ok((
-                                o,
-                                format!(
-                                    "opportunity {} found through deal registration {}",
-                                    o.opportunity_id, reg.deal_id
-                                ),
-                            ))
-                        }
-                        [] => tried.push(format!(
-                            "deal registration {id} links to unknown opportunity {}",
-                            reg.linked_opportunity_id
-                        )),
-                        many => {
-                            return Err(format!(
-                                "deal registration {id} links to {} opportunities",
-                                many.len()
-                            ))
-                        }
-                    }
-                }
-                [_] => tried.push(format!("deal registration {id} has no linked opportunity")),
-                [] => tried.push(format!("deal registration {id} is not in the directory")),
-                many => {
-                    return Err(format!(
-                        "deal registration {id} appears {} times",
-                        many.len()
-                    ))
-                }
+            if let Some(found) = self.through_deal(id, &mut tried)? {
+                return Ok(found);
             }
         }
         if let Some(q) = fields.get("quote_number") {
-            match d.opportunities_by_quote(q).as_slice() {
-                [o] => {
-                    return Ok((
-                        o,
-                        format!("opportunity {} found by quote number {q}", o.opportunity_id),
-                    ))
-                }
-                [] => tried.push(format!("quote {q} is not in the directory")),
-                many => {
-                    return Err(format!(
-                        "quote {q} matches {} opportunities ({}): ambiguous",
-                        many.len(),
-                        many.iter()
-                            .map(|o| o.opportunity_id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                }
+            let found = exactly_one(
+                d.opportunities_by_quote(q),
+                &mut tried,
+                |o| format!("opportunity {} found by quote number {q}", o.opportunity_id),
+                || format!("quote {q} is not in the directory"),
+                |many| {
+                    let n = many.len();
+                    format!(
+                        "quote {q} matches {n} opportunities ({}): ambiguous",
+                        ids(many)
+                    )
+                },
+            )?;
+            if let Some(found) = found {
+                return Ok(found);
             }
         }
-        // A "Customer Name:" label; else the partner's own accounts named anywhere in what
-        // it wrote ("Angebot für Müller Maschinenbau GmbH"): one decides, more do not.
-        // Looked for only here, when nothing more specific was found: it reads every text.
-        let mentioned = match fields.get("customer_name") {
-            Some(_) => Vec::new(),
-            None => self.customers_mentioned(mail, sender_domain),
-        };
-        let (customers, named): (Vec<&str>, &str) =
-            match (fields.get("customer_name"), &mentioned[..]) {
-                (Some(c), _) => (vec![c.as_str()], ""),
-                (None, [c]) => (vec![*c], " named in the text"),
-                (None, []) => (Vec::new(), ""),
-                (None, many) => {
-                    return Err(format!(
-                        "the text names several customers of {sender_domain} ({}): ambiguous",
-                        many.join(", ")
-                    ))
-                }
-            };
-        for c in &customers {
-            match d.opportunities_by_customer(c, sender_domain).as_slice() {
-                [o] => {
-                    return Ok((
-                        o,
-                        format!(
-                        "opportunity {} found by customer {c:?}{named} and partner domain {sender_domain}",
-                        o.opportunity_id
-                    ),
-                    ))
-                }
-                [] => tried.push(format!(
-                    "no opportunity of {sender_domain} for customer {c:?}"
-                )),
-                many => {
-                    return Err(format!(
-                        "customer {c:?}{named} has {} opportunities with {sender_domain} ({}): ambiguous",
-                        many.len(),
-                        many.iter()
-                            .map(|o| o.opportunity_id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                }
-            }
+        if let Some(found) = self.by_customer(fields, mail, sender_domain, &mut tried)? {
+            return Ok(found);
         }
         if tried.is_empty() {
             Err("no opportunity id, deal registration, quote number or customer name in the message to look the opportunity up".into())
         } else {
             Err(format!("opportunity not found: {}", tried.join("; ")))
         }
+    }
+
+    /// The opportunity a deal registration links to.
+    fn through_deal(
+        &self,
+        id: &str,
+        tried: &mut Vec<String>,
+    ) -> Result<Option<(&Opportunity, String)>, String> {
+        let d = &self.directory;
+        let reg = exactly_one(
+            d.deals_by_id(id),
+            tried,
+            |_| String::new(),
+            || format!("deal registration {id} is not in the directory"),
+            |many| format!("deal registration {id} appears {} times", many.len()),
+        )?;
+        let Some((reg, _)) = reg else { return Ok(None) };
+        if reg.linked_opportunity_id.is_empty() {
+            tried.push(format!("deal registration {id} has no linked opportunity"));
+            return Ok(None);
+        }
+        let linked = &reg.linked_opportunity_id;
+        exactly_one(
+            d.opportunities_by_id(linked),
+            tried,
+            |o| {
+                let (o, r) = (&o.opportunity_id, &reg.deal_id);
+                format!("opportunity {o} found through deal registration {r}")
+            },
+            || format!("deal registration {id} links to unknown opportunity {linked}"),
+            |many| {
+                format!(
+                    "deal registration {id} links to {} opportunities",
+                    many.len()
+                )
+            },
+        )
+    }
+
+    /// By a "Customer Name:" label; else the partner's own accounts named anywhere in
+    /// what it wrote ("Angebot für Müller Maschinenbau GmbH"): one decides, more do not.
+    /// Looked for only when nothing more specific was found: it reads every text.
+    fn by_customer(
+        &self,
+        fields: &BTreeMap<String, String>,
+        mail: &Mail,
+        sender_domain: &str,
+        tried: &mut Vec<String>,
+    ) -> Result<Option<(&Opportunity, String)>, String> {
+        let mentioned;
+        let (c, named) = match fields.get("customer_name") {
+            Some(c) => (c.as_str(), ""),
+            None => {
+                mentioned = self.customers_mentioned(mail, sender_domain);
+                match &mentioned[..] {
+                    [c] => (*c, " named in the text"),
+                    [] => return Ok(None),
+                    many => {
+                        return Err(format!(
+                            "the text names several customers of {sender_domain} ({}): ambiguous",
+                            many.join(", ")
+                        ))
+                    }
+                }
+            }
+        };
+        exactly_one(
+            self.directory.opportunities_by_customer(c, sender_domain),
+            tried,
+            |o| {
+                format!(
+                "opportunity {} found by customer {c:?}{named} and partner domain {sender_domain}",
+                o.opportunity_id
+            )
+            },
+            || format!("no opportunity of {sender_domain} for customer {c:?}"),
+            |many| {
+                format!(
+                "customer {c:?}{named} has {} opportunities with {sender_domain} ({}): ambiguous",
+                many.len(),
+                ids(many)
+            )
+            },
+        )
     }
 
     fn role_address(
@@ -1282,6 +1281,31 @@ impl Playbook {
 struct Found<'a> {
     opportunity: Option<&'a Opportunity>,
     deal: Option<&'a DealRegistration>,
+}
+
+/// What one way of looking a record up found: exactly one decides (with how it was
+/// found), none is noted in `tried` so the next way is tried, several stop the lookup.
+fn exactly_one<'a, T>(
+    found: Vec<&'a T>,
+    tried: &mut Vec<String>,
+    how: impl FnOnce(&T) -> String,
+    none: impl FnOnce() -> String,
+    many: impl FnOnce(&[&'a T]) -> String,
+) -> Result<Option<(&'a T, String)>, String> {
+    match found[..] {
+        [one] => Ok(Some((one, how(one)))),
+        [] => {
+            tried.push(none());
+            Ok(None)
+        }
+        _ => Err(many(&found)),
+    }
+}
+
+/// The opportunity ids of several candidates, for a message.
+fn ids(many: &[&Opportunity]) -> String {
+    let ids: Vec<&str> = many.iter().map(|o| o.opportunity_id.as_str()).collect();
+    ids.join(", ")
 }
 
 /// The digest of each attachment an outgoing message carries, for the audit log.
@@ -1709,7 +1733,7 @@ impl Plan {
 impl Playbook {
     /// A template preview: the message decided with the template of the rule it
     /// matches swapped for `template`, and the answer it would then send, as mail.
-    pub fn preview(mut self, raw: &[u8], template: &str) -> Result<String, String> {
+    pub fn preview(&mut self, raw: &[u8], template: &str) -> Result<String, String> {
         if !self.templates.names.contains(template) {
             let names = self.templates.names.iter().map(String::as_str);
             return Err(format!(
@@ -1718,14 +1742,17 @@ impl Playbook {
             ));
         }
         let first = self.decide(raw);
-        let name = first
-            .rule
-            .clone()
-            .ok_or_else(|| format!("no rule matched: {}", first.reason))?;
-        if let Some(rule) = self.rules.rules.iter_mut().find(|r| r.name == name) {
-            rule.then.template = Some(template.to_string());
-        }
+        let name =
+            (first.rule.clone()).ok_or_else(|| format!("no rule matched: {}", first.reason))?;
+        let rule = (self.rules.rules.iter().position(|r| r.name == name))
+            .ok_or_else(|| format!("rule {name} is gone"))?;
+        // Swapped for this one decision only: the playbook stays as loaded.
+        let own = self.rules.rules[rule]
+            .then
+            .template
+            .replace(template.to_string());
         let plan = self.decide(raw);
+        self.rules.rules[rule].then.template = own;
         let Some(out) = plan.outgoing.iter().find(|o| o.kind == Kind::Reply) else {
             return Err(format!(
                 "rule {name} sends no reply to this message: {}",

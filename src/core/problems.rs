@@ -108,15 +108,10 @@ pub fn did_you_mean<'a>(word: &str, names: impl IntoIterator<Item = &'a str>) ->
 /// serde's "unknown field `x`, expected one of `a`, `b`" (or variant) with the nearest
 /// name suggested.
 fn suggest_in_serde_message(message: &str) -> String {
-    let Some(rest) = message
-        .strip_prefix("unknown field `")
-        .or_else(|| message.strip_prefix("unknown variant `"))
-        .or_else(|| message.split_once(": unknown field `").map(|(_, r)| r))
-        .or_else(|| message.split_once(": unknown variant `").map(|(_, r)| r))
-    else {
-        return message.to_string();
-    };
-    let Some((word, expected)) = rest.split_once('`') else {
+    let rest = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.split_once(p).map(|(_, rest)| rest));
+    let Some((word, expected)) = rest.and_then(|r| r.split_once('`')) else {
         return message.to_string();
     };
     let names = expected.split('`').skip(1).step_by(2);

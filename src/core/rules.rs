@@ -202,68 +202,91 @@ impl schemars::JsonSchema for Patterns {
     }
 }
 
+/// What a condition key's value is.
+#[derive(Clone, Copy)]
+enum Takes {
+    Conditions,
+    Condition,
+    Name,
+    Bool,
+    Header,
+    Patterns,
+}
+
 /// What each condition key takes, and what it tests: the schema editors complete from.
-const CONDITION_DOCS: &[(&str, &str, &str)] = &[
-    ("all", "conditions", "every condition in the list holds"),
+const CONDITION_DOCS: &[(&str, Takes, &str)] = &[
+    (
+        "all",
+        Takes::Conditions,
+        "every condition in the list holds",
+    ),
     (
         "any",
-        "conditions",
+        Takes::Conditions,
         "at least one condition in the list holds",
     ),
-    ("not", "condition", "the condition does not hold"),
+    ("not", Takes::Condition, "the condition does not hold"),
     (
         "is",
-        "name",
+        Takes::Name,
         "a named condition from a `conditions:` section holds",
     ),
-    ("from", "patterns", "the sender's address"),
-    ("from_domain", "patterns", "the sender's domain"),
-    ("to", "patterns", "an address in To"),
-    ("cc", "patterns", "an address in Cc"),
-    ("recipient", "patterns", "an address in To or Cc"),
+    ("from", Takes::Patterns, "the sender's address"),
+    ("from_domain", Takes::Patterns, "the sender's domain"),
+    ("to", Takes::Patterns, "an address in To"),
+    ("cc", Takes::Patterns, "an address in Cc"),
+    ("recipient", Takes::Patterns, "an address in To or Cc"),
     (
         "partnerorderops_recipient",
-        "bool",
+        Takes::Bool,
         "partnerorderops@ (desk.order_ops) is (true) or is not (false) in To or Cc",
     ),
-    ("subject", "patterns", "the subject"),
+    ("subject", Takes::Patterns, "the subject"),
     (
         "new_text",
-        "patterns",
+        Takes::Patterns,
         "what the partner wrote in this message, without quoted history or signature",
     ),
     (
         "body",
-        "patterns",
+        Takes::Patterns,
         "the whole body, quoted history included",
     ),
     (
         "text",
-        "patterns",
+        Takes::Patterns,
         "the subject (unless a reply's or forward's) or the new text",
     ),
-    ("attachment_name", "patterns", "an attachment's file name"),
+    (
+        "attachment_name",
+        Takes::Patterns,
+        "an attachment's file name",
+    ),
     (
         "attachment_type",
-        "patterns",
+        Takes::Patterns,
         "an attachment's content type",
     ),
     (
         "document_text",
-        "patterns",
+        Takes::Patterns,
         "the text of an attached document (PDF, DOCX, XLSX, ODT, text)",
     ),
     (
         "has_attachment",
-        "bool",
+        Takes::Bool,
         "the message has (true) or has no (false) attachment",
     ),
     (
         "header",
-        "header",
+        Takes::Header,
         "a header is present, or matches: {name, matches}",
     ),
-    ("field", "name", "an extractor found a value for this field"),
+    (
+        "field",
+        Takes::Name,
+        "an extractor found a value for this field",
+    ),
 ];
 
 impl schemars::JsonSchema for Condition {
@@ -276,13 +299,13 @@ impl schemars::JsonSchema for Condition {
         let me = schemars::json_schema!({"$ref": "#/$defs/Condition"});
         let mut properties = serde_json::Map::new();
         for (key, takes, what) in CONDITION_DOCS {
-            let mut value = match *takes {
-                "conditions" => serde_json::json!({"type": "array", "items": me}),
-                "condition" => me.clone().to_value(),
-                "name" => serde_json::json!({"type": "string"}),
-                "bool" => serde_json::json!({"type": "boolean"}),
-                "header" => header.clone().to_value(),
-                _ => patterns.clone().to_value(),
+            let mut value = match takes {
+                Takes::Conditions => serde_json::json!({"type": "array", "items": me}),
+                Takes::Condition => me.clone().to_value(),
+                Takes::Name => serde_json::json!({"type": "string"}),
+                Takes::Bool => serde_json::json!({"type": "boolean"}),
+                Takes::Header => header.clone().to_value(),
+                Takes::Patterns => patterns.clone().to_value(),
             };
             if let Some(map) = value.as_object_mut() {
                 map.insert(
@@ -1377,4 +1400,30 @@ fn clean_value(s: &str) -> String {
         .trim_matches(|c: char| c == '"' || c == '\'' || c == '*' || c == '_');
     let s = s.trim_end_matches(['.', ',', ';', '。', '、']);
     s.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema's list of condition keys and the loader's must agree: every key the
+    /// schema offers an editor is one the loader reads.
+    #[test]
+    fn every_documented_condition_key_loads() {
+        for (key, takes, _) in CONDITION_DOCS {
+            let value = match takes {
+                Takes::Conditions => "[{subject: x}]",
+                Takes::Condition => "{subject: x}",
+                Takes::Name => "x",
+                Takes::Bool => "true",
+                Takes::Header => "{name: X-Test}",
+                Takes::Patterns => "'x'",
+            };
+            let yaml = format!("{{{key}: {value}}}");
+            let loaded: Result<Condition, _> = serde_yaml::from_str(&yaml);
+            assert!(loaded.is_ok(), "{yaml}: {:?}", loaded.err());
+        }
+        let unknown: Result<Condition, _> = serde_yaml::from_str("{subjekt: x}");
+        assert!(unknown.is_err());
+    }
 }

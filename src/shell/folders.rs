@@ -51,45 +51,46 @@ pub struct Listed {
     pub special: Option<String>,
 }
 
-/// Sent: the config's name when it gives one; else the folder the server marks `\Sent`
-/// (RFC 6154); else `Sent` under the namespace.
+/// The folder for a role (`Sent`, `Drafts`): the config's name when it gives one; else
+/// the folder the server marks with the role (`\Sent`, RFC 6154 SPECIAL-USE); else the
+/// role's name under the namespace. With how it was found, for the log.
+pub fn pick_role(
+    configured: Option<&str>,
+    role: &str,
+    listed: &[Listed],
+    prefix: &str,
+    delimiter: char,
+) -> (String, String) {
+    if let Some(name) = configured {
+        return (
+            server_name(name, prefix, delimiter),
+            "named in the config".into(),
+        );
+    }
+    let special = format!("\\{role}");
+    if let Some(l) = listed
+        .iter()
+        .find(|l| l.special.as_deref() == Some(&special))
+    {
+        return (
+            l.name.clone(),
+            format!("marked {special} by the server (SPECIAL-USE)"),
+        );
+    }
+    (
+        server_name(role, prefix, delimiter),
+        format!("not marked by the server: {role}"),
+    )
+}
+
+/// Sent, as [`pick_role`] finds it.
 pub fn pick_sent(
     folders: &Folders,
     listed: &[Listed],
     prefix: &str,
     delimiter: char,
 ) -> (String, String) {
-    if let Some(name) = &folders.sent {
-        return (
-            server_name(name, prefix, delimiter),
-            "named in the config".into(),
-        );
-    }
-    if let Some(l) = listed
-        .iter()
-        .find(|l| l.special.as_deref() == Some("\\Sent"))
-    {
-        return (
-            l.name.clone(),
-            "marked \\Sent by the server (SPECIAL-USE)".into(),
-        );
-    }
-    (
-        server_name("Sent", prefix, delimiter),
-        "not marked by the server: Sent".into(),
-    )
-}
-
-/// Drafts: the config's name; else the folder the server marks `\\Drafts`; else `Drafts`
-/// under the namespace.
-pub fn pick_drafts(folders: &Folders, listed: &[Listed], prefix: &str, delimiter: char) -> String {
-    if let Some(name) = &folders.drafts {
-        return server_name(name, prefix, delimiter);
-    }
-    (listed.iter())
-        .find(|l| l.special.as_deref() == Some("\\Drafts"))
-        .map(|l| l.name.clone())
-        .unwrap_or_else(|| server_name("Drafts", prefix, delimiter))
+    pick_role(folders.sent.as_deref(), "Sent", listed, prefix, delimiter)
 }
 
 /// The personal namespace from what LIST shows: servers that keep personal folders under
@@ -136,7 +137,10 @@ pub async fn discover(
         sent: appends.then(|| sent_name.clone()),
         sent_lookup: sent_name,
         sent_found_by: found_by,
-        drafts: drafts.then(|| pick_drafts(&config.folders, &listed, &prefix, delimiter)),
+        drafts: drafts.then(|| {
+            let configured = config.folders.drafts.as_deref();
+            pick_role(configured, "Drafts", &listed, &prefix, delimiter).0
+        }),
         prefix,
         delimiter,
     };

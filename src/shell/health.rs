@@ -397,3 +397,22 @@ pub async fn watch(health: std::sync::Arc<Health>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The draft metrics under the names the README gives.
+    #[test]
+    fn drafts_are_counted_by_outcome_and_waiting() {
+        let h = Health::new(Duration::from_secs(60));
+        h.draft("drafted");
+        h.draft("drafted");
+        h.draft("approved");
+        h.drafts_waiting(1);
+        let text = h.metrics_text();
+        assert!(text.contains("triage_drafts_total{outcome=\"drafted\"} 2"), "{text}");
+        assert!(text.contains("triage_drafts_total{outcome=\"approved\"} 1"), "{text}");
+        assert!(text.contains("triage_drafts_waiting 1"), "{text}");
+    }
+}

@@ -701,13 +701,18 @@ pub async fn has_message_id(
     message_id: &str,
     t: u64,
 ) -> Result<bool, Trouble> {
-    within(t, "EXAMINE", s.examine(folder)).await?;
+    examine(s, folder, t).await?;
     holds_message_id(s, message_id, t).await
 }
 
-/// The UIDs in `folder` (examined, read-only) that an IMAP SEARCH key matches.
-pub async fn search(s: &mut Imap, folder: &str, query: &str, t: u64) -> Result<Vec<u32>, Trouble> {
-    within(t, "EXAMINE", s.examine(folder)).await?;
+/// Opens a folder read-only, for searches that must not change its flags.
+pub async fn examine(s: &mut Imap, folder: &str, t: u64) -> Result<(), Trouble> {
+    within(t, &format!("EXAMINE {folder}"), s.examine(folder)).await?;
+    Ok(())
+}
+
+/// The UIDs in the selected folder that an IMAP SEARCH key matches, in order.
+pub async fn search(s: &mut Imap, query: &str, t: u64) -> Result<Vec<u32>, Trouble> {
     let found = within(t, "UID SEARCH", s.uid_search(query)).await?;
     let mut uids: Vec<u32> = found.into_iter().collect();
     uids.sort_unstable();
@@ -720,11 +725,8 @@ pub fn quoted_id(message_id: &str) -> String {
 }
 
 /// Whether the selected folder holds a message with this Message-ID.
-async fn holds_message_id(s: &mut Imap, message_id: &str, t: u64) -> Result<bool, Trouble> {
-    let query = format!(
-        "HEADER Message-ID \"{}\"",
-        message_id.replace(['"', '\\'], "")
-    );
+pub async fn holds_message_id(s: &mut Imap, message_id: &str, t: u64) -> Result<bool, Trouble> {
+    let query = format!("HEADER Message-ID {}", quoted_id(message_id));
     let found = within(t, "UID SEARCH", s.uid_search(query)).await?;
     Ok(!found.is_empty())
 }

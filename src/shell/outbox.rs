@@ -71,7 +71,22 @@ pub fn compose_draft(
     build(config, mail, out, message_id, Some(note))
 }
 
+/// A panic while writing one message (a library bug, a hostile attachment name) is that
+/// message's problem only: an error, never the service stopping.
 fn build(
+    config: &Config,
+    mail: &Mail,
+    out: &Outgoing,
+    message_id: &str,
+    draft_note: Option<&str>,
+) -> Result<Message, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        write(config, mail, out, message_id, draft_note)
+    }))
+    .unwrap_or_else(|_| Err("internal error while writing it".into()))
+}
+
+fn write(
     config: &Config,
     mail: &Mail,
     out: &Outgoing,

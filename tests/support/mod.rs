@@ -44,6 +44,18 @@ fn cannot_run_servers() -> Option<String> {
     None
 }
 
+/// Dovecot shaped as Cyrus and Courier are by default: `INBOX.` namespace, `.`
+/// separator, no MOVE, no SPECIAL-USE (for `Stack::start_shaped`).
+pub const COURIER_SHAPED: [(&str, &str); 4] = [
+    ("MAILSTACK_PREFIX", "INBOX."),
+    ("MAILSTACK_SEPARATOR", "."),
+    ("MAILSTACK_SENT_SPECIAL_USE", ""),
+    (
+        "MAILSTACK_IMAP_CAPABILITY",
+        "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS NAMESPACE CHILDREN LITERAL+",
+    ),
+];
+
 pub struct Stack {
     pub dir: PathBuf,
     env: HashMap<String, String>,
@@ -597,6 +609,17 @@ pub fn triage(stack: &Stack, config: &Path, args: &[&str]) -> Command {
             std::env::var("TRIAGE_LOG").unwrap_or_else(|_| "info".into()),
         );
     cmd
+}
+
+/// A `triage` command that must succeed; its standard output.
+pub fn triage_ok(stack: &Stack, config: &Path, args: &[&str]) -> String {
+    let out = triage(stack, config, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "triage {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn run_once(stack: &Stack, config: &Path) -> Output {

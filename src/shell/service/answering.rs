@@ -285,13 +285,9 @@ impl Shell<'_> {
         Ok(true)
     }
 
-    /// The answer as it will be sent; a panic while writing it is this message's problem.
+    /// The answer as it will be sent.
     fn compose(&self, mail: &Mail, answer: &Answer) -> Result<Message, String> {
-        let config = self.config();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            outbox::compose(config, mail, answer.out, &answer.msg_id)
-        }))
-        .unwrap_or_else(|_| Err("internal error while writing it".into()))
+        outbox::compose(self.config(), mail, answer.out, &answer.msg_id)
     }
 
     /// The SMTP exchange, recorded before (`sending`) and at its point of no return

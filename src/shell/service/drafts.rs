@@ -11,7 +11,7 @@ use super::answering::InHand;
 use super::inbox::Shell;
 use super::Error;
 use crate::core::message::Mail;
-use crate::core::plan::{Kind, Outgoing};
+use crate::core::plan::{Kind, Outgoing, Plan};
 use crate::core::threading::{self, answer_mark};
 use crate::shell::journal::{MessageRef, Outbox};
 use crate::shell::mailbox::{self, quoted_id, Imap, Trouble};
@@ -59,11 +59,8 @@ impl Shell<'_> {
                 _ => {}
             }
             let note = plan.draft_note.as_deref().unwrap_or("");
-            let config = self.config();
-            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                outbox::compose_draft(config, mail, out, &msg_id, note)
-            }));
-            let message: Message = match built.unwrap_or_else(|_| Err("internal error".into())) {
+            let built = outbox::compose_draft(self.config(), mail, out, &msg_id, note);
+            let message: Message = match built {
                 Ok(m) => m,
                 Err(e) => {
                     error!(uid = at.uid, "cannot write the draft: {e}");
@@ -92,81 +89,137 @@ impl Shell<'_> {
         Ok(examined)
     }
 
-    /// Looks for what became of the drafts waiting for a person.
+    /// Looks for what became of the drafts waiting for a person: Sent is examined once
+    /// for all of them, Drafts once for those unsent long enough to count as discarded.
     pub async fn follow_drafts(&mut self, session: &mut Imap) -> Result<(), Error> {
-        let Some(folder) = self.places.drafts.clone() else {
+        let Some(drafts) = self.places.drafts.clone() else {
             return Ok(());
         };
-        let waiting = self.journal.waiting_drafts(FOLLOWED_PER_PASS)?;
-        for (draft_id, key, minutes) in &waiting {
-            self.follow_one(session, &folder, draft_id, key, *minutes)
-                .await?;
+        let mut waiting = Vec::new();
+        for (draft_id, key, minutes) in self.journal.waiting_drafts(FOLLOWED_PER_PASS)? {
+            waiting.extend(self.waiting_draft(draft_id, &key, minutes)?);
         }
-        self.opts
-            .health
-            .drafts_waiting(self.journal.drafts_waiting()?);
         if !waiting.is_empty() {
+            let t = self.t();
+            mailbox::examine(session, &self.places.sent_lookup, t).await?;
+            let mut unsent = Vec::new();
+            for draft in waiting {
+                match mailbox::search(session, &draft.sent_query(), t)
+                    .await?
+                    .last()
+                {
+                    Some(&uid) => self.approved(session, &draft, uid).await?,
+                    None => unsent.push(draft),
+                }
+            }
+            let discard_after = self.config().drafts.discard_after_minutes as f64;
+            unsent.retain(|d| d.minutes >= discard_after);
+            if !unsent.is_empty() {
+                mailbox::examine(session, &drafts, t).await?;
+            }
+            for draft in unsent {
+                if !mailbox::holds_message_id(session, &draft.id, t).await? {
+                    self.discarded(&draft, &drafts)?;
+                }
+            }
             let inbox = self.config().folders.inbox.clone();
-            mailbox::select(session, &inbox, self.t()).await?;
+            mailbox::select(session, &inbox, t).await?;
         }
+        let waiting = self.journal.drafts_waiting()?;
+        self.opts.health.drafts_waiting(waiting);
         Ok(())
     }
 
-    /// One draft: sent (approved), or gone unsent long enough (discarded), or still
-    /// waiting.
-    async fn follow_one(
-        &mut self,
-        session: &mut Imap,
-        drafts: &str,
-        draft_id: &str,
-        key: &str,
-        minutes: f64,
-    ) -> Result<(), Error> {
-        let t = self.t();
+    /// A draft the journal says waits, with the message and plan it belongs to.
+    fn waiting_draft(&self, id: String, key: &str, minutes: f64) -> Result<Option<Waiting>, Error> {
         let Some((uidvalidity, uid, Some(plan))) = self.journal.place_of(key)? else {
-            return Ok(());
-        };
-        let inbox = self.config().folders.inbox.clone();
-        let at = MessageRef {
-            mailbox: &inbox,
-            uidvalidity,
-            uid,
+            return Ok(None);
         };
         let domain = &self.book.config.desk.message_id_domain;
-        let Some(out) = (plan.outgoing.iter().enumerate())
-            .find(|(i, o)| {
-                threading::message_id_for(key, *i, o, domain).eq_ignore_ascii_case(draft_id)
-            })
-            .map(|(_, o)| o.clone())
-        else {
-            return Ok(());
-        };
-        // A client may keep the draft's Message-ID or give a new one; a reply keeps
-        // In-Reply-To, the original's.
-        let mut query = format!("HEADER Message-ID {}", quoted_id(draft_id));
-        if let (Kind::Reply, Some(original)) = (out.kind, &plan.message_id) {
-            query = format!("OR {query} HEADER In-Reply-To {}", quoted_id(original));
-        }
-        let sent = self.places.sent_lookup.clone();
-        if let Some(&found) = mailbox::search(session, &sent, &query, t).await?.last() {
-            let raw = mailbox::fetch(session, found, t).await?.unwrap_or_default();
-            let what = approval(&raw, &out, draft_id, plan.draft_note.as_deref());
-            self.journal
-                .settle_draft(draft_id, Outbox::Approved, at, &plan, &what)?;
-            self.opts.health.draft("approved");
-            info!(uid, "draft {draft_id} approved: {what}");
-            return Ok(());
-        }
-        let discard_after = self.config().drafts.discard_after_minutes as f64;
-        if minutes < discard_after || mailbox::has_message_id(session, drafts, draft_id, t).await? {
-            return Ok(());
-        }
-        let what = format!("deleted from {drafts} unsent; nothing was sent for this message");
+        let out = (plan.outgoing.iter().enumerate())
+            .find(|(i, o)| threading::message_id_for(key, *i, o, domain).eq_ignore_ascii_case(&id))
+            .map(|(_, o)| o.clone());
+        Ok(out.map(|out| Waiting {
+            id,
+            minutes,
+            uidvalidity,
+            uid,
+            plan,
+            out,
+        }))
+    }
+
+    /// A person sent it: who, when, and what they changed, on record.
+    async fn approved(
+        &mut self,
+        session: &mut Imap,
+        draft: &Waiting,
+        found: u32,
+    ) -> Result<(), Error> {
+        let raw = mailbox::fetch(session, found, self.t())
+            .await?
+            .unwrap_or_default();
+        let what = approval(
+            &raw,
+            &draft.out,
+            &draft.id,
+            draft.plan.draft_note.as_deref(),
+        );
+        let inbox = self.config().folders.inbox.clone();
+        let at = draft.at(&inbox);
         self.journal
-            .settle_draft(draft_id, Outbox::Discarded, at, &plan, &what)?;
-        self.opts.health.draft("discarded");
-        info!(uid, "draft {draft_id} discarded");
+            .settle_draft(&draft.id, Outbox::Approved, at, &draft.plan, &what)?;
+        self.opts.health.draft("approved");
+        info!(uid = draft.uid, "draft {} approved: {what}", draft.id);
         Ok(())
+    }
+
+    /// Gone from Drafts unsent for long enough: nothing was sent for the message.
+    fn discarded(&mut self, draft: &Waiting, drafts: &str) -> Result<(), Error> {
+        let what = format!("deleted from {drafts} unsent; nothing was sent for this message");
+        let inbox = self.config().folders.inbox.clone();
+        self.journal.settle_draft(
+            &draft.id,
+            Outbox::Discarded,
+            draft.at(&inbox),
+            &draft.plan,
+            &what,
+        )?;
+        self.opts.health.draft("discarded");
+        info!(uid = draft.uid, "draft {} discarded", draft.id);
+        Ok(())
+    }
+}
+
+/// A draft waiting for a person, with what is needed to recognise it sent.
+struct Waiting {
+    id: String,
+    minutes: f64,
+    uidvalidity: u32,
+    uid: u32,
+    plan: Plan,
+    out: Outgoing,
+}
+
+impl Waiting {
+    fn at<'a>(&self, inbox: &'a str) -> MessageRef<'a> {
+        MessageRef {
+            mailbox: inbox,
+            uidvalidity: self.uidvalidity,
+            uid: self.uid,
+        }
+    }
+
+    /// Its copy in Sent: a client may keep the draft's Message-ID or give a new one; a
+    /// reply keeps In-Reply-To, the original's.
+    fn sent_query(&self) -> String {
+        let by_id = format!("HEADER Message-ID {}", quoted_id(&self.id));
+        match (self.out.kind, &self.plan.message_id) {
+            (Kind::Reply, Some(original)) => {
+                format!("OR {by_id} HEADER In-Reply-To {}", quoted_id(original))
+            }
+            _ => by_id,
+        }
     }
 }
 
