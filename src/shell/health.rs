@@ -411,8 +411,14 @@ mod tests {
         h.draft("approved");
         h.drafts_waiting(1);
         let text = h.metrics_text();
-        assert!(text.contains("triage_drafts_total{outcome=\"drafted\"} 2"), "{text}");
-        assert!(text.contains("triage_drafts_total{outcome=\"approved\"} 1"), "{text}");
+        assert!(
+            text.contains("triage_drafts_total{outcome=\"drafted\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("triage_drafts_total{outcome=\"approved\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("triage_drafts_waiting 1"), "{text}");
     }
 }
