@@ -1675,29 +1675,11 @@ impl Plan {
         config: &Config,
     ) -> Plan {
         Plan {
-            message_id: mail.message_id.clone(),
             from: mail.from.as_ref().map(|m| m.address.clone()),
             subject: mail.subject.clone(),
-            category: Category::Other,
-            rule: None,
-            respond: Respond::None,
-            reason: String::new(),
-            conditions: Vec::new(),
-            guards: Vec::new(),
             fields,
             evidence,
-            missing: Vec::new(),
-            outgoing: Vec::new(),
-            keep_documents: Vec::new(),
-            crm_updates: Vec::new(),
-            original: Filing {
-                human: true,
-                folder: config.folders.human.clone(),
-            },
-            bounced: Vec::new(),
-            bounce_of: Vec::new(),
-            draft_note: None,
-            made_in_shadow: false,
+            ..Plan::for_human(mail.message_id.clone(), String::new(), config)
         }
     }
 
