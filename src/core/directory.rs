@@ -408,9 +408,9 @@ impl Directory {
         };
         let mut buf = String::new();
         for text in texts {
-            for token in
-                text.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_' || c == '/'))
-            {
+            for token in text.split(|c: char| {
+                !((c.is_alphanumeric() && !is_cjk(c)) || c == '-' || c == '_' || c == '/')
+            }) {
                 let token = token.trim_matches(['-', '_', '/']);
                 if token.len() < 3 || token.len() > self.ids.longest {
                     continue;
@@ -464,7 +464,7 @@ impl Directory {
                 .filter(|(_, names)| {
                     let Some(n) = names.first() else { return false };
                     // Japanese runs on without spaces: there a name is found inside words.
-                    let cjk = n.chars().any(|c| ('\u{3040}'..='\u{9fff}').contains(&c));
+                    let cjk = n.chars().any(is_cjk);
                     n.chars().count() >= 2
                         && if cjk {
                             hay.contains(n.as_str())
@@ -491,6 +491,13 @@ fn dedup<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         }
     }
     v
+}
+
+/// Scripts written without spaces between words (kana, CJK ideographs, Hangul): there
+/// a name or an id runs on into the next word, and the change of script is the boundary.
+pub fn is_cjk(c: char) -> bool {
+    matches!(c, '\u{3040}'..='\u{30ff}' | '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}'
+        | '\u{f900}'..='\u{faff}' | '\u{ac00}'..='\u{d7af}' | '\u{1100}'..='\u{11ff}')
 }
 
 /// A sender's domain belongs to a partner when it is the partner's domain or a subdomain of it.
@@ -582,10 +589,22 @@ pub fn normalize_name(s: &str) -> String {
     for form in JA_FORMS {
         folded = folded.replace(form, " ");
     }
-    let raw: Vec<&str> = folded
-        .split(|c: char| !c.is_alphanumeric() && c != '&')
-        .filter(|w| !w.is_empty())
-        .collect();
+    // "Yamato Seiki向けの注文": the change from Latin to Japanese ends a word too.
+    let mut raw: Vec<&str> = Vec::new();
+    for word in folded.split(|c: char| !c.is_alphanumeric() && c != '&') {
+        let mut start = 0;
+        let mut last: Option<bool> = None;
+        for (i, c) in word.char_indices() {
+            let cjk = is_cjk(c);
+            if last.is_some_and(|l| l != cjk) {
+                raw.push(&word[start..i]);
+                start = i;
+            }
+            last = Some(cjk);
+        }
+        raw.push(&word[start..]);
+    }
+    raw.retain(|w| !w.is_empty());
     // "S.A." and "K.K." arrive as single letters: join runs of them into one word.
     let mut words: Vec<String> = Vec::new();
     let mut letters = String::new();
@@ -656,6 +675,10 @@ mod tests {
             "日本リセラー株式会社 (Reseller Japan K.K.)"
         ));
         assert!(!same_company("Acme", "Globex"));
+        assert_eq!(
+            normalize_name("Yamato Seiki向けの注文"),
+            "yamato seiki 向けの注文"
+        );
         assert!(!domain_matches("evilreseller.example", "reseller.example"));
     }
 }

@@ -271,6 +271,7 @@ static AUTOMATIC_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
           | undeliver(?:able|ed) | undelivered\s+mail | delivery\s+(?:status\s+notification|failure|has\s+failed|failed|delayed|report)
           | mail\s+delivery\s+(?:failed|failure|system) | returned\s+mail | failure\s+notice | non\s*-?\s*remis | non\s+distribu
           | unzustellbar | nicht\s+zustellbar | n[aã]o\s+(?:foi\s+)?(?:poss[ií]vel\s+)?entreg | falha\s+na\s+entrega | 配信不能 | 配送不能
+          | recall\s*: | r[üu]ckruf\s*:
           | (?:read|gelesen|lu|lido|le[ií]do|开封|開封済み)\s*: | read\s+receipt | lesebest[äa]tigung | accus[ée]\s+de\s+lecture | confirma[cç][aã]o\s+de\s+leitura
         )",
     )
@@ -295,6 +296,8 @@ static AUTOMATIC_TEXT: LazyLock<Regex> = LazyLock::new(|| {
           | (?:message|r[ée]ponse)\s+automatique | merci\s+de\s+ne\s+pas\s+r[ée]pondre
           | estou\s+(?:ausente|fora\s+do\s+escrit[oó]rio|de\s+f[ée]rias) | recebemos\s+(?:a\s+)?(?:sua|seu)\s+(?:solicita[cç][aã]o|mensagem|e-?mail|chamado|pedido)
           | mensagem\s+autom[aá]tica | (?:por\s+favor,?\s+)?n[aã]o\s+responda
+          | would\s+like\s+to\s+recall\s+the\s+message | m[öo]chte\s+die\s+nachricht\s+.{0,80}\s+zur[üu]ckrufen
+          | souhaite\s+rappeler\s+le\s+message | gostaria\s+de\s+(?:recolher|recuperar)\s+a\s+mensagem | メッセージ.{0,20}取り消
           | 自動(?:応答|返信|送信)(?:メール|メッセージ)? | 不在(?:にして|のため|です) | お問い合わせを受け付けました | このメールは(?:送信専用|自動)
         ",
     )

@@ -128,7 +128,7 @@ impl Mail {
         for part in parsed.attachments() {
             collect_attachment(part, &mut attachments);
         }
-        let subject = parsed.subject().unwrap_or("").trim().to_string();
+        let subject = fold_widths(parsed.subject().unwrap_or("").trim());
         let content_type = parsed
             .content_type()
             .map(|ct| match ct.subtype() {
@@ -411,7 +411,46 @@ fn body_text(parsed: &mail_parser::Message<'_>) -> String {
         }
         out.push_str(&t);
     }
-    out.replace("\r\n", "\n").replace('\u{a0}', " ")
+    fold_widths(&out.replace("\r\n", "\n"))
+}
+
+/// Text as a search box sees it: full-width letters and digits as Japanese input methods
+/// write them (`Ｑ－１００２３４`) become ASCII, half-width katakana full-width, the
+/// ideographic and no-break spaces plain spaces, and invisible characters (zero-width
+/// space, soft hyphen, byte-order mark) go. Only these forms are folded, so that every
+/// other letter stays what it was.
+pub fn fold_widths(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let needs =
+        |c: char| matches!(c, '\u{ff00}'..='\u{ffef}' | '\u{3000}' | '\u{a0}') || is_invisible(c);
+    if !s.chars().any(needs) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    // A run of width forms is folded together: a half-width voiced mark joins its kana.
+    let mut run = String::new();
+    for c in s.chars() {
+        if matches!(c, '\u{ff00}'..='\u{ffef}') {
+            run.push(c);
+            continue;
+        }
+        out.extend(run.nfkc());
+        run.clear();
+        match c {
+            '\u{3000}' | '\u{a0}' => out.push(' '),
+            c if is_invisible(c) => {}
+            c => out.push(c),
+        }
+    }
+    out.extend(run.nfkc());
+    out
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'
+    )
 }
 
 static HTML_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
@@ -649,6 +688,20 @@ mod tests {
         assert_eq!(new_text(sig), "Hello");
         let inline = "Hi\n> old quote text\nnew line";
         assert_eq!(new_text(inline), "Hi\nnew line");
+    }
+
+    #[test]
+    fn width_forms_read_as_a_search_box_reads_them() {
+        assert_eq!(
+            fold_widths("見積番号：Ｑ－１００２３４"),
+            "見積番号:Q-100234"
+        );
+        assert_eq!(fold_widths("ｶﾞｲﾄﾞ"), "ガイド");
+        assert_eq!(
+            fold_widths("quo\u{200b}te\u{3000}please\u{a0}now"),
+            "quote please now"
+        );
+        assert_eq!(fold_widths("Müller ſ"), "Müller ſ");
     }
 
     #[test]

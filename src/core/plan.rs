@@ -408,10 +408,8 @@ impl Playbook {
             .map(|e| format!("{} {:?} from {}", e.field, e.value, e.source))
             .collect();
         // Known ids are looked for once: they fill missing fields and show conflicts.
-        let texts: Vec<&str> = rules::evidence_sources(mail)
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect();
+        let sources = rules::evidence_sources(mail);
+        let texts: Vec<&str> = sources.iter().map(|(_, t)| t.as_ref()).collect();
         let known = self.directory.known_ids_in(&texts);
         self.fill_from_directory(&known, &mut fields, &mut notes);
         if let Some(why) = &mail.not_read {
@@ -1051,7 +1049,7 @@ impl Playbook {
             if source.starts_with("file name ") {
                 continue;
             }
-            for c in self.directory.customers_in(text, sender_domain) {
+            for c in self.directory.customers_in(&text, sender_domain) {
                 if !found
                     .iter()
                     .any(|f| crate::core::directory::same_company(f, c))

@@ -5,6 +5,7 @@
 //! `extractors` pull ids out of the message. Every regex is compiled while the YAML is
 //! read, so a bad pattern is reported with its file, line and column.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -1267,21 +1268,26 @@ pub struct Evidence {
 /// the documents, their file names, then the subject unless it is a reply's inherited one.
 /// Quoted history never decides; a forward's content is what the partner sends, so for a
 /// forward the rest of the body counts too, last.
-pub fn evidence_sources(mail: &Mail) -> Vec<(String, &str)> {
-    let mut sources: Vec<(String, &str)> = vec![("new text".into(), mail.new_text.as_str())];
+pub fn evidence_sources(mail: &Mail) -> Vec<(String, Cow<'_, str>)> {
+    let mut sources: Vec<(String, Cow<'_, str>)> =
+        vec![("new text".into(), mail.new_text.as_str().into())];
     for a in &mail.attachments {
         if let Some(t) = &a.text {
-            sources.push((format!("document {}", a.name), t.as_str()));
+            sources.push((format!("document {}", a.name), t.as_str().into()));
         }
     }
     for a in &mail.attachments {
-        sources.push((format!("file name {}", a.name), a.name.as_str()));
+        // In a file name `_` stands for a space: `PO_for_Q-100303.pdf` names Q-100303.
+        sources.push((
+            format!("file name {}", a.name),
+            a.name.replace('_', " ").into(),
+        ));
     }
     if !is_answer_subject(&mail.subject) {
-        sources.push(("subject".into(), mail.subject.as_str()));
+        sources.push(("subject".into(), mail.subject.as_str().into()));
     }
     if is_forward_subject(&mail.subject) {
-        sources.push(("forwarded message".into(), mail.text.as_str()));
+        sources.push(("forwarded message".into(), mail.text.as_str().into()));
     }
     sources
 }
@@ -1380,8 +1386,13 @@ fn whole_id(text: &str, start: usize, end: usize) -> String {
     while b < bytes.len() && part(bytes[b] as char) && bytes[b].is_ascii() {
         b += 1;
     }
-    // Next to a non-ASCII letter the token is not an id (`006ſſabc…`).
-    let glued = |c: Option<char>| c.is_some_and(|c| !c.is_ascii() && c.is_alphanumeric());
+    // Next to a non-ASCII letter the token is not an id (`006ſſabc…`); next to Japanese
+    // or Chinese it is, as those run on without spaces (`見積番号はQ-500444です`).
+    let glued = |c: Option<char>| {
+        c.is_some_and(|c| {
+            !c.is_ascii() && c.is_alphanumeric() && !crate::core::directory::is_cjk(c)
+        })
+    };
     if glued(text[..a].chars().next_back()) || glued(text[b..].chars().next()) {
         return String::new();
     }
