@@ -493,6 +493,21 @@ fn dedup<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     v
 }
 
+/// Whether the texts name the opportunity by what its name adds to the account's
+/// ("Initech - Ultimate upgrade" → "ultimate upgrade"), as whole words.
+pub fn opportunity_named(o: &Opportunity, texts: &[&str]) -> bool {
+    let name = normalize_name(&o.opportunity_name);
+    let account = normalize_name(&o.account_name);
+    let rest = name.strip_prefix(account.as_str()).unwrap_or(&name).trim();
+    if rest.chars().count() < 4 {
+        return false;
+    }
+    let rest = format!(" {rest} ");
+    texts
+        .iter()
+        .any(|t| format!(" {} ", normalize_name(t)).contains(&rest))
+}
+
 /// Scripts written without spaces between words (kana, CJK ideographs, Hangul): there
 /// a name or an id runs on into the next word, and the change of script is the boundary.
 pub fn is_cjk(c: char) -> bool {

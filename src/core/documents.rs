@@ -75,8 +75,8 @@ pub const MAX_TEXT: u64 = 8 << 20;
 pub fn text_of(kind: Kind, bytes: &[u8]) -> Result<String, String> {
     let text = match kind {
         Kind::Pdf => pdf(bytes)?,
-        Kind::Docx => zipped_xml(bytes, "word/document.xml", "w:p", "w:t", "w:tab")?,
-        Kind::Odt => zipped_xml(bytes, "content.xml", "text:p", "", "text:tab")?,
+        Kind::Docx => zipped_xml(bytes, &DOCX)?,
+        Kind::Odt => zipped_xml(bytes, &ODT)?,
         Kind::Spreadsheet => spreadsheet(bytes)?,
     };
     if text.trim().is_empty() {
@@ -104,13 +104,50 @@ fn pdf(bytes: &[u8]) -> Result<String, String> {
 
 /// DOCX and ODT: the text nodes of one XML part, a line per paragraph. `text` empty means
 /// every text node counts (ODT keeps text directly in paragraphs and spans).
-fn zipped_xml(
-    bytes: &[u8],
-    part: &str,
-    paragraph: &str,
-    text: &str,
-    tab: &str,
-) -> Result<String, String> {
+/// Where a ZIP-and-XML word processor keeps its text, and the elements that shape it.
+struct Layout {
+    part: &'static str,
+    paragraph: &'static str,
+    /// The element holding text runs; empty: all text inside paragraphs counts.
+    text: &'static str,
+    tab: &'static str,
+    cell: &'static str,
+    row: &'static str,
+}
+
+const DOCX: Layout = Layout {
+    part: "word/document.xml",
+    paragraph: "w:p",
+    text: "w:t",
+    tab: "w:tab",
+    cell: "w:tc",
+    row: "w:tr",
+};
+
+const ODT: Layout = Layout {
+    part: "content.xml",
+    paragraph: "text:p",
+    text: "",
+    tab: "text:tab",
+    cell: "table:table-cell",
+    row: "table:table-row",
+};
+
+/// The text of a DOCX or ODT. A table row comes out as one line, its cells separated by
+/// tabs, so that "Customer Name | Acme Corp" reads as a labelled field.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one event loop over the XML; each arm is a line or two"
+)]
+fn zipped_xml(bytes: &[u8], layout: &Layout) -> Result<String, String> {
+    let Layout {
+        part,
+        paragraph,
+        text,
+        tab,
+        cell,
+        row,
+    } = *layout;
     use quick_xml::events::Event;
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| format!("the document is not a readable ZIP container ({e})"))?;
@@ -134,6 +171,7 @@ fn zipped_xml(
     let mut reader = quick_xml::Reader::from_reader(xml.as_slice());
     let mut out = String::new();
     let mut inside_text = text.is_empty();
+    let mut cells = 0usize;
     let mut buf = Vec::new();
     loop {
         match reader.read_event_into(&mut buf) {
@@ -143,10 +181,16 @@ fn zipped_xml(
             Ok(Event::End(e)) if !text.is_empty() && e.name().into_inner() == text => {
                 inside_text = false
             }
+            Ok(Event::Start(e)) if e.name().into_inner() == cell => cells += 1,
+            Ok(Event::End(e)) if e.name().into_inner() == cell => {
+                cells = cells.saturating_sub(1);
+                out.push('\t');
+            }
+            Ok(Event::End(e)) if e.name().into_inner() == row => out.push('\n'),
             Ok(Event::End(e))
                 if e.name().into_inner() == paragraph || e.name().into_inner() == "text:h" =>
             {
-                out.push('\n')
+                out.push(if cells > 0 { ' ' } else { '\n' });
             }
             Ok(Event::Empty(e)) if e.name().into_inner() == tab => out.push('\t'),
             Ok(Event::Empty(e))

@@ -458,8 +458,24 @@ static HTML_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
         .expect("html block pattern")
 });
 
+/// A table cell, and the block tags inside one (Outlook wraps each cell's text in `<p>`).
+static TABLE_CELL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?is)<t[dh]\b[^>]*>(.*?)</t[dh]\s*>").expect("table cell pattern")
+});
+static CELL_BLOCK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)</?(?:p|div|br|span)\b[^>]*>").expect("cell block pattern"));
+/// Stands for the end of a table cell until the text is made, then becomes a tab: a row
+/// "Customer Name | Acme Corp" reads as one line, as a labelled field.
+const CELL_END: char = '\u{e000}';
+
 pub fn html_text(html: &str) -> String {
-    let marked = HTML_BLOCK.replace_all(html, |c: &regex::Captures<'_>| {
+    let cells = TABLE_CELL.replace_all(html, |c: &regex::Captures<'_>| {
+        format!(
+            "<span>{} {CELL_END}</span>",
+            CELL_BLOCK.replace_all(&c[1], " ")
+        )
+    });
+    let marked = HTML_BLOCK.replace_all(&cells, |c: &regex::Captures<'_>| {
         let tag = c[0].to_ascii_lowercase();
         let history = tag.starts_with("<hr")
             || tag.starts_with("<blockquote")
@@ -478,6 +494,9 @@ pub fn html_text(html: &str) -> String {
         }
     });
     let text = mail_parser::decoders::html::html_to_text(&marked);
+    let text = text
+        .replace(&format!(" {CELL_END}"), "\t")
+        .replace(CELL_END, "\t");
     // Collapse the blank lines that block elements leave behind.
     let mut out = String::with_capacity(text.len());
     let mut blank = 0;

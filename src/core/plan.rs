@@ -1181,12 +1181,28 @@ impl Playbook {
                 }
             }
         };
+        let mut found = self.directory.opportunities_by_customer(c, sender_domain);
+        let mut by_name = "";
+        if found.len() > 1 {
+            // "Initech - Ultimate upgrade": the opportunity's own name tells two apart.
+            let texts = rules::evidence_sources(mail);
+            let texts: Vec<&str> = texts.iter().map(|(_, t)| t.as_ref()).collect();
+            let named: Vec<&Opportunity> = found
+                .iter()
+                .copied()
+                .filter(|o| crate::core::directory::opportunity_named(o, &texts))
+                .collect();
+            if let [one] = named[..] {
+                found = vec![one];
+                by_name = " and the opportunity's name";
+            }
+        }
         exactly_one(
-            self.directory.opportunities_by_customer(c, sender_domain),
+            found,
             tried,
             |o| {
                 format!(
-                "opportunity {} found by customer {c:?}{named} and partner domain {sender_domain}",
+                "opportunity {} found by customer {c:?}{named}{by_name} and partner domain {sender_domain}",
                 o.opportunity_id
             )
             },
