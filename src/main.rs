@@ -117,6 +117,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// A line for the review pages' accounts file (review.auth.accounts): the password,
+    /// read from standard input, stored as an argon2id hash. Append it to the file.
+    ReviewAccount { name: String },
     /// Internal: reads one document (bytes on stdin) as text, under the limits the
     /// service sets for it. Exit 3 with the reason on stderr when it cannot.
     #[command(hide = true)]
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Breaker { config, action } => cli::breaker::execute(&config, action),
+        Command::ReviewAccount { name } => cli::review_account::execute(&name),
         Command::ReadDocument { kind } => cli::read_document::execute(&kind),
         Command::Schema { which } => cli::schema::execute(which),
         Command::Auth {

@@ -15,6 +15,7 @@ pub mod check;
 pub mod classify;
 pub mod read_document;
 pub mod replay;
+pub mod review_account;
 pub mod run;
 pub mod schema;
 pub mod test;

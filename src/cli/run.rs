@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use triage::core::plan::Playbook;
-use triage::shell::{health, reload, service};
+use triage::shell::{health, reload, review_site, service};
 
 use super::{Failure, Format};
 
@@ -61,6 +61,9 @@ async fn serve(config: &Path, book: Playbook, options: &Options) -> Result<(), s
         tokio::spawn(health::watch(health.clone()));
         if let Some(addr) = http {
             tokio::spawn(health::serve_http(addr, health.clone()));
+        }
+        if let Some((site, listen)) = review_site::Site::new(&playbook.borrow().config) {
+            tokio::spawn(review_site::serve(site, listen));
         }
     }
     let service = service::run(service::Options {

@@ -34,6 +34,9 @@ pub struct Config {
     pub service: ServiceConfig,
     #[serde(default)]
     pub drafts: Drafts,
+    /// The review pages for the people who read the audit log; off when absent.
+    #[serde(default)]
+    pub review: Option<ReviewConfig>,
     /// Where the file was read from; paths above are resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -530,6 +533,87 @@ impl Secret {
     }
 }
 
+/// The review pages: read-only, served by the service on one more listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// Address and port, e.g. `127.0.0.1:8026`. Anything but a loopback address needs
+    /// `auth`.
+    #[serde(default = "default_review_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub auth: ReviewAuth,
+    /// Decisions per page.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+/// Who may look. Without either, only a loopback listener is allowed (a reviewer on the
+/// same machine, or through an SSH tunnel).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewAuth {
+    /// A trusted reverse proxy (oauth2-proxy, Keycloak Gatekeeper …) that signs people
+    /// in and passes the user name in a header; requests from anywhere else are refused.
+    #[serde(default)]
+    pub proxy: Option<ReviewProxy>,
+    /// A file of local accounts, one `name:$argon2id$…` line each (made by
+    /// `triage review-account NAME`); the browser asks for name and password.
+    #[serde(default)]
+    pub accounts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewProxy {
+    /// The header carrying the signed-in user, e.g. `X-Forwarded-User`.
+    pub header: String,
+    /// The proxy's own addresses: only requests from these may carry the header.
+    pub from: Vec<std::net::IpAddr>,
+}
+
+fn default_review_listen() -> String {
+    "127.0.0.1:8026".into()
+}
+
+fn default_page_size() -> u32 {
+    50
+}
+
+fn check_review(review: &ReviewConfig, at: &Located, problems: &mut Problems) {
+    let Ok(addr) = review.listen.parse::<std::net::SocketAddr>() else {
+        problems.push(at.problem(
+            "review.listen",
+            format!(
+                "review.listen: expected an address and port such as 127.0.0.1:8026, got {:?}",
+                review.listen
+            ),
+        ));
+        return;
+    };
+    let auth = &review.auth;
+    if !addr.ip().is_loopback() && auth.proxy.is_none() && auth.accounts.is_none() {
+        problems.push(at.problem(
+            "review.listen",
+            format!(
+                "review.listen: {addr} is reachable from other machines; set review.auth.proxy \
+                 (a trusted reverse proxy) or review.auth.accounts (local accounts), or listen on 127.0.0.1"
+            ),
+        ));
+    }
+    if let Some(p) = &auth.proxy {
+        if p.from.is_empty() || p.header.trim().is_empty() {
+            problems.push(at.problem(
+                "review.auth.proxy",
+                "review.auth.proxy: needs `header` and at least one address in `from`",
+            ));
+        }
+    }
+    if !(1..=500).contains(&review.page_size) {
+        problems.push(at.problem("review.page_size", "review.page_size: must be 1 to 500"));
+    }
+}
+
 /// The config file and its text, so that a problem can point at its key.
 struct Located<'a> {
     path: &'a Path,
@@ -721,6 +805,9 @@ impl Config {
         check_desk(&config, &at, &mut problems);
         check_limits(&config.limits, &at, &mut problems);
         check_service(&config.service, &at, &mut problems);
+        if let Some(review) = &config.review {
+            check_review(review, &at, &mut problems);
+        }
         if let Some(imap) = &config.imap {
             check_imap(imap, &at, &mut problems);
         }
@@ -745,6 +832,9 @@ impl Config {
         self.directory.path = resolve(&self.directory.path);
         self.service.state = resolve(&self.service.state);
         self.service.documents = resolve(&self.service.documents);
+        if let Some(accounts) = self.review.as_mut().and_then(|r| r.auth.accounts.as_mut()) {
+            *accounts = resolve(accounts);
+        }
         let mut secrets = Vec::new();
         let mut oauth = Vec::new();
         if let Some(imap) = self.imap.as_mut() {

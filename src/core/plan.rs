@@ -122,6 +122,10 @@ pub struct Plan {
     /// live run decides the message anew instead of carrying this plan out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub made_in_shadow: bool,
+    /// The message's Date header (RFC 3339), as the sender's clock had it: the review
+    /// pages measure the time to an answer from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
 }
 
 /// Everything the desk knows, loaded and validated together: the service swaps it whole.
@@ -1693,6 +1697,7 @@ impl Plan {
             subject: mail.subject.clone(),
             fields,
             evidence,
+            date: mail.date.clone(),
             ..Plan::for_human(mail.message_id.clone(), String::new(), config)
         }
     }
@@ -1722,6 +1727,7 @@ impl Plan {
             bounce_of: Vec::new(),
             draft_note: None,
             made_in_shadow: false,
+            date: None,
         }
     }
 }

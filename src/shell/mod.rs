@@ -10,4 +10,5 @@ pub mod mailbox;
 pub mod oauth;
 pub mod outbox;
 pub mod reload;
+pub mod review_site;
 pub mod service;

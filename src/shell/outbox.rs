@@ -398,7 +398,7 @@ impl Submission {
         message: &Message,
         self_copy: Option<&str>,
         commit: impl FnOnce() -> Result<(), String>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<String, Refusal> {
         let mut to = message.envelope().to().to_vec();
         if let Some(desk) = self_copy {
             let desk: lettre::Address = desk
@@ -442,12 +442,14 @@ impl Submission {
             }
             conn.command(commands::Data).await?;
             commit().map_err(Failure::Journal)?;
-            conn.message(&bytes).await?;
-            Ok::<_, Failure>(())
+            let answer = conn.message(&bytes).await?;
+            // The server's own words ("250 2.0.0 Ok: queued as 4Xk…"), for the audit log.
+            let words: Vec<&str> = answer.message().collect();
+            Ok::<_, Failure>(format!("{} {}", answer.code(), words.join(" ")))
         };
         let result = tokio::time::timeout(t * 3, attempt).await;
         match result {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 *slot = None;
                 if e.is_permanent() {

@@ -5,6 +5,7 @@
 
 pub mod authority;
 pub mod broken;
+pub mod browser;
 pub mod cyrus;
 
 use std::collections::HashMap;

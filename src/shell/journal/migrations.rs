@@ -47,6 +47,11 @@ const STEPS: &[&str] = &[
      ALTER TABLE audit ADD COLUMN template TEXT;
      ALTER TABLE audit ADD COLUMN attachments TEXT;
      ALTER TABLE audit ADD COLUMN error TEXT;",
+    // 5: who looked at which decision on the review pages, and when.
+    "CREATE TABLE IF NOT EXISTS views (
+         id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, viewer TEXT NOT NULL,
+         page TEXT NOT NULL, audit_id INTEGER);
+     CREATE INDEX IF NOT EXISTS views_by_audit ON views(audit_id);",
 ];
 
 /// Brings the journal's schema up to date.

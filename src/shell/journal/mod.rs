@@ -16,6 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::core::plan::{Kind, Outgoing, Plan};
 
 mod migrations;
+mod review;
+pub use review::{BounceBlock, BreakerEvent, View};
 
 pub struct Journal {
     db: Connection,

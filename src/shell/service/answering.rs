@@ -265,13 +265,17 @@ impl Shell<'_> {
                 send_now = true;
             }
         }
-        if send_now && !self.submit(at, key, &message, answer, sending).await? {
-            return Ok(false);
+        let mut server_said = String::new();
+        if send_now {
+            match self.submit(at, key, &message, answer, sending).await? {
+                Some(said) => server_said = format!("; the server said {said}"),
+                None => return Ok(false),
+            }
         }
         if !recorded {
             let (out, msg_id) = (answer.out, &answer.msg_id);
             let detail = format!(
-                "{msg_id} to {} cc {}{note}",
+                "{msg_id} to {} cc {}{note}{server_said}",
                 out.to.join(","),
                 out.cc.join(",")
             );
@@ -299,7 +303,7 @@ impl Shell<'_> {
         message: &Message,
         answer: &Answer<'_>,
         sending: &mut Sending,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<String>, Error> {
         let (journal, msg_id, what, out) = (self.journal, &answer.msg_id, answer.what, answer.out);
         let smtp_cfg = self.config().smtp.as_ref().expect("checked");
         journal.set_outbox(msg_id, Some(key), Outbox::Sending)?;
@@ -311,10 +315,11 @@ impl Shell<'_> {
                 .set_outbox(msg_id, Some(key), Outbox::Committing)
                 .map_err(|e| e.to_string())
         };
-        match self.smtp.send(message, self_copy, commit).await {
-            Ok(()) => {
+        let said = match self.smtp.send(message, self_copy, commit).await {
+            Ok(said) => {
                 self.opts.health.smtp(true);
                 self.opts.health.sent(what);
+                said
             }
             Err(Refusal::Permanent(e)) => {
                 self.opts.health.error("smtp_refused");
@@ -326,7 +331,7 @@ impl Shell<'_> {
                 ));
                 sending.smtp_error = Some(e);
                 journal.set_outbox(msg_id, Some(key), Outbox::Failed)?;
-                return Ok(false);
+                return Ok(None);
             }
             // Left `sending` (nothing went out) or `committing` (the next session looks
             // for the receipt before sending again).
@@ -334,11 +339,11 @@ impl Shell<'_> {
                 self.opts.health.smtp(false);
                 return Err(Error::Smtp(e));
             }
-        }
+        };
         if smtp_cfg.self_copy {
             self.awaiting_copies.insert(msg_id.clone());
         }
-        Ok(true)
+        Ok(Some(said))
     }
 
     /// The copy in Sent, as a person's reply would leave one. After a restart it may be
