@@ -37,6 +37,9 @@ pub struct Config {
     /// The review pages for the people who read the audit log; off when absent.
     #[serde(default)]
     pub review: Option<ReviewConfig>,
+    /// Where the handbook's CRM steps go; without it they are only in the audit log.
+    #[serde(default)]
+    pub crm: Option<CrmConfig>,
     /// Where the file was read from; paths above are resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -533,6 +536,42 @@ impl Secret {
     }
 }
 
+/// The CRM steps (attach the PO, the registration's status, a note for the Channel
+/// Manager with the PoE).
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrmConfig {
+    /// For desks without API access: each day's steps written as import files for
+    /// Salesforce's Data Loader and Bulk API 2.0, which the CRM team imports.
+    pub export: CrmExport,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrmExport {
+    /// Folder of the import files, one subfolder per day (UTC).
+    pub folder: PathBuf,
+    /// API name of the deal-registration object, as your org names it.
+    #[serde(default = "default_registration_object")]
+    pub registration_object: String,
+    /// Its External ID field holding the deal id (the upsert key).
+    #[serde(default = "default_registration_key")]
+    pub registration_key_field: String,
+    /// Its status field.
+    #[serde(default = "default_registration_status")]
+    pub registration_status_field: String,
+}
+
+fn default_registration_object() -> String {
+    "Deal_Registration__c".into()
+}
+fn default_registration_key() -> String {
+    "Deal_ID__c".into()
+}
+fn default_registration_status() -> String {
+    "Status__c".into()
+}
+
 /// The review pages: read-only, served by the service on one more listener.
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -832,6 +871,9 @@ impl Config {
         self.directory.path = resolve(&self.directory.path);
         self.service.state = resolve(&self.service.state);
         self.service.documents = resolve(&self.service.documents);
+        if let Some(crm) = self.crm.as_mut() {
+            crm.export.folder = resolve(&crm.export.folder);
+        }
         if let Some(accounts) = self.review.as_mut().and_then(|r| r.auth.accounts.as_mut()) {
             *accounts = resolve(accounts);
         }

@@ -389,11 +389,28 @@ impl Directory {
             .collect()
     }
 
+    /// The registration with this id; failing that, the ones whose id is this one with a
+    /// letter prefix the partner left out ("2026-0042" for DR-2026-0042), as a search in
+    /// the CRM would find them.
     pub fn deals_by_id(&self, id: &str) -> Vec<&DealRegistration> {
         let d = normalize_token(id);
-        self.deals
+        let exact: Vec<&DealRegistration> = self
+            .deals
             .iter()
             .filter(|r| normalize_token(&r.deal_id) == d)
+            .collect();
+        if !exact.is_empty() || !d.starts_with(|c: char| c.is_ascii_digit()) || d.len() < 4 {
+            return exact;
+        }
+        self.deals
+            .iter()
+            .filter(|r| {
+                let full = normalize_token(&r.deal_id);
+                full.strip_suffix(d.as_str()).is_some_and(|prefix| {
+                    let letters = prefix.trim_end_matches(['-', '_', ' ']);
+                    !letters.is_empty() && letters.chars().all(|c| c.is_ascii_alphabetic())
+                })
+            })
             .collect()
     }
 

@@ -516,6 +516,63 @@ pub fn html_text(html: &str) -> String {
     out
 }
 
+/// Extensions of programs, scripts, macro documents, disk images and active web content:
+/// what a partner's PO or PoE never is, and what the desk must not pass on to its people.
+const RISKY_EXTENSIONS: &[&str] = &[
+    "exe", "com", "scr", "pif", "bat", "cmd", "msi", "msp", "dll", "cpl", "jar", "js", "jse",
+    "vbs", "vbe", "wsf", "wsh", "ps1", "psm1", "hta", "lnk", "reg", "iso", "img", "vhd", "vhdx",
+    "docm", "dotm", "xlsm", "xltm", "xlam", "pptm", "potm", "ppam", "sh", "appx", "msix", "apk",
+    "app", "dmg", "pkg",
+];
+
+/// Web pages: harmless as a footer (Exchange's `ATT00001.htm`), risky with script in them.
+const WEB_EXTENSIONS: &[&str] = &["html", "htm", "xhtml", "shtml", "svg", "mht", "mhtml"];
+
+fn has_script(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).to_ascii_lowercase();
+    [
+        "<script",
+        "javascript:",
+        "onload=",
+        "onerror=",
+        "onclick=",
+        "<iframe",
+        "<form",
+    ]
+    .iter()
+    .any(|k| text.contains(k))
+}
+
+/// Attachments that are programs or active content, by name (the last extension, so
+/// `PO.pdf.exe` counts) or by their first bytes (a Windows or Linux program, a script),
+/// in words for the plan.
+pub fn risky_attachments(mail: &Mail) -> Vec<String> {
+    mail.attachments
+        .iter()
+        .filter_map(|a| {
+            let ext = a
+                .name
+                .rsplit_once('.')
+                .map(|(_, e)| e.trim().to_ascii_lowercase());
+            let by_name = ext.as_deref().is_some_and(|e| {
+                RISKY_EXTENSIONS.contains(&e)
+                    || (WEB_EXTENSIONS.contains(&e) && has_script(&a.bytes))
+            });
+            let magic = a.bytes.starts_with(b"MZ")
+                || a.bytes.starts_with(b"\x7fELF")
+                || a.bytes.starts_with(b"#!");
+            (by_name || magic).then(|| {
+                let what = if magic {
+                    "a program"
+                } else {
+                    "a program or active content"
+                };
+                format!("{} is {what}", a.name)
+            })
+        })
+        .collect()
+}
+
 /// A line that marks where quoted history starts in converted HTML.
 const HISTORY_RULE: &str = "________________________________";
 
@@ -707,6 +764,26 @@ mod tests {
         assert_eq!(new_text(sig), "Hello");
         let inline = "Hi\n> old quote text\nnew line";
         assert_eq!(new_text(inline), "Hi\nnew line");
+    }
+
+    #[test]
+    fn programs_and_active_pages_are_risky_a_footer_is_not() {
+        let mail = |name: &str, bytes: &[u8]| {
+            let mut m = Mail::parse(b"From: a@b.example\r\nSubject: x\r\n\r\nhi\r\n").unwrap();
+            m.attachments.push(Attachment {
+                name: name.into(),
+                content_type: "application/octet-stream".into(),
+                bytes: bytes.to_vec(),
+                text: None,
+            });
+            risky_attachments(&m)
+        };
+        assert_eq!(mail("PO.pdf.exe", b"MZ\x90").len(), 1);
+        assert_eq!(mail("PO.pdf", b"MZ\x90").len(), 1, "a program by its bytes");
+        assert_eq!(mail("Order.XLSM", b"PK").len(), 1);
+        assert_eq!(mail("PO.html", b"<p>x</p><SCRIPT>y</script>").len(), 1);
+        assert!(mail("ATT00001.htm", b"<p>Sent via the list</p>").is_empty());
+        assert!(mail("PO.pdf", b"%PDF-1.4").is_empty());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! ([`documents::Reader`]), handed in by the caller.
 
 pub mod config;
+pub mod crm;
+pub mod dates;
 pub mod directory;
 pub mod documents;
 pub mod escape;

@@ -105,6 +105,9 @@ pub struct Plan {
     pub outgoing: Vec<Outgoing>,
     pub keep_documents: Vec<KeptDocument>,
     pub crm_updates: Vec<CrmUpdate>,
+    /// The handbook's CRM steps for this message, in order (`core::crm`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crm_actions: Vec<crate::core::crm::CrmAction>,
     pub original: Filing,
     /// When this message is a bounce of one of our answers: the addresses it failed for.
     /// The service blocks them from automatic answers for `limits.bounce_block_days`.
@@ -467,6 +470,7 @@ impl Playbook {
                 plan.outgoing.clear();
                 plan.keep_documents.clear();
                 plan.crm_updates.clear();
+                plan.crm_actions.clear();
                 plan.reason = reason;
                 if self.config.drafts.when_held || rule.then.respond == Respond::Draft {
                     self.draft_for_ambiguity(mail, rule, &sender_domain, &mut plan);
@@ -606,6 +610,16 @@ impl Playbook {
             plan.reason = format!(
                 "an attached document cannot be read: {}; left for a human",
                 mail.unreadable.join("; ")
+            );
+            return None;
+        }
+        let risky = crate::core::message::risky_attachments(mail);
+        if !risky.is_empty() {
+            // Never passed on to the desk's people or kept as a PO: a person looks first.
+            plan.guards = risky.clone();
+            plan.reason = format!(
+                "an attachment is a program or active content ({}): nothing is forwarded or kept automatically; left for a human",
+                risky.join("; ")
             );
             return None;
         }
@@ -756,6 +770,7 @@ impl Playbook {
                 to: change.to.clone(),
             });
         }
+        plan.crm_actions = crm_actions(&case, plan);
         plan.reason = match (found.opportunity, found.deal) {
             (Some(o), _) => format!(
                 "{} for opportunity {} ({})",
@@ -1023,18 +1038,23 @@ impl Playbook {
 
     /// Every deal registration id in the evidence must be the one found.
     fn one_deal(&self, found: &DealRegistration, clues: &Clues<'_>) -> Result<(), String> {
-        let others: Vec<String> = clues
+        let mut others: Vec<String> = Vec::new();
+        let ids = clues
             .evidence
             .iter()
             .filter(|e| e.field == "deal_id")
-            .map(|e| e.value.as_str())
-            .chain(clues.known.deal_ids.iter().take(8).copied())
-            .filter(|v| {
-                let regs = self.directory.deals_by_id(v);
-                regs.len() == 1 && !regs[0].deal_id.eq_ignore_ascii_case(&found.deal_id)
-            })
-            .map(str::to_string)
-            .collect();
+            .map(|e| e.value.as_str());
+        for v in ids.chain(clues.known.deal_ids.iter().take(8).copied()) {
+            let regs = self.directory.deals_by_id(v);
+            if let [reg] = regs[..] {
+                // The same registration written twice (a label, then the bare id) counts once.
+                if !reg.deal_id.eq_ignore_ascii_case(&found.deal_id)
+                    && !others.iter().any(|o| o.eq_ignore_ascii_case(&reg.deal_id))
+                {
+                    others.push(reg.deal_id.clone());
+                }
+            }
+        }
         if others.is_empty() {
             return Ok(());
         }
@@ -1349,6 +1369,7 @@ pub fn make_draft(plan: &mut Plan, why: &str, more: &str, config: &Config) {
     ));
     plan.keep_documents.clear();
     plan.crm_updates.clear();
+    plan.crm_actions.clear();
     plan.original = Filing {
         human: true,
         folder: config.folders.human.clone(),
@@ -1399,6 +1420,47 @@ fn check_deal_state(d: &DealRegistration, a: &Action) -> Result<(), String> {
 
 /// POs and PoEs kept under the record they belong to; two attachments of one name are
 /// two documents, both kept.
+/// The CRM steps of the procedure: the PO onto its opportunity; for a PoE, the
+/// registration's status, then a note for the Channel Manager on the linked opportunity
+/// with the PoE.
+fn crm_actions(case: &Case, plan: &Plan) -> Vec<crate::core::crm::CrmAction> {
+    use crate::core::crm::CrmAction;
+    let mut out = Vec::new();
+    if let Some(o) = case.found.opportunity {
+        for k in &plan.keep_documents {
+            out.push(CrmAction::AttachDocument {
+                opportunity: o.opportunity_id.clone(),
+                document: k.name.clone(),
+                under: k.under.clone(),
+                sha256: k.sha256.clone(),
+            });
+        }
+    }
+    let Some(d) = case.found.deal else { return out };
+    for u in &plan.crm_updates {
+        out.push(CrmAction::SetRegistrationStatus {
+            registration: d.deal_id.clone(),
+            from: u.from.clone(),
+            to: u.to.clone(),
+        });
+    }
+    let forwarded = plan.outgoing.iter().any(|o| o.kind == Kind::Forward);
+    if forwarded && !d.linked_opportunity_id.is_empty() && d.channel_manager_email.contains('@') {
+        let kept = plan.keep_documents.first();
+        out.push(CrmAction::PostNote {
+            opportunity: d.linked_opportunity_id.clone(),
+            user: d.channel_manager_email.clone(),
+            text: format!(
+                "Service Attach proof of execution for deal registration {} ({}), from {}.",
+                d.deal_id, d.customer_name, d.partner_name
+            ),
+            document: kept.map(|k| k.name.clone()),
+            under: kept.map(|k| k.under.clone()),
+        });
+    }
+    out
+}
+
 fn keep_for_crm(case: &Case, plan: &mut Plan) -> Result<(), String> {
     let (mail, a, documents) = (case.mail, case.action, &case.documents);
     let under = match (case.found.opportunity, case.found.deal) {
@@ -1619,6 +1681,9 @@ pub fn explain(name: &str, plan: &Plan) -> String {
             u.record, u.field, u.from, u.to
         );
     }
+    for a in &plan.crm_actions {
+        let _ = writeln!(s, "  crm step:   {}", esc(&a.describe()));
+    }
     let where_ = match (&plan.original.folder, plan.original.human) {
         (Some(f), true) => format!("left for a human in {f}"),
         (None, true) => "left for a human, flagged in the inbox".into(),
@@ -1719,6 +1784,7 @@ impl Plan {
             outgoing: Vec::new(),
             keep_documents: Vec::new(),
             crm_updates: Vec::new(),
+            crm_actions: Vec::new(),
             original: Filing {
                 human: true,
                 folder: config.folders.human.clone(),

@@ -99,6 +99,7 @@ pub fn restrain(plan: &mut Plan, history: &History, config: &Config) -> Option<B
     plan.outgoing.clear();
     plan.keep_documents.clear();
     plan.crm_updates.clear();
+    plan.crm_actions.clear();
     plan.original.human = true;
     plan.original.folder = config.folders.human.clone();
     Some(brake)

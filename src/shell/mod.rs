@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod consent;
+pub mod crm;
 pub mod folders;
 pub mod health;
 pub mod journal;

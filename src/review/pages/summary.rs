@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::decisions::Decision;
+pub use crate::core::dates::{day_of, epoch, last_days};
 use crate::shell::journal::AuditRow;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -21,6 +22,8 @@ pub struct Summary {
     pub latency_minutes: Vec<f64>,
     pub latency_p50: Option<f64>,
     pub latency_p90: Option<f64>,
+    /// The same two in words ("under a minute", "3.5 hours").
+    pub latency_text: Option<(String, String)>,
     pub top_reasons: Vec<Reason>,
     pub drafts: Vec<DraftRate>,
 }
@@ -62,6 +65,10 @@ pub fn summarize(decisions: &[Decision], rows: &[AuditRow], days: Vec<String>) -
     s.latency_minutes = latencies(decisions, rows);
     s.latency_p50 = percentile(&s.latency_minutes, 0.5);
     s.latency_p90 = percentile(&s.latency_minutes, 0.9);
+    s.latency_text = s
+        .latency_p50
+        .zip(s.latency_p90)
+        .map(|(a, b)| (in_words(a), in_words(b)));
     s.top_reasons = top_reasons(decisions);
     s.drafts = draft_rates(rows);
     s.days = days;
@@ -103,6 +110,19 @@ fn latencies(decisions: &[Decision], rows: &[AuditRow]) -> Vec<f64> {
         out.push(((sent - arrived) / 60.0).max(0.0));
     }
     out
+}
+
+/// A duration as a reviewer reads it.
+fn in_words(minutes: f64) -> String {
+    if minutes < 1.0 {
+        "under a minute".into()
+    } else if minutes < 90.0 {
+        format!("{minutes:.0} min")
+    } else if minutes < 48.0 * 60.0 {
+        format!("{:.1} hours", minutes / 60.0)
+    } else {
+        format!("{:.1} days", minutes / 1440.0)
+    }
 }
 
 fn percentile(values: &[f64], p: f64) -> Option<f64> {
@@ -186,66 +206,6 @@ pub fn csv(decisions: &[Decision], days: &[String]) -> String {
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
-/// Seconds since 1970 of an RFC 3339 time (`2026-12-01T10:00:00.123Z`, `…+01:00`).
-pub fn epoch(t: &str) -> Option<f64> {
-    let b = t.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi) = (num(11..13)?, num(14..16)?);
-    let rest = &t[17..];
-    let secs_end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
-    let s: f64 = rest[..secs_end].parse().ok()?;
-    let zone = &rest[secs_end..];
-    let offset = match zone {
-        "" | "Z" | "z" => 0,
-        z if z.len() == 6 => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            sign * (z[1..3].parse::<i64>().ok()? * 3600 + z[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86400 + h * 3600 + mi * 60 - offset) as f64 + s)
-}
-
-/// The date (`2026-12-01`) of a time in seconds since 1970, UTC.
-pub fn day_of(epoch: f64) -> String {
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = (epoch / 86400.0).floor() as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// The last `n` days up to the one `now` is in, oldest first.
-pub fn last_days(n: u32, now: f64) -> Vec<String> {
-    (0..n)
-        .rev()
-        .map(|k| day_of(now - f64::from(k) * 86400.0))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +220,7 @@ mod tests {
         assert_eq!(day_of(951_782_400.0), "2000-02-29");
         assert_eq!(last_days(2, 1_796_119_200.0), ["2026-11-30", "2026-12-01"]);
         assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
+        assert_eq!(in_words(0.2), "under a minute");
+        assert_eq!(in_words(150.0), "2.5 hours");
     }
 }

@@ -52,6 +52,11 @@ const STEPS: &[&str] = &[
          id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, viewer TEXT NOT NULL,
          page TEXT NOT NULL, audit_id INTEGER);
      CREATE INDEX IF NOT EXISTS views_by_audit ON views(audit_id);",
+    // 6: each CRM step, by its marker: exported (to which file), done, or refused.
+    "CREATE TABLE IF NOT EXISTS crm_actions (
+         external_id TEXT PRIMARY KEY, message_key TEXT NOT NULL, kind TEXT NOT NULL,
+         target TEXT NOT NULL, state TEXT NOT NULL, place TEXT, detail TEXT,
+         updated TEXT NOT NULL);",
 ];
 
 /// Brings the journal's schema up to date.

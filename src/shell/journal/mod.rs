@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::core::plan::{Kind, Outgoing, Plan};
 
+mod crm;
 mod migrations;
 mod review;
 pub use review::{BounceBlock, BreakerEvent, View};

@@ -197,6 +197,17 @@ impl Shell<'_> {
                 sending.human_reason = Some(format!(
                     "the answer went out, but a document could not be kept for the CRM: {e}"
                 ));
+            } else if let Some(crm) = &self.config().crm {
+                let documents = &self.config().service.documents;
+                if let Err(e) =
+                    crate::shell::crm::carry_out(crm, documents, self.journal, key, at, plan)
+                {
+                    error!(uid = at.uid, "{e}");
+                    self.opts.health.error("crm");
+                    sending.human_reason = Some(format!(
+                        "the answer went out, but a CRM step could not be carried out: {e}"
+                    ));
+                }
             }
             self.journal.advance(
                 at.uidvalidity,
