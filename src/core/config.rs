@@ -543,7 +543,65 @@ impl Secret {
 pub struct CrmConfig {
     /// For desks without API access: each day's steps written as import files for
     /// Salesforce's Data Loader and Bulk API 2.0, which the CRM team imports.
-    pub export: CrmExport,
+    #[serde(default)]
+    pub export: Option<CrmExport>,
+    /// Each step done in Salesforce over its REST API, signed in as a connected app.
+    #[serde(default)]
+    pub salesforce: Option<SalesforceConfig>,
+}
+
+/// A Salesforce org reached as a connected app with the client-credentials flow.
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceConfig {
+    /// The org's My Domain, e.g. `https://acme.my.salesforce.com`; the token comes from
+    /// its `/services/oauth2/token`.
+    pub instance_url: String,
+    /// The connected app's consumer key.
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    #[serde(default = "default_registration_object")]
+    pub registration_object: String,
+    #[serde(default = "default_registration_key")]
+    pub registration_key_field: String,
+    #[serde(default = "default_registration_status")]
+    pub registration_status_field: String,
+    /// A CA file to trust instead of the system's (a test org behind a proxy).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_crm_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_api_version() -> String {
+    "62.0".into()
+}
+fn default_crm_timeout() -> u64 {
+    30
+}
+
+fn check_crm(crm: &CrmConfig, at: &Located, problems: &mut Problems) {
+    if crm.export.is_some() == crm.salesforce.is_some() {
+        problems.push(at.problem(
+            "crm",
+            "crm: set exactly one of `export` (import files) and `salesforce` (the REST API)",
+        ));
+    }
+    if let Some(sf) = &crm.salesforce {
+        if !sf.instance_url.starts_with("https://")
+            && !sf.instance_url.starts_with("http://127.0.0.1")
+        {
+            problems.push(at.problem(
+                "crm.salesforce.instance_url",
+                format!(
+                    "crm.salesforce.instance_url: expected https://…, got {:?}",
+                    sf.instance_url
+                ),
+            ));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -828,6 +886,12 @@ impl Config {
             }
             all.extend(oauth("smtp", smtp.oauth2.as_ref()));
         }
+        if let Some(sf) = self.crm.as_ref().and_then(|c| c.salesforce.as_ref()) {
+            all.push((
+                "crm.salesforce.client_secret".to_string(),
+                &sf.client_secret,
+            ));
+        }
         all
     }
 
@@ -846,6 +910,9 @@ impl Config {
         check_service(&config.service, &at, &mut problems);
         if let Some(review) = &config.review {
             check_review(review, &at, &mut problems);
+        }
+        if let Some(crm) = &config.crm {
+            check_crm(crm, &at, &mut problems);
         }
         if let Some(imap) = &config.imap {
             check_imap(imap, &at, &mut problems);
@@ -871,8 +938,11 @@ impl Config {
         self.directory.path = resolve(&self.directory.path);
         self.service.state = resolve(&self.service.state);
         self.service.documents = resolve(&self.service.documents);
-        if let Some(crm) = self.crm.as_mut() {
-            crm.export.folder = resolve(&crm.export.folder);
+        if let Some(export) = self.crm.as_mut().and_then(|c| c.export.as_mut()) {
+            export.folder = resolve(&export.folder);
+        }
+        if let Some(sf) = self.crm.as_mut().and_then(|c| c.salesforce.as_mut()) {
+            sf.ca_file = sf.ca_file.as_deref().map(resolve);
         }
         if let Some(accounts) = self.review.as_mut().and_then(|r| r.auth.accounts.as_mut()) {
             *accounts = resolve(accounts);
@@ -888,6 +958,9 @@ impl Config {
             smtp.ca_file = smtp.ca_file.as_deref().map(resolve);
             secrets.extend(smtp.password.as_mut());
             oauth.extend(smtp.oauth2.as_mut());
+        }
+        if let Some(sf) = self.crm.as_mut().and_then(|c| c.salesforce.as_mut()) {
+            secrets.push(&mut sf.client_secret);
         }
         for o in oauth {
             o.ca_file = o.ca_file.as_deref().map(resolve);

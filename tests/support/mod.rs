@@ -7,6 +7,7 @@ pub mod authority;
 pub mod broken;
 pub mod browser;
 pub mod cyrus;
+pub mod salesforce;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -155,7 +155,9 @@ impl Shell<'_> {
     }
 
     /// Every outgoing message of the plan in order; a refusal stops the rest and sends
-    /// the message to a person. Once all went out, its documents are kept.
+    /// the message to a person. Its documents are kept once all went out; with a CRM
+    /// configured, they are kept and the CRM steps done first, so that a step the CRM
+    /// refuses (a registration no longer Approved) stops the answers that announce it.
     async fn send_answers(
         &mut self,
         session: &mut Imap,
@@ -172,9 +174,17 @@ impl Shell<'_> {
             None,
             &plan.reason,
         )?;
+        let crm_first = self.config().crm.is_some() && !plan.crm_actions.is_empty();
+        if crm_first {
+            self.keep_and_record(job, mail, sending, "nothing was sent")
+                .await?;
+        }
         let book = self.book;
         let domain = &book.config.desk.message_id_domain;
         for (i, out) in plan.outgoing.iter().enumerate() {
+            if sending.human_reason.is_some() {
+                break;
+            }
             let msg_id = threading::message_id_for(key, i, out, domain);
             let before = self.journal.outbox_state(&msg_id)?;
             let what = out.kind.as_str();
@@ -189,25 +199,9 @@ impl Shell<'_> {
             }
         }
         if sending.human_reason.is_none() {
-            // The answers went out; a document that cannot be written (a full disk, a
-            // name the file system refuses) is this message's problem, for a person.
-            if let Err(e) = kept_documents::keep(self.config(), mail, plan) {
-                error!(uid = at.uid, "{e}");
-                self.opts.health.error("documents");
-                sending.human_reason = Some(format!(
-                    "the answer went out, but a document could not be kept for the CRM: {e}"
-                ));
-            } else if let Some(crm) = &self.config().crm {
-                let documents = &self.config().service.documents;
-                if let Err(e) =
-                    crate::shell::crm::carry_out(crm, documents, self.journal, key, at, plan)
-                {
-                    error!(uid = at.uid, "{e}");
-                    self.opts.health.error("crm");
-                    sending.human_reason = Some(format!(
-                        "the answer went out, but a CRM step could not be carried out: {e}"
-                    ));
-                }
+            if !crm_first {
+                self.keep_and_record(job, mail, sending, "the answer went out")
+                    .await?;
             }
             self.journal.advance(
                 at.uidvalidity,
@@ -220,6 +214,42 @@ impl Shell<'_> {
         }
         // Everything went out and is recorded as such; only a Sent copy is missing.
         sending.human_reason = sending.human_reason.take().or(sending.copy_refused.take());
+        Ok(())
+    }
+
+    /// The documents kept, then the CRM steps; a document that cannot be written (a full
+    /// disk, a name the file system refuses) or a step the CRM refuses is this message's
+    /// problem, for a person, with `so_far` saying what already happened.
+    async fn keep_and_record(
+        &mut self,
+        job: InHand<'_>,
+        mail: &Mail,
+        sending: &mut Sending,
+        so_far: &str,
+    ) -> Result<(), Error> {
+        let InHand { at, key, plan } = job;
+        if let Err(e) = kept_documents::keep(self.config(), mail, plan) {
+            error!(uid = at.uid, "{e}");
+            self.opts.health.error("documents");
+            sending.human_reason = Some(format!(
+                "{so_far}, but a document could not be kept for the CRM: {e}"
+            ));
+            return Ok(());
+        }
+        let Some(crm) = &self.config().crm else {
+            return Ok(());
+        };
+        let documents = &self.config().service.documents;
+        match crate::shell::crm::carry_out(crm, documents, self.journal, key, at, plan).await {
+            Ok(()) => {}
+            Err(crate::shell::crm::Error::Journal(e)) => return Err(e.into()),
+            Err(e) => {
+                error!(uid = at.uid, "{e}");
+                self.opts.health.error("crm");
+                sending.human_reason =
+                    Some(format!("{so_far}, but a CRM step was not carried out: {e}"));
+            }
+        }
         Ok(())
     }
 
