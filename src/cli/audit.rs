@@ -137,8 +137,7 @@ fn filter(journal: &Journal, args: &Filters, view: Option<&View>) -> Result<Audi
         sender: args.sender.clone(),
         rule: args.rule.clone(),
         message_id: args.message_id.clone(),
-        id: None,
-        after_id: 0,
+        ..AuditFilter::default()
     })
 }
 

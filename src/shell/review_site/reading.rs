@@ -90,7 +90,12 @@ pub fn decisions(
         "" => None,
         u => journal.audit_time(&format!("{u}T23:59:59.999"))?,
     };
-    let all = rows(journal, since, until)?;
+    let all = journal.audit_rows(&AuditFilter {
+        since: Some(since),
+        until,
+        without_plans: true,
+        ..AuditFilter::default()
+    })?;
     let list = decisions::decisions(&all);
     journal.record_view(
         viewer,
