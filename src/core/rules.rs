@@ -1350,10 +1350,11 @@ pub fn extract(book: &Rulebook, mail: &Mail) -> Vec<Evidence> {
 /// Distinct values of one id field looked at, at most: enough to see two records named.
 const MAX_VALUES: usize = 8;
 
-/// A reply's subject ("Re:", "AW:", "Réf :" …): it names the thread's old topic.
+/// A reply's subject ("Re:", "AW:", "Réf :" …): it names the thread's old topic. Tags a
+/// mail gateway puts in front ("[EXTERNAL] RE: …", "[EXT] AW: …") do not hide it.
 pub fn is_answer_subject(subject: &str) -> bool {
     static PREFIX: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
-        Regex::new(r"(?i)^\s*(?:re|aw|sv|vs|res|ref|réf|rif|antw|返信)\s*(?:\[\d+\])?\s*[:：]")
+        Regex::new(r"(?i)^\s*(?:(?:\[[^\]]{1,40}\]|\*{0,3}external\*{0,3}\s*:?|ext\s*:)\s*)*(?:re|aw|sv|vs|res|ref|réf|rif|antw|odp|ynt|返信|回复|答复|回覆)\s*(?:\[\d+\])?\s*[:：]")
             .expect("answer prefix")
     });
     PREFIX.is_match(subject)
@@ -1362,7 +1363,7 @@ pub fn is_answer_subject(subject: &str) -> bool {
 /// A forward's subject ("Fwd:", "WG:", "TR:", "Enc:", "RV:", "転送:").
 pub fn is_forward_subject(subject: &str) -> bool {
     static PREFIX: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
-        Regex::new(r"(?i)^\s*(?:(?:re|aw|sv|antw)\s*:\s*)*(?:fw|fwd|wg|tr|enc|rv|転送)\s*(?:\[\d+\])?\s*[:：]")
+        Regex::new(r"(?i)^\s*(?:(?:re|aw|sv|antw)\s*:\s*)*(?:fw|fwd|wg|tr|enc|rv|pd|転送|转发|轉寄)\s*(?:\[\d+\])?\s*[:：]")
             .expect("forward prefix")
     });
     PREFIX.is_match(subject)
