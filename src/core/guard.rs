@@ -261,7 +261,7 @@ static TICKET_MAILER: LazyLock<Regex> = LazyLock::new(|| {
 /// languages (and the neighbours Outlook and Gmail use for them).
 static AUTOMATIC_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?ix)^\s*(?:(?:re|aw|fw|fwd|wg|tr)\s*:\s*)*(?:
+        r"(?ix)^\s*(?:\[[^\]]{1,40}\]\s*)*(?:(?:re|aw|fw|fwd|wg|tr)\s*:\s*)*(?:
             auto(?:matic|matische|matique|mática|matica|matico)?[\s_-]*(?:reply|response|answer|antwort|réponse|reponse|resposta|respuesta|risposta)
           | (?:réponse|reponse|resposta|respuesta|risposta)\s+autom[aá]ti(?:que|ca)
           | out\s+of\s+(?:the\s+)?office | ooo\b | on\s+vacation | away\s+from | abwesen | abwesenheit | nicht\s+im\s+b[üu]ro
