@@ -697,6 +697,27 @@ impl UniqueNames {
 }
 
 /// Lines that start quoted history in the mail clients partners use, in the desk's languages.
+/// Where a legal disclaimer starts: its words ("any purchase order or quotation …") are
+/// boilerplate under every message, not what the partner asks.
+static DISCLAIMER_START: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)^\s*[*_\s]*(?:
+            (?:confidentiality|privacy|legal)\s+(?:notice|statement|disclaimer)
+          | confidentiality\s*:
+          | disclaimer\s*:?
+          | (?:privileged\s+(?:and|&)\s+)?confidential(?:ity)?\s*[:\-–]
+          | this\s+(?:e-?mail|message|communication|transmission)(?:\s+and\s+(?:any|its)\s+(?:\w+\s+){0,3}?)?\s*
+            (?:(?:is|are)\s+(?:strictly\s+|legally\s+|solely\s+|only\s+)?(?:confidential|privileged|intended)
+              | (?:may\s+contain|contains?)\s+(?:confidential|privileged|proprietary|legally))
+          | (?:diese|die(?:se)?)\s+(?:e-?mail|nachricht)\b.{0,80}\bvertraulich
+          | (?:ce|le\s+pr[ée]sent)\s+(?:message|courriel|e-?mail)\b.{0,80}\bconfidenti
+          | (?:esta|a\s+presente)\s+(?:mensagem|e-?mail)\b.{0,80}\bconfidencia
+          | この(?:電子)?メール.{0,40}(?:機密|秘密|守秘)
+        )",
+    )
+    .expect("disclaimer pattern")
+});
+
 static HISTORY_START: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?ix)^\s*(?:
@@ -729,7 +750,7 @@ pub fn new_text(text: &str) -> String {
         if *line == "-- " || line.trim_end() == "--" {
             break;
         }
-        if HISTORY_START.is_match(line) {
+        if HISTORY_START.is_match(line) || DISCLAIMER_START.is_match(line) {
             break;
         }
         if OUTLOOK_FROM.is_match(line)
@@ -764,6 +785,16 @@ mod tests {
         assert_eq!(new_text(sig), "Hello");
         let inline = "Hi\n> old quote text\nnew line";
         assert_eq!(new_text(inline), "Hi\nnew line");
+        let legal = "Can't log in.\nAlice\n\nCONFIDENTIALITY: This e-mail and any purchase order are confidential.";
+        assert_eq!(new_text(legal), "Can't log in.\nAlice");
+        let de = "Wo steht die Bestellung?\n\nDiese E-Mail enthält vertrauliche Informationen.";
+        assert_eq!(new_text(de), "Wo steht die Bestellung?");
+        let asked = "This message is about our confidential pricing, please send a quote.";
+        assert_eq!(
+            new_text(asked),
+            asked,
+            "a sentence that mentions confidentiality is not a disclaimer"
+        );
     }
 
     #[test]
