@@ -627,13 +627,20 @@ impl Journal {
         Ok(())
     }
 
-    /// Audit records older than `days` are deleted (`service.audit_retention_days`).
+    /// Audit records older than `days` are deleted (`service.audit_retention_days`),
+    /// and the record of who looked at them with them.
     pub fn expire_audit(&self, days: u32) -> Result<usize> {
+        let age = format!("-{days} days");
+        self.db
+            .prepare_cached(
+                "DELETE FROM views WHERE time < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
+            )?
+            .execute([&age])?;
         self.db
             .prepare_cached(
                 "DELETE FROM audit WHERE time < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
             )?
-            .execute([format!("-{days} days")])
+            .execute([&age])
             .map_err(Error::from)
     }
 
