@@ -472,7 +472,7 @@ impl Directory {
 
     /// Account names of the partner's own opportunities that the text mentions.
     pub fn customers_in(&self, text: &str, partner_domain: &str) -> Vec<&str> {
-        let hay = format!(" {} ", normalize_name(text));
+        let hay = name_haystack(text);
         dedup(
             self.opportunities
                 .iter()
@@ -511,8 +511,9 @@ fn dedup<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 /// Whether the texts name the opportunity by what its name adds to the account's
-/// ("Initech - Ultimate upgrade" → "ultimate upgrade"), as whole words.
-pub fn opportunity_named(o: &Opportunity, texts: &[&str]) -> bool {
+/// ("Initech - Ultimate upgrade" → "ultimate upgrade"), as whole words. `texts` are
+/// [`name_haystack`]s, made once for all candidates.
+pub fn opportunity_named(o: &Opportunity, texts: &[String]) -> bool {
     let name = normalize_name(&o.opportunity_name);
     let account = normalize_name(&o.account_name);
     let rest = name.strip_prefix(account.as_str()).unwrap_or(&name).trim();
@@ -520,9 +521,12 @@ pub fn opportunity_named(o: &Opportunity, texts: &[&str]) -> bool {
         return false;
     }
     let rest = format!(" {rest} ");
-    texts
-        .iter()
-        .any(|t| format!(" {} ", normalize_name(t)).contains(&rest))
+    texts.iter().any(|t| t.contains(&rest))
+}
+
+/// A text normalized as names are, with a space at each end, to look for whole names in.
+pub fn name_haystack(text: &str) -> String {
+    format!(" {} ", normalize_name(text))
 }
 
 /// Scripts written without spaces between words (kana, CJK ideographs, Hangul): there

@@ -1209,8 +1209,10 @@ impl Playbook {
         let mut by_name = "";
         if found.len() > 1 {
             // "Initech - Ultimate upgrade": the opportunity's own name tells two apart.
-            let texts = rules::evidence_sources(mail);
-            let texts: Vec<&str> = texts.iter().map(|(_, t)| t.as_ref()).collect();
+            let texts: Vec<String> = rules::evidence_sources(mail)
+                .iter()
+                .map(|(_, t)| crate::core::directory::name_haystack(t))
+                .collect();
             let named: Vec<&Opportunity> = found
                 .iter()
                 .copied()

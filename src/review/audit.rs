@@ -252,13 +252,24 @@ pub fn summary(rows: &[AuditRow], period: &str) -> String {
         "{:<22}{:>9}{:>9}{:>10}{:>8}{:>16}{:>8}",
         "total", total[0], total[1], total[2], total[3], total[4], total[5]
     );
-    s.push_str(&draft_rates(rows));
+    s.push_str(&draft_table(rows));
     s
 }
 
-/// Per rule: drafts written, approved (sent by a person) and discarded, and the share
-/// approved, so the desk sees which rules are ready to answer on their own.
-fn draft_rates(rows: &[AuditRow]) -> String {
+/// One rule's drafts: written, approved (sent by a person), discarded, and the share
+/// approved of those settled, so the desk sees which rules are ready to answer alone.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DraftRate {
+    pub rule: String,
+    pub drafted: usize,
+    pub approved: usize,
+    pub discarded: usize,
+    /// Approved of those settled, in percent.
+    pub rate: Option<usize>,
+}
+
+/// Draft counts per rule, by rule name.
+pub fn draft_rates(rows: &[AuditRow]) -> Vec<DraftRate> {
     let mut by_rule: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
     for r in rows {
         let slot = match r.outcome.as_str() {
@@ -269,7 +280,22 @@ fn draft_rates(rows: &[AuditRow]) -> String {
         };
         by_rule.entry(r.rule.as_deref().unwrap_or("-")).or_default()[slot] += 1;
     }
-    if by_rule.is_empty() {
+    by_rule
+        .into_iter()
+        .map(|(rule, [drafted, approved, discarded])| DraftRate {
+            rule: rule.to_string(),
+            drafted,
+            approved,
+            discarded,
+            rate: (approved * 100).checked_div(approved + discarded),
+        })
+        .collect()
+}
+
+/// The draft counts as the summary's second table; nothing when there were no drafts.
+fn draft_table(rows: &[AuditRow]) -> String {
+    let rates = draft_rates(rows);
+    if rates.is_empty() {
         return String::new();
     }
     let mut s = String::from("\ndrafts by rule\n");
@@ -278,15 +304,15 @@ fn draft_rates(rows: &[AuditRow]) -> String {
         "{:<34}{:>8}{:>10}{:>11}{:>10}",
         "rule", "drafted", "approved", "discarded", "approved%"
     );
-    for (rule, [drafted, approved, discarded]) in by_rule {
-        let settled = approved + discarded;
-        let rate = (approved * 100)
-            .checked_div(settled)
-            .map_or_else(|| "-".to_string(), |r| format!("{r}%"));
+    for d in rates {
+        let rate = d.rate.map_or_else(|| "-".to_string(), |r| format!("{r}%"));
         let _ = writeln!(
             s,
-            "{:<34}{drafted:>8}{approved:>10}{discarded:>11}{rate:>10}",
-            fit(rule, 33).trim_end()
+            "{:<34}{:>8}{:>10}{:>11}{rate:>10}",
+            fit(&d.rule, 33).trim_end(),
+            d.drafted,
+            d.approved,
+            d.discarded
         );
     }
     s

@@ -2,6 +2,7 @@
 //! made by [`crate::core`] and is the only place that retries.
 
 pub mod backoff;
+pub mod clock;
 pub mod consent;
 pub mod crm;
 pub mod folders;

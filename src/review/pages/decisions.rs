@@ -200,10 +200,11 @@ impl Filter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(id: i64, uid: u32, outcome: &str, reason: &str) -> AuditRow {
+    /// A record of message `uid` as the audit log writes it (shared with the page tests).
+    pub(crate) fn row(id: i64, uid: u32, outcome: &str, reason: &str) -> AuditRow {
         AuditRow {
             id,
             time: format!("2026-12-01T10:00:0{id}.000Z"),

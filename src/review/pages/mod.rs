@@ -233,27 +233,14 @@ mod tests {
 
     fn row(id: i64, uid: u32, outcome: &str, subject: &str) -> AuditRow {
         AuditRow {
-            id,
-            time: format!("2026-12-01T10:00:0{id}.000Z"),
-            mailbox: "INBOX".into(),
-            uidvalidity: 1,
-            uid,
-            message_id: Some(format!("m{uid}@x")),
-            sender: Some("alice@reseller.example".into()),
             subject: subject.into(),
-            category: "quote_request".into(),
-            rule: Some("quote-request".into()),
-            respond: "auto".into(),
-            reason: "no opportunity found".into(),
-            outcome: outcome.into(),
             detail: "<a1@triage> to alice@reseller.example cc ; the server said 250 2.0.0 Ok"
                 .into(),
             to: Some("alice@reseller.example".into()),
             cc: Some("rep@example.com".into()),
             template: Some("quote_request_routed".into()),
             attachments: Some(json!([{"name": "PO <1>.pdf", "sha256": "ab12"}])),
-            error: None,
-            plan: None,
+            ..decisions::tests::row(id, uid, outcome, "no opportunity found")
         }
     }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::decisions::Decision;
 pub use crate::core::dates::{day_of, epoch, last_days};
+use crate::review::audit::{draft_rates, DraftRate};
 use crate::shell::journal::AuditRow;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,16 +35,6 @@ pub struct Reason {
     pub reason: String,
     pub count: usize,
     pub example: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DraftRate {
-    pub rule: String,
-    pub drafted: usize,
-    pub approved: usize,
-    pub discarded: usize,
-    /// Approved of those settled, in percent.
-    pub rate: Option<u32>,
 }
 
 /// The figures for these decisions over these days.
@@ -161,31 +152,6 @@ fn top_reasons(decisions: &[Decision]) -> Vec<Reason> {
     list.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     list.truncate(10);
     list
-}
-
-fn draft_rates(rows: &[AuditRow]) -> Vec<DraftRate> {
-    let mut by_rule: BTreeMap<String, [usize; 3]> = BTreeMap::new();
-    for r in rows {
-        let slot = match r.outcome.as_str() {
-            "drafted" => 0,
-            "approved" => 1,
-            "discarded" => 2,
-            _ => continue,
-        };
-        by_rule
-            .entry(r.rule.clone().unwrap_or_else(|| "-".into()))
-            .or_default()[slot] += 1;
-    }
-    by_rule
-        .into_iter()
-        .map(|(rule, [drafted, approved, discarded])| DraftRate {
-            rule,
-            drafted,
-            approved,
-            discarded,
-            rate: ((approved * 100) as u32).checked_div((approved + discarded) as u32),
-        })
-        .collect()
 }
 
 /// The counts as CSV: one line per day, category and outcome.

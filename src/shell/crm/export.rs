@@ -40,7 +40,7 @@ pub fn write(
     marker: &str,
     action: &CrmAction,
 ) -> Result<String, ExportError> {
-    let day = crate::core::dates::day_of(now());
+    let day = crate::core::dates::day_of(crate::shell::clock::now());
     let mut places = Vec::new();
     for r in rows_for(cfg, documents, marker, action)? {
         append_once(&cfg.folder.join(&day).join(&r.file), &r)?;
@@ -186,13 +186,6 @@ fn safe_name(s: &str) -> String {
             }
         })
         .collect()
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -116,12 +116,3 @@ async fn in_salesforce(
         .await
         .map_err(|e| Failure::Unreachable(e.to_string()))?
 }
-
-/// What `classify` and `audit show` say a step will be called in the CRM.
-pub fn describe(key: &str, plan: &Plan) -> Vec<(String, CrmAction)> {
-    plan.crm_actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (external_id(key, i, a), a.clone()))
-        .collect()
-}

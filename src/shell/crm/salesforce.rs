@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::core::config::SalesforceConfig;
 use crate::core::crm::CrmAction;
+use crate::shell::backoff;
 
 /// Why a step did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +241,6 @@ impl Salesforce {
             self.cfg.api_version
         );
         let mut renewed = false;
-        let mut pause = Duration::from_millis(500);
         for attempt in 1..=TRIES {
             let token = self.token()?;
             let (status, answer) = self.send(method, &url, &token, body)?;
@@ -262,12 +262,13 @@ impl Salesforce {
                 }
             }
             if attempt < TRIES {
+                let pause =
+                    backoff::delay(attempt, Duration::from_millis(500), Duration::from_secs(4));
                 tracing::warn!(
                     "Salesforce {method} {path}: HTTP {status} {code}; again in {} ms",
                     pause.as_millis()
                 );
                 std::thread::sleep(pause);
-                pause *= 2;
             } else {
                 return Err(Failure::Unreachable(format!(
                     "{method} {path}: HTTP {status} {code} after {TRIES} tries"

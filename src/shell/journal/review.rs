@@ -105,19 +105,4 @@ impl Journal {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-
-    /// Every look at the review pages since `since`, newest first (for `triage audit views`).
-    pub fn views_since(&self, since: &str) -> Result<Vec<View>> {
-        let mut stmt = self.db.prepare_cached(
-            "SELECT time, viewer, page FROM views WHERE time >= ?1 ORDER BY id DESC LIMIT 10000",
-        )?;
-        let rows = stmt.query_map([since], |r| {
-            Ok(View {
-                time: r.get(0)?,
-                viewer: r.get(1)?,
-                page: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
 }

@@ -282,15 +282,8 @@ fn records_of(journal: &Journal, id: i64) -> Result<Vec<AuditRow>, crate::shell:
         .collect())
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 fn since_days(days: u32) -> (Vec<String>, String) {
-    let list = summary::last_days(days, now());
+    let list = summary::last_days(days, crate::shell::clock::now());
     let since = format!("{}T00:00:00.000Z", list[0]);
     (list, since)
 }

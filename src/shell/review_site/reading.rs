@@ -143,7 +143,7 @@ pub fn queue(site: &Site, journal: &Journal, viewer: &str) -> Result<String> {
     let (_, since) = since_days(DAYS);
     let all = rows(journal, since, None)?;
     let list = decisions::decisions(&all);
-    let now = super::now();
+    let now = crate::shell::clock::now();
     let drafts: Vec<WaitingDraft> = list
         .iter()
         .filter(|d| d.outcome == "draft waiting")
