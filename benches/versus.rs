@@ -267,6 +267,14 @@ fn prefixed(wrapper: &str, wrapper_args: &[&str], cmd: &Command) -> Command {
 
 /// VERSUS_PERF=FILE: triage's runs recorded by perf (FILE, and FILE.full for the full job).
 fn perf(cmd: Command, suffix: &str) -> Command {
+    // VERSUS_STRACE=FILE: the system calls instead, with times (where the waits are).
+    if let Ok(file) = std::env::var("VERSUS_STRACE") {
+        return prefixed(
+            "strace",
+            &["-f", "-tt", "-T", "-s", "80", "-o", &format!("{file}{suffix}"), "-e", "trace=read,write,sendto,recvfrom,writev,pwrite64,fsync,fdatasync,epoll_wait,openat,rename,unlink"],
+            &cmd,
+        );
+    }
     match std::env::var("VERSUS_PERF") {
         Ok(file) => prefixed(
             "perf",
@@ -277,7 +285,8 @@ fn perf(cmd: Command, suffix: &str) -> Command {
     }
 }
 
-/// Runs a command under /usr/bin/time -v: (wall seconds, peak RSS in MiB).
+/// Runs a command under /usr/bin/time -v: (wall seconds, peak RSS in MiB); prints its
+/// CPU time when VERSUS_CPU is set.
 fn timed(cmd: Command) -> (f64, f64) {
     let program = cmd.get_program().to_owned();
     let mut timed = prefixed("/usr/bin/time", &["-v"], &cmd);
@@ -294,6 +303,15 @@ fn timed(cmd: Command) -> (f64, f64) {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
+    if std::env::var_os("VERSUS_CPU").is_some() {
+        let cpu: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("time (seconds)"))
+            .map(str::trim)
+            .collect();
+        println!("    {program:?}: {}", cpu.join("; "));
+        let _ = std::fs::write(std::env::temp_dir().join("versus-last.stderr"), &out.stderr);
+    }
     (wall, rss_kb / 1024.0)
 }
 
@@ -322,7 +340,10 @@ fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> 
             let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-wal"));
             let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-shm"));
             let mut c = triage(stack, sort_cfg, &["run", "--once"]);
-            c.env("TRIAGE_LOG", "warn");
+            c.env(
+                "TRIAGE_LOG",
+                std::env::var("VERSUS_LOG").unwrap_or_else(|_| "warn".into()),
+            );
             perf(c, "")
         }
         "imapfilter" => {
@@ -498,7 +519,12 @@ fn main() {
     let stack = Stack::start("versus")
         .expect("the mail stack: run as root after tools/mailstack/install.sh");
     let sort_cfg = sort_config(&stack);
-    let contenders = ["triage", "imapfilter", "floor-fetch", "floor-move"];
+    // VERSUS_ONLY=triage (a comma list) runs only those contenders, for quick iterations.
+    let only = std::env::var("VERSUS_ONLY").unwrap_or_default();
+    let contenders: Vec<&str> = ["triage", "imapfilter", "floor-fetch", "floor-move"]
+        .into_iter()
+        .filter(|c| only.is_empty() || only.split(',').any(|o| o.trim() == *c))
+        .collect();
     let mut peak_triage_10k = 0.0f64;
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -540,7 +566,9 @@ fn main() {
                 rss.entry(c).or_default().push(peak);
                 this_run.insert(c, wall);
             }
-            ratios.push(this_run["imapfilter"] / this_run["triage"]);
+            if let (Some(i), Some(t)) = (this_run.get("imapfilter"), this_run.get("triage")) {
+                ratios.push(i / t);
+            }
         }
         for &c in &contenders {
             let w = median(walls.get_mut(c).unwrap());
@@ -550,13 +578,20 @@ fn main() {
             }
             rows.push((n, c, w, n as f64 / w, r));
         }
-        let floor_move = median(walls.get_mut("floor-move").unwrap());
-        let triage_wall = median(walls.get_mut("triage").unwrap());
-        println!(
-            "  median ratio imapfilter time / triage time, pair by pair: {:.2}x; triage / fetch-and-move floor: {:.2}x",
-            median(&mut ratios),
-            triage_wall / floor_move
-        );
+        let floor_move = walls.get_mut("floor-move").map(|w| median(w));
+        let triage_wall = walls.get_mut("triage").map(|w| median(w));
+        if let (Some(floor_move), Some(triage_wall)) = (floor_move, triage_wall) {
+            if !ratios.is_empty() {
+                println!(
+                    "  median ratio imapfilter time / triage time, pair by pair: {:.2}x",
+                    median(&mut ratios)
+                );
+            }
+            println!(
+                "  triage / fetch-and-move floor: {:.2}x",
+                triage_wall / floor_move
+            );
+        }
     }
     println!("\nsort job, medians of {repeat} runs:");
     println!(
@@ -582,7 +617,10 @@ fn main() {
         seed(&stack, &backlog, "full");
         let _ = std::fs::remove_file(stack.dir.join("triage.sqlite"));
         let mut run = triage(&stack, &cfg, &["run", "--once"]);
-        run.env("TRIAGE_LOG", "warn");
+        run.env(
+            "TRIAGE_LOG",
+            std::env::var("VERSUS_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         let (wall, _) = timed(perf(run, ".full"));
         let sent = mailbox(&stack, DESK, "Sent").len();
         let bare = submit(&stack, sent);
