@@ -394,14 +394,19 @@ fn read_in_child(
         let _ = stdin.write_all(&input);
     });
     let mut stdout = child.stdout.take().expect("piped");
+    let (finished, reading) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = (&mut stdout).take(MAX_TEXT + 1).read_to_end(&mut out);
+        let _ = finished.send(());
         out
     });
     // CPU is limited in the child; this catches one that waits instead of working.
     let deadline =
         Instant::now() + Duration::from_secs(limits.seconds) + Duration::from_millis(500);
+    // The end of its output is when a reader is done: waited for, not polled (polling
+    // every few milliseconds cost more than reading a typical PO).
+    let _ = reading.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -410,7 +415,7 @@ fn read_in_child(
                 let _ = child.wait();
                 break None;
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
             Err(_) => break None,
         }
     };
