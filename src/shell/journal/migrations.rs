@@ -57,6 +57,9 @@ const STEPS: &[&str] = &[
          external_id TEXT PRIMARY KEY, message_key TEXT NOT NULL, kind TEXT NOT NULL,
          target TEXT NOT NULL, state TEXT NOT NULL, place TEXT, detail TEXT,
          updated TEXT NOT NULL);",
+    // 7: the bytes kept for replay move out to day files (journal/kept.rs); the row
+    // keeps where they are. Rows written before keep theirs in `raw`.
+    "ALTER TABLE messages ADD COLUMN raw_ref TEXT",
 ];
 
 /// Brings the journal's schema up to date.

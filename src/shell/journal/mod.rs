@@ -16,12 +16,15 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::core::plan::{Kind, Outgoing, Plan};
 
 mod crm;
+mod kept;
 mod migrations;
 mod review;
 pub use review::{BounceBlock, BreakerEvent, View};
 
 pub struct Journal {
     db: Connection,
+    /// The messages' bytes, kept beside the journal for replay.
+    kept: kept::Kept,
 }
 
 /// The journal's error: SQLite's, named as the journal's so that the service can tell it
@@ -155,7 +158,8 @@ impl Journal {
         // each of them hundreds of times).
         db.set_prepared_statement_cache_capacity(64);
         migrations::apply(&db)?;
-        Ok(Journal { db })
+        let kept = kept::Kept::beside(path);
+        Ok(Journal { db, kept })
     }
 
     /// The folder's UIDVALIDITY and last UID handled, if known.
@@ -205,21 +209,46 @@ impl Journal {
             .map_err(Error::from)
     }
 
-    /// Keeps the message's bytes for `triage replay`.
+    /// Keeps the message's bytes for `triage replay` (once: a message decided again
+    /// after a restart is not written twice). A disk that refuses them costs the replay
+    /// of this message, not its handling.
     pub fn keep_raw(&self, uidvalidity: u32, uid: u32, raw: &[u8]) -> Result<()> {
-        self.db
+        let kept: bool = self
+            .db
             .prepare_cached(
-                "UPDATE messages SET raw = ?3 WHERE uidvalidity = ?1 AND uid = ?2 AND raw IS NULL",
+                "SELECT raw IS NOT NULL OR raw_ref IS NOT NULL FROM messages WHERE uidvalidity = ?1 AND uid = ?2",
             )?
-            .execute(params![uidvalidity, uid, raw])?;
+            .query_row(params![uidvalidity, uid], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false);
+        if kept {
+            return Ok(());
+        }
+        match self.kept.write(raw) {
+            Ok(reference) => {
+                self.db
+                    .prepare_cached(
+                        "UPDATE messages SET raw_ref = ?3 WHERE uidvalidity = ?1 AND uid = ?2",
+                    )?
+                    .execute(params![uidvalidity, uid, reference])?;
+            }
+            Err(e) => tracing::warn!(uid, "the message's bytes are not kept for replay: {e}"),
+        }
         Ok(())
+    }
+
+    /// The bytes of a row: in the row itself (older journals) or in a day file.
+    fn bytes(&self, raw: Option<Vec<u8>>, reference: Option<String>) -> Option<Vec<u8>> {
+        raw.or_else(|| reference.and_then(|r| self.kept.read(&r)))
     }
 
     /// Forgets the bytes of messages last touched more than `days` ago.
     pub fn expire_raw(&self, days: u32) -> Result<usize> {
+        self.kept.expire(days);
         self.db
             .prepare_cached(
-                "UPDATE messages SET raw = NULL WHERE raw IS NOT NULL
+                "UPDATE messages SET raw = NULL, raw_ref = NULL
+             WHERE (raw IS NOT NULL OR raw_ref IS NOT NULL)
              AND updated < strftime('%Y-%m-%dT%H:%M:%fZ','now', ?1)",
             )?
             .execute([format!("-{days} days")])
@@ -229,8 +258,8 @@ impl Journal {
     /// Messages decided since `since` (an audit time) whose bytes are kept.
     pub fn replayable(&self, since: &str) -> Result<Vec<Decided>> {
         let mut stmt = self.db.prepare(
-            "SELECT updated, message_id, plan, raw FROM messages
-             WHERE raw IS NOT NULL AND updated >= ?1 ORDER BY updated",
+            "SELECT updated, message_id, plan, raw, raw_ref FROM messages
+             WHERE (raw IS NOT NULL OR raw_ref IS NOT NULL) AND updated >= ?1 ORDER BY updated",
         )?;
         let rows = stmt.query_map([since], |r| {
             Ok((
@@ -238,10 +267,18 @@ impl Journal {
                 r.get::<_, Option<String>>(1)?,
                 r.get::<_, Option<String>>(2)?
                     .and_then(|p| serde_json::from_str(&p).ok()),
-                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (time, id, plan, raw, reference) = row?;
+            if let Some(raw) = self.bytes(raw, reference) {
+                out.push((time, id, plan, raw));
+            }
+        }
+        Ok(out)
     }
 
     pub fn set_size(&self, uidvalidity: u32, uid: u32, size: u32) -> Result<()> {
@@ -477,14 +514,15 @@ impl Journal {
 
     /// The bytes of the message with this key, when they are still kept.
     pub fn raw_of(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let raw: Option<Option<Vec<u8>>> = self
+        let row: Option<(Option<Vec<u8>>, Option<String>)> = self
             .db
             .prepare_cached(
-                "SELECT raw FROM messages WHERE message_id = ?1 AND raw IS NOT NULL LIMIT 1",
+                "SELECT raw, raw_ref FROM messages WHERE message_id = ?1
+                 AND (raw IS NOT NULL OR raw_ref IS NOT NULL) LIMIT 1",
             )?
-            .query_row([key], |r| r.get(0))
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        Ok(raw.flatten())
+        Ok(row.and_then(|(raw, reference)| self.bytes(raw, reference)))
     }
 
     /// How many drafts wait for a person.

@@ -83,12 +83,14 @@ impl Journal {
     /// The message as received, when it is still kept (`service.keep_messages_days`).
     pub fn raw_at(&self, uidvalidity: u32, uid: u32) -> Result<Option<Vec<u8>>> {
         use rusqlite::OptionalExtension;
-        let raw: Option<Option<Vec<u8>>> = self
+        let row: Option<(Option<Vec<u8>>, Option<String>)> = self
             .db
-            .prepare_cached("SELECT raw FROM messages WHERE uidvalidity = ?1 AND uid = ?2")?
-            .query_row(params![uidvalidity, uid], |r| r.get(0))
+            .prepare_cached(
+                "SELECT raw, raw_ref FROM messages WHERE uidvalidity = ?1 AND uid = ?2",
+            )?
+            .query_row(params![uidvalidity, uid], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        Ok(raw.flatten())
+        Ok(row.and_then(|(raw, reference)| self.bytes(raw, reference)))
     }
 
     /// Who looked at the decision whose first record is `audit_id`, newest first.

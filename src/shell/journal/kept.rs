@@ -1,0 +1,87 @@
+//! Each message's bytes as received, kept for `triage replay` and the review pages
+//! (`service.keep_messages_days`): appended to one file a day beside the journal
+//! (`triage.messages/2026-12-03`) and referenced from the message's row as
+//! `day:offset:length`. In SQLite they were written twice (WAL, then checkpoint) and
+//! cost about a quarter of a backlog's time; here once, and a day expires by deleting
+//! one file. Not synced: a power cut may lose the last bytes, never a decision.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::core::dates::day_of;
+use crate::shell::clock;
+
+pub struct Kept {
+    dir: PathBuf,
+    /// Today's file, open for appending, and its length.
+    today: RefCell<Option<(String, File, u64)>>,
+}
+
+impl Kept {
+    /// Beside the journal: `triage.sqlite` keeps its messages in `triage.messages/`.
+    pub fn beside(journal: &Path) -> Kept {
+        Kept {
+            dir: journal.with_extension("messages"),
+            today: RefCell::new(None),
+        }
+    }
+
+    /// Appends the bytes; the reference to store with the message.
+    pub fn write(&self, raw: &[u8]) -> std::io::Result<String> {
+        let day = day_of(clock::now());
+        let mut today = self.today.borrow_mut();
+        if today.as_ref().is_none_or(|(d, ..)| *d != day) {
+            std::fs::create_dir_all(&self.dir)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(&day))?;
+            let len = file.metadata()?.len();
+            *today = Some((day, file, len));
+        }
+        let (day, file, len) = today.as_mut().expect("opened above");
+        file.write_all(raw)?;
+        let reference = format!("{day}:{len}:{}", raw.len());
+        *len += raw.len() as u64;
+        Ok(reference)
+    }
+
+    /// The bytes a reference names; None when its day has expired or it cannot be read.
+    pub fn read(&self, reference: &str) -> Option<Vec<u8>> {
+        let mut parts = reference.split(':');
+        let day = parts.next()?;
+        let offset: u64 = parts.next()?.parse().ok()?;
+        let len: usize = parts.next()?.parse().ok()?;
+        // A reference is ours, but a day name is a file name: nothing else.
+        if day.is_empty() || !day.chars().all(|c| c.is_ascii_digit() || c == '-') {
+            return None;
+        }
+        let mut file = File::open(self.dir.join(day)).ok()?;
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        let mut out = vec![0; len];
+        file.read_exact(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// Deletes the days older than `days`; how many files went.
+    pub fn expire(&self, days: u32) -> usize {
+        let oldest = day_of(clock::now() - f64::from(days) * 86_400.0);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut gone = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Day names sort as dates.
+            if name.len() == 10 && name < oldest && std::fs::remove_file(entry.path()).is_ok() {
+                gone += 1;
+            }
+        }
+        if gone > 0 {
+            *self.today.borrow_mut() = None;
+        }
+        gone
+    }
+}
