@@ -122,6 +122,16 @@ fn reviewers_find_what_happened_and_why_and_nothing_runs() {
     .collect();
     assert!(!human.is_empty());
 
+    // Concluded means accepted by Postfix: wait until every reply is delivered.
+    let replies: usize = journal_rows(
+        &stack,
+        &format!(
+            "SELECT COUNT(*) FROM audit WHERE outcome = 'replied' AND to_addrs LIKE '%{PARTNER}%'"
+        ),
+    )[0][0]
+        .parse()
+        .unwrap();
+    wait_for(&stack, PARTNER, "INBOX", replies, Duration::from_secs(15));
     let partner_inbox = mailbox(&stack, PARTNER, "INBOX");
     block_on(async {
         let Some(b) = Browser::start(&stack.dir).await else {

@@ -348,6 +348,15 @@ pub struct SmtpConfig {
     /// How long to wait for that copy after a crash before sending again.
     #[serde(default = "default_self_copy_wait")]
     pub self_copy_wait_seconds: u64,
+    /// SMTP connections used at once for a backlog of answers (each answer still goes
+    /// out exactly once, on one of them). Providers limit concurrent sessions (Microsoft
+    /// 365 and Gmail allow a few per mailbox): keep it small.
+    #[serde(default = "default_smtp_connections")]
+    pub connections: u32,
+}
+
+fn default_smtp_connections() -> u32 {
+    3
 }
 
 fn default_self_copy_wait() -> u64 {
@@ -803,6 +812,15 @@ fn check_smtp(smtp: &SmtpConfig, at: &Located, problems: &mut Problems) {
     }
     if let Some(o) = &smtp.oauth2 {
         check_oauth2(at, "smtp", o, problems);
+    }
+    if !(1..=16).contains(&smtp.connections) {
+        problems.push(at.problem(
+            "smtp.connections",
+            format!(
+                "smtp.connections: {} is out of range (1 to 16)",
+                smtp.connections
+            ),
+        ));
     }
 }
 

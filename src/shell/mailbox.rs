@@ -362,6 +362,39 @@ pub async fn fetch_many(
     .await
 }
 
+/// Several messages in one UID FETCH, each handed to `each` as it arrives, so that
+/// deciding one overlaps with the server sending the next. The timeout is per message
+/// (the server's silence), not for the batch: deciding a batch of slow documents must
+/// not look like a dead connection. `each` failing stops the batch; the session must
+/// then be dropped (its response is unread).
+pub async fn fetch_each<E>(
+    s: &mut Imap,
+    uids: &[u32],
+    t: u64,
+    mut each: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
+) -> Result<Result<(), E>, Trouble> {
+    if uids.is_empty() {
+        return Ok(Ok(()));
+    }
+    let what = "UID FETCH bodies";
+    let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+    let mut stream = within(t, what, s.uid_fetch(uid_set(uids), "(UID BODY.PEEK[])")).await?;
+    loop {
+        let Some(item) = within(t, what, async { Ok::<_, String>(stream.next().await) }).await?
+        else {
+            return Ok(Ok(()));
+        };
+        let f = item.map_err(|e| Trouble::Broken(format!("{what}: {e}")))?;
+        if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+            if wanted.contains(&uid) {
+                if let Err(e) = each(uid, body.to_vec()) {
+                    return Ok(Err(e));
+                }
+            }
+        }
+    }
+}
+
 /// `1,2,3,7` as `1:3,7`: UID sets stay short however many messages a batch holds.
 pub fn uid_set(uids: &[u32]) -> String {
     let mut sorted = uids.to_vec();
@@ -414,6 +447,9 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
 pub struct Caps {
     pub r#move: bool,
     pub uidplus: bool,
+    /// MULTIAPPEND with non-synchronising literals (LITERAL+): many APPENDs in one
+    /// command and one round trip.
+    pub multiappend: bool,
 }
 
 /// Moves messages to a folder (created if missing): UID MOVE, or UID COPY, \Deleted and
@@ -431,11 +467,20 @@ pub async fn move_many(
     if uids.is_empty() {
         return Ok(());
     }
-    ensure_folder(s, folder, t).await?;
     let set = uid_set(uids);
     if caps.r#move {
-        return checked(t, &format!("UID MOVE to {folder}"), s.uid_mv(&set, folder)).await;
+        // The folder is created only when the server refuses the move (TRYCREATE), not
+        // with one more command before every move.
+        let what = format!("UID MOVE to {folder}");
+        return match checked(t, &what, s.uid_mv(&set, folder)).await {
+            Err(Trouble::Refused(_)) => {
+                ensure_folder(s, folder, t).await?;
+                checked(t, &what, s.uid_mv(&set, folder)).await
+            }
+            done => done,
+        };
     }
+    ensure_folder(s, folder, t).await?;
     // COPY, then \Deleted and EXPUNGE, is two steps: killed between them, the next run
     // would copy again. A keyword marks what is being filed; a marked message whose
     // Message-ID the folder already holds was copied before and is not copied again.
@@ -691,6 +736,66 @@ pub async fn append(
     match tokio::time::timeout(Duration::from_secs(t), exchange).await {
         Ok(r) => r,
         Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {t} s"))),
+    }
+}
+
+/// Several messages APPENDed with the same flags: one command (MULTIAPPEND, LITERAL+)
+/// when the server offers it, else one after another. MULTIAPPEND is all or nothing: a
+/// refusal means none was saved.
+pub async fn append_many(
+    s: &mut Imap,
+    folder: &str,
+    messages: &[&[u8]],
+    flags: &str,
+    caps: Caps,
+    t: u64,
+) -> Result<(), Trouble> {
+    use async_imap::imap_proto::{Response, Status};
+    if !caps.multiappend || messages.len() < 2 {
+        for raw in messages {
+            append(s, folder, raw, flags, t).await?;
+        }
+        return Ok(());
+    }
+    let what = format!("APPEND of {} messages to {folder}", messages.len());
+    let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut command = format!("APPEND {quoted}");
+    for raw in messages {
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| Trouble::Refused(format!("{what}: a message is not 7/8-bit text")))?;
+        command.push_str(&format!(" ({flags}) {{{}+}}\r\n{text}", raw.len()));
+    }
+    let broken = |e: &dyn std::fmt::Display| Trouble::Broken(format!("{what}: {e}"));
+    let exchange = async {
+        let tag = s.run_command(&command).await.map_err(|e| broken(&e))?;
+        loop {
+            let response = s
+                .read_response()
+                .await
+                .map_err(|e| broken(&e))?
+                .ok_or_else(|| broken(&"the connection closed"))?;
+            if let Response::Done {
+                tag: done,
+                status,
+                outcome,
+            } = response.parsed()
+            {
+                if *done == tag {
+                    return match status {
+                        Status::Ok => Ok(()),
+                        _ => Err(refusal(
+                            &what,
+                            outcome.information.as_deref().unwrap_or("(no text)"),
+                        )),
+                    };
+                }
+            }
+        }
+    };
+    let secs = t.max(messages.len() as u64 / 10);
+    match tokio::time::timeout(Duration::from_secs(secs), exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {secs} s"))),
     }
 }
 

@@ -149,16 +149,23 @@ fn write(
     message.map_err(|e| format!("cannot build the message: {e}"))
 }
 
-/// The submission connection: opened at start, kept between messages, opened again
-/// after a failure. Our own socket, so that TCP_NODELAY is set: lettre writes the final
-/// "." on its own, and with Nagle's algorithm that small write waits for the server's
-/// delayed ACK, 40 ms per message on Linux.
+/// The submission connections: up to `smtp.connections` at once, opened when needed,
+/// kept between messages, dropped after a failure. Our own sockets, so that TCP_NODELAY
+/// is set: lettre writes the final "." on its own, and with Nagle's algorithm that small
+/// write waits for the server's delayed ACK, 40 ms per message on Linux.
 pub struct Submission {
     cfg: SmtpConfig,
     sign_in: Option<SignIn>,
     hello: ClientId,
-    conn: tokio::sync::Mutex<Option<AsyncSmtpConnection>>,
+    /// Connections not in use, with when each was last used.
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
+    /// One permit per connection that may be open at once.
+    slots: tokio::sync::Semaphore,
 }
+
+/// A kept connection idle longer than this is checked (NOOP) before it carries a
+/// message: the server may have closed it meanwhile.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
 
 /// Why a message did not go out.
 #[derive(Debug)]
@@ -260,7 +267,8 @@ impl Submission {
             cfg: cfg.clone(),
             sign_in,
             hello: ClientId::default(),
-            conn: tokio::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(cfg.connections.max(1) as usize),
         })
     }
 
@@ -378,10 +386,9 @@ impl Submission {
     /// Opens the connection now (start-up health check); the error says what failed.
     pub async fn check(&self) -> Result<(), String> {
         let t = Duration::from_secs(self.cfg.timeout_seconds);
-        let mut slot = self.conn.lock().await;
         match tokio::time::timeout(t, self.connect()).await {
             Ok(Ok(c)) => {
-                *slot = Some(c);
+                self.put_back(c);
                 Ok(())
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -413,16 +420,11 @@ impl Submission {
         let bytes = message.formatted();
         // Each step bounded; the whole exchange bounded too.
         let t = Duration::from_secs(self.cfg.timeout_seconds);
-        let mut slot = self.conn.lock().await;
+        let _permit = self.slots.acquire().await.expect("never closed");
+        let mut slot = self.take_idle().await;
         let attempt = async {
-            if let Some(c) = slot.as_mut() {
-                // A kept connection the server may have closed meanwhile (NOOP).
-                if c.has_broken() || !c.test_connected().await {
-                    *slot = None;
-                }
-            }
             if slot.is_none() {
-                *slot = Some(self.connect().await?);
+                slot = Some(self.connect().await?);
             }
             let conn = slot.as_mut().expect("connected");
             // lettre's `send`, split at the point of no return.
@@ -449,27 +451,51 @@ impl Submission {
         };
         let result = tokio::time::timeout(t * 3, attempt).await;
         match result {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(answer)) => {
+                if let Some(c) = slot {
+                    self.put_back(c);
+                }
+                Ok(answer)
+            }
+            // After any failure the connection is dropped (a refused transaction would
+            // need an RSET; a new connection is simpler and rare).
             Ok(Err(e)) => {
-                *slot = None;
                 if e.is_permanent() {
                     Err(Refusal::Permanent(e.to_string()))
                 } else {
                     Err(Refusal::Transient(e.to_string()))
                 }
             }
-            Err(_) => {
-                *slot = None;
-                Err(Refusal::Transient(format!(
-                    "no answer in {} s",
-                    (t * 3).as_secs()
-                )))
-            }
+            Err(_) => Err(Refusal::Transient(format!(
+                "no answer in {} s",
+                (t * 3).as_secs()
+            ))),
+        }
+    }
+
+    /// A kept connection, checked (NOOP) when it has been idle a while; None when there
+    /// is none or it no longer answers.
+    async fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let (mut c, since) = self.idle.lock().expect("not poisoned").pop()?;
+        if c.has_broken() {
+            return None;
+        }
+        if since.elapsed() > CHECK_AFTER_IDLE && !c.test_connected().await {
+            return None;
+        }
+        Some(c)
+    }
+
+    fn put_back(&self, c: AsyncSmtpConnection) {
+        if !c.has_broken() {
+            let mut idle = self.idle.lock().expect("not poisoned");
+            idle.push((c, std::time::Instant::now()));
         }
     }
 
     pub async fn quit(&self) {
-        if let Some(mut c) = self.conn.lock().await.take() {
+        let kept = std::mem::take(&mut *self.idle.lock().expect("not poisoned"));
+        for (mut c, _) in kept {
             let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
         }
     }

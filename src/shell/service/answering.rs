@@ -19,11 +19,11 @@ use crate::shell::outbox::{self, Refusal};
 
 /// How sending went, for what happens to the original afterwards.
 #[derive(Default)]
-struct Sending {
+pub(super) struct Sending {
     /// Why the message goes to a person after all (a refusal, a document not kept).
-    human_reason: Option<String>,
+    pub human_reason: Option<String>,
     /// The SMTP server's own words when it refused an answer, for the audit record.
-    smtp_error: Option<String>,
+    pub smtp_error: Option<String>,
     /// Settling a crash examined other folders: the inbox is selected again.
     left_inbox: bool,
     /// A Sent folder refused a copy: everything went out, but a person should know.
@@ -39,13 +39,13 @@ pub(super) struct InHand<'a> {
 }
 
 /// One outgoing message of a plan, with what the journal knows of it.
-struct Answer<'a> {
-    out: &'a Outgoing,
-    msg_id: String,
+pub(super) struct Answer<'a> {
+    pub out: &'a Outgoing,
+    pub msg_id: String,
     /// "reply" or "forward", as people read it in the log.
-    what: &'static str,
+    pub what: &'static str,
     /// Its outbox row before this attempt: None when it never started.
-    before: Option<Outbox>,
+    pub before: Option<Outbox>,
 }
 
 impl Shell<'_> {
@@ -119,7 +119,7 @@ impl Shell<'_> {
         Ok((self.plan_for(at, &raw)?, Some(raw)))
     }
 
-    fn record_planned(
+    pub(super) fn record_planned(
         &self,
         at: MessageRef,
         key: &str,
@@ -144,7 +144,7 @@ impl Shell<'_> {
     }
 
     /// The same message under another UID (mailbox rebuilt, copied back) was answered.
-    fn answered_elsewhere(&self, at: MessageRef, key: &str) -> Result<bool, Error> {
+    pub(super) fn answered_elsewhere(&self, at: MessageRef, key: &str) -> Result<bool, Error> {
         let journal = self.journal;
         Ok(journal
             .state_by_message_id(key)?
@@ -312,6 +312,9 @@ impl Shell<'_> {
                 Some(said) => server_said = format!("; the server said {said}"),
                 None => return Ok(false),
             }
+            if self.config().smtp.as_ref().is_some_and(|c| c.self_copy) {
+                self.awaiting_copies.insert(answer.msg_id.clone());
+            }
         }
         if !recorded {
             let (out, msg_id) = (answer.out, &answer.msg_id);
@@ -331,14 +334,14 @@ impl Shell<'_> {
     }
 
     /// The answer as it will be sent.
-    fn compose(&self, mail: &Mail, answer: &Answer) -> Result<Message, String> {
+    pub(super) fn compose(&self, mail: &Mail, answer: &Answer) -> Result<Message, String> {
         outbox::compose(self.config(), mail, answer.out, &answer.msg_id)
     }
 
     /// The SMTP exchange, recorded before (`sending`) and at its point of no return
     /// (`committing`). False when the server refused it for good.
-    async fn submit(
-        &mut self,
+    pub(super) async fn submit(
+        &self,
         at: MessageRef<'_>,
         key: &str,
         message: &Message,
@@ -381,9 +384,6 @@ impl Shell<'_> {
                 return Err(Error::Smtp(e));
             }
         };
-        if smtp_cfg.self_copy {
-            self.awaiting_copies.insert(msg_id.clone());
-        }
         Ok(Some(said))
     }
 
@@ -510,7 +510,7 @@ impl Shell<'_> {
 /// The plan's attachment positions count winmail.dat's files, not winmail.dat, so the
 /// message is parsed again for its attachments. A parser panic here (decide() already
 /// caught it once) must not stop the service either: the message then has no mail.
-fn parse_for_attachments(raw: &[u8]) -> Option<Mail> {
+pub(super) fn parse_for_attachments(raw: &[u8]) -> Option<Mail> {
     std::panic::catch_unwind(|| {
         let mut m = Mail::parse(raw).ok()?;
         crate::core::plan::unwrap_attachments(&mut m);

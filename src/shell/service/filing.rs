@@ -22,9 +22,10 @@ fn filing_flags(plan: &Plan) -> &'static str {
 }
 
 impl Shell<'_> {
-    /// Messages whose plan sends nothing, as one batch. Recorded as planned first and as
-    /// done last, like one message: a kill in between repeats harmless flags and moves,
-    /// and what already left the inbox is settled at the next start.
+    /// Messages whose plan sends nothing, as one batch, recorded as planned before
+    /// (`record_group_planned`) and as done here, last, like one message: a kill in
+    /// between repeats harmless flags and moves, and what already left the inbox is
+    /// settled at the next start.
     pub async fn file_quietly(
         &mut self,
         session: &mut Imap,
@@ -44,7 +45,6 @@ impl Shell<'_> {
             .iter()
             .map(|q| message_key(&q.plan, Some(&q.raw), at(q.uid)))
             .collect();
-        self.record_group_planned(uidvalidity, &quiet, &keys)?;
         let filed_to = self.move_group(session, inbox, &mut quiet).await?;
         let journal = self.journal;
         journal.together(|| {
@@ -72,27 +72,34 @@ impl Shell<'_> {
         Ok(())
     }
 
-    fn record_group_planned(
+    /// Decisions made durable in one transaction: (uid, size, plan, bytes).
+    pub fn record_group_planned<'p>(
         &self,
         uidvalidity: u32,
-        quiet: &[Quiet],
-        keys: &[String],
+        decided: impl Iterator<Item = (u32, u32, &'p Plan, &'p [u8])>,
     ) -> Result<(), Error> {
         let journal = self.journal;
         let keep_raw = self.config().service.keep_messages_days > 0;
+        let inbox = &self.config().folders.inbox;
         journal.together(|| {
-            for (q, key) in quiet.iter().zip(keys) {
+            for (uid, size, plan, raw) in decided {
+                let at = MessageRef {
+                    mailbox: inbox,
+                    uidvalidity,
+                    uid,
+                };
+                let key = message_key(plan, Some(raw), at);
                 journal.advance(
                     uidvalidity,
-                    q.uid,
-                    Some(key),
+                    uid,
+                    Some(&key),
                     State::Planned,
-                    Some(&q.plan),
-                    &q.plan.reason,
+                    Some(plan),
+                    &plan.reason,
                 )?;
-                journal.set_size(uidvalidity, q.uid, q.size)?;
+                journal.set_size(uidvalidity, uid, size)?;
                 if keep_raw {
-                    journal.keep_raw(uidvalidity, q.uid, &q.raw)?;
+                    journal.keep_raw(uidvalidity, uid, raw)?;
                 }
             }
             Ok(())
@@ -174,7 +181,7 @@ impl Shell<'_> {
 
     /// Moves messages to their filing folder. Some(reason) when the server refuses the
     /// folder: those messages are then left for a person, and the rest go on.
-    async fn file_into(
+    pub(super) async fn file_into(
         &self,
         session: &mut Imap,
         inbox: &str,
@@ -196,7 +203,7 @@ impl Shell<'_> {
     /// Where the original goes now, by its plan's role (the rule's own folder, else its
     /// category's), with the current config and the server's names: a config fix also
     /// applies to plans made before it.
-    fn filing_target(&self, plan: &Plan) -> Option<String> {
+    pub(super) fn filing_target(&self, plan: &Plan) -> Option<String> {
         let rule_folder = plan
             .rule
             .as_ref()
@@ -215,7 +222,7 @@ impl Shell<'_> {
 
     /// Messages left for a human stay visible: moved to the configured folder, or
     /// flagged in the inbox.
-    async fn set_aside(&self, session: &mut Imap, uids: &[u32]) -> Result<(), Error> {
+    pub(super) async fn set_aside(&self, session: &mut Imap, uids: &[u32]) -> Result<(), Error> {
         let t = self.t();
         if let Some(folder) = &self.config().folders.human {
             let folder = self.places.resolve(folder);

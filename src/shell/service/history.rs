@@ -56,15 +56,21 @@ impl Shell<'_> {
         let limits = &self.config().limits;
         let journal = self.journal;
         let recipients = plan.outgoing.iter().flat_map(|o| o.to.iter().chain(&o.cc));
+        // Answers decided earlier in this batch and not sent yet count as sent.
+        let pending = self.pending.borrow();
         let answers_to_sender = match &plan.from {
             Some(from) => {
-                journal.answers_to_sender(from, plan.category.as_str(), limits.per_sender.hours)?
+                let category = plan.category.as_str();
+                let key = (from.clone(), category.to_string());
+                journal.answers_to_sender(from, category, limits.per_sender.hours)?
+                    + pending.replies.get(&key).copied().unwrap_or(0)
             }
             None => 0,
         };
         Ok(History {
             answers_to_sender,
-            sent_recently: journal.sent_recently(limits.circuit_breaker.minutes)?,
+            sent_recently: journal.sent_recently(limits.circuit_breaker.minutes)?
+                + pending.outgoing,
             breaker_open: journal.breaker_open(&limits.circuit_breaker.setting())?,
             bounced: journal.bounced(recipients)?,
         })

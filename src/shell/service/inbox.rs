@@ -1,12 +1,14 @@
 //! One pass over the inbox: what is new, what is our own copy coming back, what was
 //! handled before under another UID; then the new messages decided in batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+use super::deciding::Deciders;
 use super::{Error, Options, Smtp};
 use crate::core::config::Config;
 use crate::core::plan::{hex, Plan, Playbook};
@@ -15,16 +17,21 @@ use crate::shell::folders::Places;
 use crate::shell::journal::{Journal, MessageRef, Outbox, State};
 use crate::shell::mailbox::{self, Imap, Listed};
 
-/// Messages fetched and recorded together.
-const BATCH: usize = 200;
-/// Decisions that send nothing are made durable (recorded, flagged or moved) after this
-/// many messages or this long, whichever comes first.
+/// Messages fetched and decided together: at most this many, and about this many
+/// bytes (the RSS a backlog may cost). Their filing (one UID STORE / UID MOVE per
+/// folder) is done once per batch: a server's move costs a few milliseconds however
+/// many messages it carries.
+const BATCH: usize = 1000;
+const BATCH_BYTES: usize = 16 << 20;
+/// Decisions are made durable in the journal after this many messages or this long,
+/// whichever comes first: a service killed every second must still keep what it
+/// decided, and after a restart the recorded plans are carried out, not made again.
 const GROUP_COMMIT: usize = 25;
 const GROUP_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One pass over the inbox and the state it needs between messages.
 pub(super) struct Shell<'a> {
-    pub book: &'a Playbook,
+    pub book: &'a Arc<Playbook>,
     pub journal: &'a Journal,
     pub smtp: &'a Smtp,
     pub opts: &'a Options,
@@ -34,6 +41,48 @@ pub(super) struct Shell<'a> {
     pub awaiting_copies: &'a mut HashSet<String>,
     /// Message-IDs that appear more than once in the current listing.
     pub repeated_ids: HashSet<String>,
+    /// Answers decided in this batch and not yet sent: the brakes count them as sent.
+    pub pending: std::cell::RefCell<Pending>,
+}
+
+/// Answers decided but not yet sent, as the brakes count them.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Messages with a reply, by (sender, category).
+    pub replies: HashMap<(String, String), u32>,
+    /// Messages going out (replies and forwards).
+    pub outgoing: u32,
+}
+
+/// A message decided in a batch whose plan sends mail or writes a draft.
+pub(super) struct Acting<'l> {
+    pub item: &'l Listed,
+    pub plan: Plan,
+    pub raw: Vec<u8>,
+}
+
+/// Decisions coming back from the deciders, taken in the order the messages came.
+struct InOrder<'l> {
+    decided: Decided<'l>,
+    /// Decided, waiting for the ones before them: (uid, bytes, plan, newly decided).
+    ready: BTreeMap<usize, (u32, Vec<u8>, Plan, bool)>,
+    /// The next in order, and how many were handed out.
+    next: usize,
+    sent: usize,
+    /// Since the last group commit.
+    since: Instant,
+}
+
+/// What deciding a fetched batch left to do, once the fetch is over.
+#[derive(Default)]
+struct Decided<'l> {
+    quiet: Vec<Quiet>,
+    acting: Vec<Acting<'l>>,
+    /// How many of `quiet` and of `acting` are recorded as planned.
+    recorded: (usize, usize),
+    /// Copies of a Message-ID listed twice: looked at one at a time, after the rest.
+    repeated: Vec<(&'l Listed, Vec<u8>)>,
+    fetched: HashSet<u32>,
 }
 
 /// A message decided and fetched, waiting to be filed with others of its group.
@@ -224,9 +273,9 @@ impl Shell<'_> {
         Ok(())
     }
 
-    /// Decides the messages in batches: one UID FETCH per batch, and what sends nothing
-    /// (filed, or left for a human) recorded in one transaction and flagged or moved
-    /// with one UID STORE / UID MOVE per folder. What sends mail goes one at a time.
+    /// Decides the messages in batches: one UID FETCH per batch, each message decided as
+    /// it arrives; what sends nothing (filed, or left for a human) recorded in group
+    /// commits and flagged or moved with one UID STORE / UID MOVE per folder per batch.
     async fn work_through(
         &mut self,
         session: &mut Imap,
@@ -234,7 +283,8 @@ impl Shell<'_> {
         uidvalidity: u32,
         todo: Vec<Listed>,
     ) -> Result<(), Error> {
-        for chunk in todo.chunks(BATCH) {
+        let limit = self.config().limits.max_message_bytes;
+        for chunk in batches(&todo, limit) {
             if self.opts.stopping() {
                 return Ok(());
             }
@@ -262,57 +312,198 @@ impl Shell<'_> {
         uidvalidity: u32,
         chunk: &[Listed],
     ) -> Result<(), Error> {
-        let limit = self.config().limits.max_message_bytes;
-        let wanted: Vec<u32> = chunk
-            .iter()
-            .filter(|i| i.size as usize <= limit)
-            .map(|i| i.uid)
-            .collect();
-        let mut bodies: HashMap<u32, Vec<u8>> = mailbox::fetch_many(session, &wanted, self.t())
-            .await?
-            .into_iter()
-            .collect();
-        let mut quiet = Vec::new();
-        let mut quiet_since = Instant::now();
-        for item in chunk {
+        let at = |uid| MessageRef {
+            mailbox: inbox,
+            uidvalidity,
+            uid,
+        };
+        let decided = self.decide_batch(session, uidvalidity, chunk).await?;
+        let Decided {
+            mut quiet,
+            recorded,
+            acting,
+            repeated,
+            fetched,
+        } = decided;
+        self.record_decided(uidvalidity, &quiet[recorded.0..], &acting[recorded.1..])?;
+        // Oversized (or gone meanwhile): the one-at-a-time path says why.
+        for item in chunk.iter().filter(|i| !fetched.contains(&i.uid)) {
             if self.opts.stopping() {
                 break;
             }
-            let at = MessageRef {
-                mailbox: inbox,
-                uidvalidity,
-                uid: item.uid,
-            };
-            if self.handled_earlier_in_pass(session, at, item).await? {
+            self.handle(session, at(item.uid), item, None).await?;
+        }
+        let answered = self.answer_all(session, inbox, uidvalidity, acting).await;
+        self.pending.take();
+        answered?;
+        for (item, raw) in repeated {
+            if self.opts.stopping() {
+                break;
+            }
+            if self
+                .handled_earlier_in_pass(session, at(item.uid), item)
+                .await?
+            {
                 continue;
             }
-            // Oversized (or gone meanwhile): the one-at-a-time path says why.
-            let Some(raw) = bodies.remove(&item.uid) else {
-                self.handle(session, at, item, None).await?;
-                continue;
-            };
-            let plan = self.plan_for(at, &raw)?;
+            let plan = self.plan_for(at(item.uid), &raw)?;
             if acts(&plan) {
-                self.handle(session, at, item, Some((plan, raw))).await?;
+                self.handle(session, at(item.uid), item, Some((plan, raw)))
+                    .await?;
             } else {
-                if quiet.is_empty() {
-                    quiet_since = Instant::now();
-                }
                 quiet.push(Quiet {
                     uid: item.uid,
                     size: item.size,
                     plan,
                     raw,
                 });
-            }
-            // Group commit by count and by time, not only at the end of the batch: a
-            // service killed every second must still keep what it decided.
-            if quiet.len() >= GROUP_COMMIT || quiet_since.elapsed() >= GROUP_COMMIT_AFTER {
-                self.file_quietly(session, inbox, uidvalidity, std::mem::take(&mut quiet))
-                    .await?;
+                self.record_decided(uidvalidity, &quiet[quiet.len() - 1..], &[])?;
             }
         }
         self.file_quietly(session, inbox, uidvalidity, quiet).await
+    }
+
+    /// The batch fetched and decided as it arrives (by the deciders, while the fetch goes
+    /// on), the brakes applied in arrival order, decisions recorded by group.
+    async fn decide_batch<'l>(
+        &self,
+        session: &mut Imap,
+        uidvalidity: u32,
+        chunk: &'l [Listed],
+    ) -> Result<Decided<'l>, Error> {
+        let limit = self.config().limits.max_message_bytes;
+        let by_uid: HashMap<u32, &Listed> = chunk
+            .iter()
+            .filter(|i| i.size as usize <= limit)
+            .map(|i| (i.uid, i))
+            .collect();
+        let wanted: Vec<u32> = chunk
+            .iter()
+            .map(|i| i.uid)
+            .filter(|u| by_uid.contains_key(u))
+            .collect();
+        let mut order = InOrder {
+            decided: Decided::default(),
+            ready: BTreeMap::new(),
+            next: 0,
+            sent: 0,
+            since: Instant::now(),
+        };
+        let deciders = Deciders::start(self.book);
+        let result = mailbox::fetch_each(session, &wanted, self.t(), |uid, raw| {
+            if self.opts.stopping() {
+                return Ok(());
+            }
+            let item = by_uid[&uid];
+            order.decided.fetched.insert(uid);
+            if item
+                .message_id
+                .as_ref()
+                .is_some_and(|id| self.repeated_ids.contains(id))
+            {
+                order.decided.repeated.push((item, raw));
+                return Ok(());
+            }
+            let seq = order.sent;
+            order.sent += 1;
+            match self.stored_plan(uidvalidity, uid)? {
+                Some(plan) => {
+                    order.ready.insert(seq, (uid, raw, plan, false));
+                }
+                None => deciders.submit(seq, uid, raw),
+            }
+            for (seq, uid, raw, plan) in deciders.ready() {
+                order.ready.insert(seq, (uid, raw, plan, true));
+            }
+            self.take_in_order(&mut order, &by_uid, uidvalidity)
+        })
+        .await?;
+        result?;
+        for (seq, uid, raw, plan) in deciders.finish() {
+            order.ready.insert(seq, (uid, raw, plan, true));
+        }
+        self.take_in_order(&mut order, &by_uid, uidvalidity)?;
+        // A decider that died leaves its messages for the next pass, said here.
+        if order.next < order.sent {
+            warn!(
+                "{} message(s) of this batch were not decided; the next pass takes them",
+                order.sent - order.next
+            );
+        }
+        Ok(order.decided)
+    }
+
+    /// Decisions taken in the order the messages came: brakes applied to new ones, each
+    /// sorted into quiet or acting, recorded by count and time (group commit).
+    fn take_in_order<'l>(
+        &self,
+        order: &mut InOrder<'l>,
+        by_uid: &HashMap<u32, &'l Listed>,
+        uidvalidity: u32,
+    ) -> Result<(), Error> {
+        while let Some((uid, raw, mut plan, new)) = order.ready.remove(&order.next) {
+            order.next += 1;
+            if new {
+                self.restrain(&mut plan)?;
+                plan.made_in_shadow = self.opts.shadow;
+            }
+            let item = by_uid[&uid];
+            let decided = &mut order.decided;
+            if acts(&plan) {
+                self.count_pending(&plan);
+                decided.acting.push(Acting { item, plan, raw });
+            } else {
+                decided.quiet.push(Quiet {
+                    uid,
+                    size: item.size,
+                    plan,
+                    raw,
+                });
+            }
+            let (q, a) = decided.recorded;
+            let (quiet, acting) = (&decided.quiet[q..], &decided.acting[a..]);
+            if quiet.len() + acting.len() >= GROUP_COMMIT
+                || order.since.elapsed() >= GROUP_COMMIT_AFTER
+            {
+                self.record_decided(uidvalidity, quiet, acting)?;
+                decided.recorded = (decided.quiet.len(), decided.acting.len());
+                order.since = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Decisions made durable: after a restart they are carried out, not made again.
+    fn record_decided(
+        &self,
+        uidvalidity: u32,
+        quiet: &[Quiet],
+        acting: &[Acting],
+    ) -> Result<(), Error> {
+        let quiet = quiet
+            .iter()
+            .map(|q| (q.uid, q.size, &q.plan, q.raw.as_slice()));
+        let acting = acting
+            .iter()
+            .map(|a| (a.item.uid, a.item.size, &a.plan, a.raw.as_slice()));
+        self.record_group_planned(uidvalidity, quiet.chain(acting))
+    }
+
+    /// The brakes of the plans decided after this one count its answers as sent.
+    fn count_pending(&self, plan: &Plan) {
+        if plan.respond != Respond::Auto {
+            return;
+        }
+        let mut pending = self.pending.borrow_mut();
+        pending.outgoing += plan.outgoing.len() as u32;
+        let replies = plan
+            .outgoing
+            .iter()
+            .any(|o| o.kind == crate::core::plan::Kind::Reply);
+        if let (true, Some(from)) = (replies, &plan.from) {
+            let key = (from.clone(), plan.category.as_str().to_string());
+            *pending.replies.entry(key).or_insert(0) += 1;
+        }
     }
 
     /// A copy handled earlier in this same pass (same Message-ID) is known now.
@@ -336,20 +527,43 @@ impl Shell<'_> {
     /// out live: its brakes counted no answers (a backlog shadowed, then gone live,
     /// would otherwise all be answered at once).
     pub fn plan_for(&self, at: MessageRef, raw: &[u8]) -> Result<Plan, Error> {
-        let shadow = self.opts.shadow;
-        if let Some(plan) = self.journal.plan(at.uidvalidity, at.uid)? {
-            if shadow || !plan.made_in_shadow {
-                return Ok(plan);
-            }
+        if let Some(plan) = self.stored_plan(at.uidvalidity, at.uid)? {
+            return Ok(plan);
         }
         let mut plan = self.book.decide(raw);
         self.restrain(&mut plan)?;
-        plan.made_in_shadow = shadow;
+        plan.made_in_shadow = self.opts.shadow;
         Ok(plan)
+    }
+
+    /// The plan recorded before a crash, when it is to be carried out as it was.
+    fn stored_plan(&self, uidvalidity: u32, uid: u32) -> Result<Option<Plan>, Error> {
+        let plan = self.journal.plan(uidvalidity, uid)?;
+        Ok(plan.filter(|p| self.opts.shadow || !p.made_in_shadow))
     }
 }
 
-/// A plan that sends mail or writes drafts: handled one message at a time.
+/// The to-do list in batches of at most BATCH messages and about BATCH_BYTES (messages
+/// over the size limit are not downloaded and count nothing).
+fn batches(todo: &[Listed], limit: usize) -> Vec<&[Listed]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, item) in todo.iter().enumerate() {
+        let size = item.size as usize;
+        let size = if size > limit { 0 } else { size };
+        if i > start && (i - start >= BATCH || bytes + size > BATCH_BYTES) {
+            out.push(&todo[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < todo.len() {
+        out.push(&todo[start..]);
+    }
+    out
+}
+
+/// A plan that sends mail or writes drafts.
 fn acts(plan: &Plan) -> bool {
     matches!(plan.respond, Respond::Auto | Respond::Draft) && !plan.outgoing.is_empty()
 }

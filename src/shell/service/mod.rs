@@ -29,6 +29,8 @@ use crate::shell::oauth;
 use crate::shell::outbox;
 
 mod answering;
+mod backlog;
+mod deciding;
 mod drafts;
 mod filing;
 mod history;
@@ -331,6 +333,7 @@ async fn serve(
     let caps = mailbox::Caps {
         r#move: caps.has_str("MOVE"),
         uidplus: caps.has_str("UIDPLUS"),
+        multiappend: caps.has_str("MULTIAPPEND") && caps.has_str("LITERAL+"),
     };
     let mut awaiting_copies = HashSet::new();
     let mut expired_at = tokio::time::Instant::now();
@@ -350,6 +353,7 @@ async fn serve(
             places: desk.places,
             awaiting_copies: &mut awaiting_copies,
             repeated_ids: HashSet::new(),
+            pending: Default::default(),
         };
         shell.drain(&mut session).await?;
         if opts.once {

@@ -1,0 +1,386 @@
+//! A batch's answers together: each message's answers go out over one of several SMTP
+//! connections at once (`smtp.connections`), each still exactly once through its own
+//! outbox row; their copies go to Sent in one MULTIAPPEND where the server offers it;
+//! the originals are filed with one UID STORE / UID MOVE per folder. Only answers never
+//! started before go this way: drafts, CRM steps and anything a crash interrupted take
+//! the one-at-a-time path, which knows how to settle them.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use lettre::Message;
+use tracing::{debug, error, info};
+
+use super::answering::{parse_for_attachments, Answer, Sending};
+use super::inbox::{message_key, Acting, Shell};
+use super::{kept_documents, Error};
+use crate::core::message::Mail;
+use crate::core::plan::Plan;
+use crate::core::rules::Respond;
+use crate::core::threading;
+use crate::shell::journal::{MessageRef, Outbox, State};
+use crate::shell::mailbox::{self, Imap, Listed, Trouble};
+
+/// Messages answered together: their answers in flight at once, their Sent copies in
+/// one command. Bounded so that a kill leaves little half done.
+const GROUP: usize = 50;
+
+/// A message whose answers can go out together with others'.
+pub(super) struct Fresh<'l> {
+    pub item: &'l Listed,
+    pub plan: Plan,
+    pub key: String,
+    pub mail: Mail,
+}
+
+/// What sending one message's answers came to.
+struct Outcome {
+    sending: Sending,
+    /// The answers that went out: Message-ID, the message for Sent, reply or forward.
+    sent: Vec<(String, Message, &'static str)>,
+}
+
+impl Shell<'_> {
+    /// The messages of a batch whose plans send mail: those never started go together,
+    /// the rest one at a time.
+    pub(super) async fn answer_all(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        acting: Vec<Acting<'_>>,
+    ) -> Result<(), Error> {
+        let at = |uid| MessageRef {
+            mailbox: inbox,
+            uidvalidity,
+            uid,
+        };
+        let mut fresh = Vec::new();
+        for Acting { item, plan, raw } in acting {
+            if self.opts.stopping() {
+                return Ok(());
+            }
+            let key = message_key(&plan, Some(&raw), at(item.uid));
+            if self.never_started(&key, &plan)? {
+                if let Some(mail) = parse_for_attachments(&raw) {
+                    fresh.push(Fresh {
+                        item,
+                        plan,
+                        key,
+                        mail,
+                    });
+                    continue;
+                }
+            }
+            self.handle(session, at(item.uid), item, Some((plan, raw)))
+                .await?;
+        }
+        // Each group is sent while the one before has its copies saved and is filed:
+        // SMTP and IMAP work at the same time.
+        let mut previous: Option<Vec<(Fresh, Outcome)>> = None;
+        let mut failed = None;
+        while !fresh.is_empty() && !self.opts.stopping() && failed.is_none() {
+            let rest = fresh.split_off(fresh.len().min(GROUP));
+            let group = std::mem::replace(&mut fresh, rest);
+            let this = &*self;
+            let filing = async {
+                match previous.take() {
+                    Some(done) => this.copy_and_file(session, inbox, uidvalidity, done).await,
+                    None => Ok(()),
+                }
+            };
+            let (sent, filed) = tokio::join!(this.send_group(inbox, uidvalidity, group), filing);
+            let (done, error) = sent?;
+            self.await_copies(&done);
+            previous = Some(done);
+            filed?;
+            failed = error;
+        }
+        if let Some(done) = previous {
+            self.copy_and_file(session, inbox, uidvalidity, done)
+                .await?;
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// `--once` waits for the own copies of what was sent.
+    fn await_copies(&mut self, done: &[(Fresh, Outcome)]) {
+        if self.config().smtp.as_ref().is_some_and(|c| c.self_copy) {
+            for (_, o) in done {
+                self.awaiting_copies
+                    .extend(o.sent.iter().map(|(id, ..)| id.clone()));
+            }
+        }
+    }
+
+    /// A plain automatic answer, no CRM step, nothing of it ever sent or started.
+    fn never_started(&self, key: &str, plan: &Plan) -> Result<bool, Error> {
+        if plan.respond != Respond::Auto || plan.outgoing.is_empty() {
+            return Ok(false);
+        }
+        if self.config().crm.is_some() && !plan.crm_actions.is_empty() {
+            return Ok(false);
+        }
+        // Decided and recorded is fine; any copy of it further on takes the careful path.
+        let journal = self.journal;
+        if journal
+            .state_by_message_id(key)?
+            .is_some_and(|s| s >= State::Sending)
+        {
+            return Ok(false);
+        }
+        let domain = &self.config().desk.message_id_domain;
+        for (i, out) in plan.outgoing.iter().enumerate() {
+            let msg_id = threading::message_id_for(key, i, out, domain);
+            if journal.outbox_state(&msg_id)?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One group recorded as being sent and sent at once. A transient SMTP failure of one
+    /// message comes back with the others' outcomes; its outbox rows say what the next
+    /// pass must settle.
+    async fn send_group<'l>(
+        &self,
+        inbox: &str,
+        uidvalidity: u32,
+        group: Vec<Fresh<'l>>,
+    ) -> Result<(Vec<(Fresh<'l>, Outcome)>, Option<Error>), Error> {
+        let at = |uid| MessageRef {
+            mailbox: inbox,
+            uidvalidity,
+            uid,
+        };
+        // Recorded as planned when decided; now as being sent.
+        let journal = self.journal;
+        journal.together(|| {
+            for f in &group {
+                let (uid, key) = (f.item.uid, Some(f.key.as_str()));
+                journal.advance(uidvalidity, uid, key, State::Sending, None, &f.plan.reason)?;
+            }
+            Ok(())
+        })?;
+        let started = std::time::Instant::now();
+        let parallel = self
+            .config()
+            .smtp
+            .as_ref()
+            .map_or(1, |c| c.connections as usize);
+        let outcomes: Vec<Result<Outcome, Error>> = futures::stream::iter(&group)
+            .map(|f| self.send_fresh(at(f.item.uid), f))
+            .buffered(parallel)
+            .collect()
+            .await;
+        let mut failed = None;
+        let mut done = Vec::new();
+        for (f, outcome) in group.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(o) => done.push((f, o)),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        debug!(
+            "{} messages' answers sent in {:?}",
+            done.len(),
+            started.elapsed()
+        );
+        Ok((done, failed))
+    }
+
+    /// A sent group's copies saved in Sent, then its originals filed.
+    async fn copy_and_file(
+        &self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        mut done: Vec<(Fresh<'_>, Outcome)>,
+    ) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        self.copy_group_to_sent(session, &mut done).await?;
+        let copied_after = started.elapsed();
+        let n = done.len();
+        self.file_group(session, inbox, uidvalidity, done).await?;
+        debug!(
+            "{n} messages: copies in Sent after {copied_after:?}, filed after {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// One message's answers in order, each recorded as it goes; its documents kept
+    /// once all went out.
+    async fn send_fresh(&self, at: MessageRef<'_>, f: &Fresh<'_>) -> Result<Outcome, Error> {
+        let mut sending = Sending::default();
+        let mut sent = Vec::new();
+        let domain = &self.config().desk.message_id_domain;
+        for (i, out) in f.plan.outgoing.iter().enumerate() {
+            let answer = Answer {
+                out,
+                msg_id: threading::message_id_for(&f.key, i, out, domain),
+                what: out.kind.as_str(),
+                before: None,
+            };
+            let message = match self.compose(&f.mail, &answer) {
+                Ok(m) => m,
+                Err(e) => {
+                    sending.human_reason = Some(format!("cannot write the {}: {e}", answer.what));
+                    break;
+                }
+            };
+            let Some(said) = self
+                .submit(at, &f.key, &message, &answer, &mut sending)
+                .await?
+            else {
+                break;
+            };
+            let detail = format!(
+                "{} to {} cc {}; the server said {said}",
+                answer.msg_id,
+                out.to.join(","),
+                out.cc.join(",")
+            );
+            self.journal
+                .record_sent(&answer.msg_id, &f.key, at, &f.plan, out, &detail)?;
+            sent.push((answer.msg_id, message, answer.what));
+        }
+        if sending.human_reason.is_none() {
+            if let Err(e) = kept_documents::keep(self.config(), &f.mail, &f.plan) {
+                error!(uid = at.uid, "{e}");
+                self.opts.health.error("documents");
+                sending.human_reason = Some(format!(
+                    "the answer went out, but a document could not be kept for the CRM: {e}"
+                ));
+            }
+            self.journal.advance(
+                at.uidvalidity,
+                at.uid,
+                Some(&f.key),
+                State::Sent,
+                None,
+                &f.plan.reason,
+            )?;
+        }
+        Ok(Outcome { sending, sent })
+    }
+
+    /// The copies of everything sent, in Sent with one command; recorded as filed. A
+    /// refusal means the answers went out without copies: each message to a person.
+    async fn copy_group_to_sent(
+        &self,
+        session: &mut Imap,
+        done: &mut [(Fresh<'_>, Outcome)],
+    ) -> Result<(), Error> {
+        let formatted: Vec<Vec<u8>> = done
+            .iter()
+            .flat_map(|(_, o)| o.sent.iter().map(|(_, m, _)| m.formatted()))
+            .collect();
+        if let Some(sent) = self.places.sent.as_ref().filter(|_| !formatted.is_empty()) {
+            let bytes: Vec<&[u8]> = formatted.iter().map(Vec::as_slice).collect();
+            match mailbox::append_many(session, sent, &bytes, "\\Seen", self.caps, self.t()).await {
+                Ok(()) => {}
+                Err(Trouble::Refused(w)) => {
+                    error!("{w}");
+                    for (_, o) in done.iter_mut() {
+                        let why = match o.sent.as_slice() {
+                            [] => continue,
+                            [(_, _, what)] => {
+                                format!("the {what} went out, but its copy could not be saved: {w}")
+                            }
+                            more => format!(
+                                "the {} answers went out, but their copies could not be saved: {w}",
+                                more.len()
+                            ),
+                        };
+                        o.sending.human_reason.get_or_insert(why);
+                    }
+                    return Ok(());
+                }
+                Err(broken) => return Err(broken.into()),
+            }
+        }
+        let journal = self.journal;
+        journal.together(|| {
+            for (f, o) in done.iter() {
+                for (id, ..) in &o.sent {
+                    journal.set_outbox(id, Some(&f.key), Outbox::Filed)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The originals: flagged and filed by folder, or set aside for a person with the
+    /// reason; then every outcome recorded in one transaction.
+    async fn file_group(
+        &self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        done: Vec<(Fresh<'_>, Outcome)>,
+    ) -> Result<(), Error> {
+        let t = self.t();
+        let mut human: Vec<(&Fresh, String, Option<String>)> = Vec::new();
+        let mut by_folder: BTreeMap<String, Vec<&Fresh>> = BTreeMap::new();
+        let mut answered = Vec::new();
+        for (f, o) in &done {
+            if let Some(reason) = o.sending.human_reason.clone() {
+                human.push((f, reason, o.sending.smtp_error.clone()));
+            } else if f.plan.original.human {
+                human.push((f, f.plan.reason.clone(), None));
+            } else {
+                answered.push(f.item.uid);
+                let folder = self.filing_target(&f.plan).unwrap_or_else(|| inbox.into());
+                by_folder.entry(folder).or_default().push(f);
+            }
+        }
+        mailbox::store_many(session, &answered, "\\Seen \\Answered", t).await?;
+        let mut filed = Vec::new();
+        for (folder, fs) in by_folder {
+            let uids: Vec<u32> = fs.iter().map(|f| f.item.uid).collect();
+            let refused = if folder == inbox {
+                None
+            } else {
+                self.file_into(session, inbox, &uids, &folder).await?
+            };
+            match refused {
+                Some(why) => human.extend(fs.into_iter().map(|f| (f, why.clone(), None))),
+                None => filed.extend(fs.into_iter().map(|f| (f, folder.clone()))),
+            }
+        }
+        let uids: Vec<u32> = human.iter().map(|(f, ..)| f.item.uid).collect();
+        if !uids.is_empty() {
+            self.set_aside(session, &uids).await?;
+        }
+        let at = |uid| MessageRef {
+            mailbox: inbox,
+            uidvalidity,
+            uid,
+        };
+        let journal = self.journal;
+        journal.together(|| {
+            for (f, folder) in &filed {
+                journal.conclude_filed(at(f.item.uid), &f.key, &f.plan, folder)?;
+            }
+            for (f, reason, smtp_error) in &human {
+                let error = smtp_error.as_deref();
+                journal.conclude_human(at(f.item.uid), &f.key, &f.plan, reason, error)?;
+            }
+            Ok(())
+        })?;
+        for (f, _) in &filed {
+            self.opts.health.message(f.plan.category.as_str(), "filed");
+            info!(uid = f.item.uid, category = %f.plan.category, "filed: {}", f.plan.reason);
+        }
+        for (f, reason, _) in &human {
+            let category = f.plan.category.as_str();
+            self.opts.health.message(category, "left for human");
+            info!(uid = f.item.uid, category, "left for a human: {reason}");
+        }
+        Ok(())
+    }
+}
