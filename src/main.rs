@@ -121,9 +121,16 @@ enum Command {
     /// read from standard input, stored as an argon2id hash. Append it to the file.
     ReviewAccount { name: String },
     /// Internal: reads one document (bytes on stdin) as text, under the limits the
-    /// service sets for it. Exit 3 with the reason on stderr when it cannot.
+    /// service sets for it (set here before the first byte is read). Exit 3 with the
+    /// reason on stderr when it cannot.
     #[command(hide = true)]
-    ReadDocument { kind: String },
+    ReadDocument {
+        kind: String,
+        #[arg(long)]
+        cpu_seconds: Option<u64>,
+        #[arg(long)]
+        memory_bytes: Option<u64>,
+    },
     /// Print the JSON Schema of the rule files or the config (what editors with the YAML
     /// language server complete from; shipped in schemas/).
     Schema {
@@ -180,7 +187,11 @@ fn main() -> ExitCode {
         ),
         Command::Breaker { config, action } => cli::breaker::execute(&config, action),
         Command::ReviewAccount { name } => cli::review_account::execute(&name),
-        Command::ReadDocument { kind } => cli::read_document::execute(&kind),
+        Command::ReadDocument {
+            kind,
+            cpu_seconds,
+            memory_bytes,
+        } => cli::read_document::execute(&kind, cpu_seconds, memory_bytes),
         Command::Schema { which } => cli::schema::execute(which),
         Command::Auth {
             config,

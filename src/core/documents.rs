@@ -350,40 +350,21 @@ impl Reader {
     }
 }
 
-// The one unsafe block in triage, audited: `pre_exec` runs between fork and exec.
-#[allow(unsafe_code)]
+/// The document read by `triage read-document` in a child process, which sets its own
+/// CPU and memory limits before it reads the document.
 fn read_in_child(
     program: &std::path::Path,
     limits: Limits,
     kind: Kind,
     bytes: &[u8],
 ) -> Result<String, String> {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(program);
     cmd.args(["read-document", kind.as_str()])
+        .arg(format!("--cpu-seconds={}", limits.seconds))
+        .arg(format!("--memory-bytes={}", limits.memory_bytes))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (cpu, memory) = (limits.seconds, limits.memory_bytes);
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let cpu = libc::rlimit {
-                rlim_cur: cpu,
-                rlim_max: cpu + 1,
-            };
-            let mem = libc::rlimit {
-                rlim_cur: memory,
-                rlim_max: memory,
-            };
-            if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
-                || libc::setrlimit(libc::RLIMIT_AS, &mem) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("the document reader did not start ({e})"))?;

@@ -23,7 +23,7 @@ use crate::shell::mailbox::{self, Imap, Listed, Trouble};
 
 /// Messages answered together: their answers in flight at once, their Sent copies in
 /// one command. Bounded so that a kill leaves little half done.
-const GROUP: usize = 50;
+const GROUP: usize = 150;
 
 /// A message whose answers can go out together with others'.
 pub(super) struct Fresh<'l> {

@@ -45,7 +45,13 @@ impl Shell<'_> {
             .iter()
             .map(|q| message_key(&q.plan, Some(&q.raw), at(q.uid)))
             .collect();
+        let started = std::time::Instant::now();
         let filed_to = self.move_group(session, inbox, &mut quiet).await?;
+        tracing::debug!(
+            "{} messages flagged and moved in {:?}",
+            quiet.len(),
+            started.elapsed()
+        );
         let journal = self.journal;
         journal.together(|| {
             for (q, key) in quiet.iter().zip(&keys) {

@@ -136,7 +136,13 @@ impl Shell<'_> {
             }
         }
         // Messages left for a human stay in the inbox; the journal says they are done.
+        let started = Instant::now();
         let list = mailbox::listing(session, t).await?;
+        debug!(
+            "{inbox}: {} messages listed in {:?}",
+            list.len(),
+            started.elapsed()
+        );
         settle_vanished(journal, &inbox, uidvalidity, &list)?;
         self.repeated_ids = repeated_ids(&list);
         let mut todo = Vec::new();
@@ -163,6 +169,7 @@ impl Shell<'_> {
                 todo.push(item);
             }
         }
+        debug!("{} to do, looked up in {:?}", todo.len(), started.elapsed());
         // The receipts are recorded; the copies themselves go in one step.
         mailbox::delete_many(session, &own_copies, self.caps.uidplus, t).await?;
         self.work_through(session, &inbox, uidvalidity, todo)
@@ -317,7 +324,13 @@ impl Shell<'_> {
             uidvalidity,
             uid,
         };
+        let started = Instant::now();
         let decided = self.decide_batch(session, uidvalidity, chunk).await?;
+        debug!(
+            "{} messages fetched and decided in {:?}",
+            chunk.len(),
+            started.elapsed()
+        );
         let Decided {
             mut quiet,
             recorded,
@@ -360,7 +373,11 @@ impl Shell<'_> {
                 self.record_decided(uidvalidity, &quiet[quiet.len() - 1..], &[])?;
             }
         }
-        self.file_quietly(session, inbox, uidvalidity, quiet).await
+        let (n, started) = (quiet.len(), Instant::now());
+        self.file_quietly(session, inbox, uidvalidity, quiet)
+            .await?;
+        debug!("{n} messages filed in {:?}", started.elapsed());
+        Ok(())
     }
 
     /// The batch fetched and decided as it arrives (by the deciders, while the fetch goes
