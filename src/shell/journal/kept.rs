@@ -85,3 +85,30 @@ impl Kept {
         gone
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_come_back_by_reference_and_expire_by_day() {
+        let dir = std::env::temp_dir().join(format!("triage-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kept = Kept::beside(&dir.join("triage.sqlite"));
+        let a = kept.write(b"first message").unwrap();
+        let b = kept.write(b"second").unwrap();
+        assert_eq!(kept.read(&a).unwrap(), b"first message");
+        assert_eq!(kept.read(&b).unwrap(), b"second");
+        // Only our own references are read: no paths, no lengths past the end.
+        assert!(kept.read("../../etc/passwd:0:10").is_none());
+        let day = a.split(':').next().unwrap();
+        assert!(kept.read(&format!("{day}:0:999999")).is_none());
+        // An old day goes; today stays.
+        std::fs::write(dir.join("triage.messages/2000-01-01"), b"old").unwrap();
+        assert_eq!(kept.expire(30), 1);
+        assert_eq!(kept.read(&b).unwrap(), b"second");
+        let c = kept.write(b"third").unwrap();
+        assert_eq!(kept.read(&c).unwrap(), b"third");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -649,3 +649,40 @@ fn settle_vanished(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(sizes: &[u32]) -> Vec<Listed> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Listed {
+                uid: i as u32 + 1,
+                size,
+                message_id: None,
+                deleted: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes_and_lose_nothing() {
+        let limit = 25 << 20;
+        let many = listed(&vec![1000; 2500]);
+        let b = batches(&many, limit);
+        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [1000, 1000, 500]);
+
+        // 6 MiB each: two fit in 16 MiB, a third does not; one over the size limit
+        // (never downloaded) costs nothing.
+        let big = listed(&[6 << 20, 6 << 20, 6 << 20, 30 << 20, 1]);
+        let b = batches(&big, limit);
+        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [2, 3]);
+
+        // One message bigger than a batch still gets a batch of its own.
+        let huge = listed(&[20 << 20, 20 << 20]);
+        assert_eq!(batches(&huge, limit).len(), 2);
+        assert!(batches(&[], limit).is_empty());
+    }
+}
