@@ -621,11 +621,11 @@ fn main() {
             "TRIAGE_LOG",
             std::env::var("VERSUS_LOG").unwrap_or_else(|_| "warn".into()),
         );
-        let (wall, _) = timed(perf(run, ".full"));
+        let (wall, full_rss) = timed(perf(run, ".full"));
         let sent = mailbox(&stack, DESK, "Sent").len();
         let bare = submit(&stack, sent);
         println!(
-            "\nfull job: triage run --once on {full_n} messages sent {sent} replies and forwards in {wall:.2} s: {:.0} sent/s; a bare SMTP client submits {sent} in {bare:.2} s: {:.0}/s; triage at {:.0} % of it",
+            "\nfull job: triage run --once on {full_n} messages sent {sent} replies and forwards in {wall:.2} s: {:.0} sent/s (peak RSS {full_rss:.1} MiB); a bare SMTP client submits {sent} in {bare:.2} s: {:.0}/s; triage at {:.0} % of it",
             sent as f64 / wall,
             sent as f64 / bare,
             100.0 * bare / wall

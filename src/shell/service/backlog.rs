@@ -14,7 +14,6 @@ use tracing::{debug, error, info};
 use super::answering::{parse_for_attachments, Answer, Sending};
 use super::inbox::{message_key, Acting, Shell};
 use super::{kept_documents, Error};
-use crate::core::message::Mail;
 use crate::core::plan::Plan;
 use crate::core::rules::Respond;
 use crate::core::threading;
@@ -23,14 +22,17 @@ use crate::shell::mailbox::{self, Imap, Listed, Trouble};
 
 /// Messages answered together: their answers in flight at once, their Sent copies in
 /// one command. Bounded so that a kill leaves little half done.
-const GROUP: usize = 150;
+const GROUP: usize = 50;
+/// Copies for Sent are APPENDed in commands of about this many bytes.
+const APPEND_BYTES: usize = 4 << 20;
 
 /// A message whose answers can go out together with others'.
 pub(super) struct Fresh<'l> {
     pub item: &'l Listed,
     pub plan: Plan,
     pub key: String,
-    pub mail: Mail,
+    /// Parsed again when its answers are written (not all of a batch at once).
+    pub raw: Vec<u8>,
 }
 
 /// What sending one message's answers came to.
@@ -62,15 +64,13 @@ impl Shell<'_> {
             }
             let key = message_key(&plan, Some(&raw), at(item.uid));
             if self.never_started(&key, &plan)? {
-                if let Some(mail) = parse_for_attachments(&raw) {
-                    fresh.push(Fresh {
-                        item,
-                        plan,
-                        key,
-                        mail,
-                    });
-                    continue;
-                }
+                fresh.push(Fresh {
+                    item,
+                    plan,
+                    key,
+                    raw,
+                });
+                continue;
             }
             self.handle(session, at(item.uid), item, Some((plan, raw)))
                 .await?;
@@ -216,6 +216,11 @@ impl Shell<'_> {
     async fn send_fresh(&self, at: MessageRef<'_>, f: &Fresh<'_>) -> Result<Outcome, Error> {
         let mut sending = Sending::default();
         let mut sent = Vec::new();
+        let Some(mail) = parse_for_attachments(&f.raw) else {
+            // decide() already sends unreadable mail to a human; belt and braces.
+            sending.human_reason = Some("the message cannot be read".into());
+            return Ok(Outcome { sending, sent });
+        };
         let domain = &self.config().desk.message_id_domain;
         for (i, out) in f.plan.outgoing.iter().enumerate() {
             let answer = Answer {
@@ -224,7 +229,7 @@ impl Shell<'_> {
                 what: out.kind.as_str(),
                 before: None,
             };
-            let message = match self.compose(&f.mail, &answer) {
+            let message = match self.compose(&mail, &answer) {
                 Ok(m) => m,
                 Err(e) => {
                     sending.human_reason = Some(format!("cannot write the {}: {e}", answer.what));
@@ -248,7 +253,7 @@ impl Shell<'_> {
             sent.push((answer.msg_id, message, answer.what));
         }
         if sending.human_reason.is_none() {
-            if let Err(e) = kept_documents::keep(self.config(), &f.mail, &f.plan) {
+            if let Err(e) = kept_documents::keep(self.config(), &mail, &f.plan) {
                 error!(uid = at.uid, "{e}");
                 self.opts.health.error("documents");
                 sending.human_reason = Some(format!(
@@ -267,17 +272,40 @@ impl Shell<'_> {
         Ok(Outcome { sending, sent })
     }
 
-    /// The copies of everything sent, in Sent with one command; recorded as filed. A
-    /// refusal means the answers went out without copies: each message to a person.
+    /// The copies of everything sent, in Sent with a few commands.
     async fn copy_group_to_sent(
         &self,
         session: &mut Imap,
         done: &mut [(Fresh<'_>, Outcome)],
     ) -> Result<(), Error> {
-        let formatted: Vec<Vec<u8>> = done
-            .iter()
-            .flat_map(|(_, o)| o.sent.iter().map(|(_, m, _)| m.formatted()))
-            .collect();
+        let mut start = 0;
+        while start < done.len() {
+            // Commands of about APPEND_BYTES: the group's copies are not all in memory
+            // twice at once.
+            let (mut end, mut formatted, mut bytes) = (start, Vec::new(), 0);
+            while end < done.len() && (end == start || bytes < APPEND_BYTES) {
+                for (_, m, _) in &done[end].1.sent {
+                    let raw = m.formatted();
+                    bytes += raw.len();
+                    formatted.push(raw);
+                }
+                end += 1;
+            }
+            self.copy_to_sent_together(session, &mut done[start..end], &formatted)
+                .await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// One APPEND (MULTIAPPEND) of these messages' copies; recorded as filed. A refusal
+    /// means their answers went out without copies: each message to a person.
+    async fn copy_to_sent_together(
+        &self,
+        session: &mut Imap,
+        done: &mut [(Fresh<'_>, Outcome)],
+        formatted: &[Vec<u8>],
+    ) -> Result<(), Error> {
         if let Some(sent) = self.places.sent.as_ref().filter(|_| !formatted.is_empty()) {
             let bytes: Vec<&[u8]> = formatted.iter().map(Vec::as_slice).collect();
             match mailbox::append_many(session, sent, &bytes, "\\Seen", self.caps, self.t()).await {

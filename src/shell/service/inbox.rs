@@ -672,7 +672,10 @@ mod tests {
         let limit = 25 << 20;
         let many = listed(&vec![1000; 2500]);
         let b = batches(&many, limit);
-        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [1000, 1000, 500]);
+        assert_eq!(
+            b.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
 
         // 6 MiB each: two fit in 16 MiB, a third does not; one over the size limit
         // (never downloaded) costs nothing.
