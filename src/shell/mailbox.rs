@@ -684,10 +684,9 @@ pub async fn list(
     .await
 }
 
-/// APPEND, written out here so that a refusal carries the server's words (async-imap's
-/// own says only "could not append mail to mailbox").
 /// APPENDs a message with these flags (`\\Seen` for a copy in Sent, `\\Draft` for a
-/// draft).
+/// draft). Written out here so that a refusal carries the server's words (async-imap's
+/// own says only "could not append mail to mailbox").
 pub async fn append(
     s: &mut Imap,
     folder: &str,
@@ -695,48 +694,12 @@ pub async fn append(
     flags: &str,
     t: u64,
 ) -> Result<(), Trouble> {
-    use async_imap::imap_proto::{Response, Status};
     let what = format!("APPEND to {folder}");
     let text = std::str::from_utf8(raw)
         .map_err(|_| Trouble::Refused(format!("{what}: the message is not 7/8-bit text")))?;
-    let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
-    let command = format!("APPEND {quoted} ({flags}) {{{}}}", raw.len());
-    let broken = |e: &dyn std::fmt::Display| Trouble::Broken(format!("{what}: {e}"));
-    let exchange = async {
-        let tag = s.run_command(&command).await.map_err(|e| broken(&e))?;
-        let mut sent_literal = false;
-        loop {
-            let response = s
-                .read_response()
-                .await
-                .map_err(|e| broken(&e))?
-                .ok_or_else(|| broken(&"the connection closed"))?;
-            match response.parsed() {
-                Response::Continue { .. } if !sent_literal => {
-                    s.run_command_untagged(text).await.map_err(|e| broken(&e))?;
-                    sent_literal = true;
-                }
-                Response::Done {
-                    tag: done,
-                    status,
-                    outcome,
-                } if *done == tag => {
-                    return match status {
-                        Status::Ok => Ok(()),
-                        _ => Err(refusal(
-                            &what,
-                            outcome.information.as_deref().unwrap_or("(no text)"),
-                        )),
-                    };
-                }
-                _ => {}
-            }
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(t), exchange).await {
-        Ok(r) => r,
-        Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {t} s"))),
-    }
+    let command = format!("APPEND {} ({flags}) {{{}}}", quoted(folder), raw.len());
+    // A synchronising literal: the text goes once the server asks for it.
+    appending(s, &command, Some(text), &what, t).await
 }
 
 /// Several messages APPENDed with the same flags: one command (MULTIAPPEND, LITERAL+)
@@ -750,7 +713,6 @@ pub async fn append_many(
     caps: Caps,
     t: u64,
 ) -> Result<(), Trouble> {
-    use async_imap::imap_proto::{Response, Status};
     if !caps.multiappend || messages.len() < 2 {
         for raw in messages {
             append(s, folder, raw, flags, t).await?;
@@ -758,41 +720,61 @@ pub async fn append_many(
         return Ok(());
     }
     let what = format!("APPEND of {} messages to {folder}", messages.len());
-    let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut command = format!("APPEND {quoted}");
+    let mut command = format!("APPEND {}", quoted(folder));
     for raw in messages {
         let text = std::str::from_utf8(raw)
             .map_err(|_| Trouble::Refused(format!("{what}: a message is not 7/8-bit text")))?;
         command.push_str(&format!(" ({flags}) {{{}+}}\r\n{text}", raw.len()));
     }
+    let secs = t.max(messages.len() as u64 / 10);
+    appending(s, &command, None, &what, secs).await
+}
+
+/// A folder name as an IMAP quoted string.
+fn quoted(folder: &str) -> String {
+    format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Runs an APPEND command and reads until it is done, sending `literal` when the server
+/// asks for it (a synchronising literal); the server's words when it refuses.
+async fn appending(
+    s: &mut Imap,
+    command: &str,
+    mut literal: Option<&str>,
+    what: &str,
+    secs: u64,
+) -> Result<(), Trouble> {
+    use async_imap::imap_proto::{Response, Status};
     let broken = |e: &dyn std::fmt::Display| Trouble::Broken(format!("{what}: {e}"));
     let exchange = async {
-        let tag = s.run_command(&command).await.map_err(|e| broken(&e))?;
+        let tag = s.run_command(command).await.map_err(|e| broken(&e))?;
         loop {
             let response = s
                 .read_response()
                 .await
                 .map_err(|e| broken(&e))?
                 .ok_or_else(|| broken(&"the connection closed"))?;
-            if let Response::Done {
-                tag: done,
-                status,
-                outcome,
-            } = response.parsed()
-            {
-                if *done == tag {
+            match response.parsed() {
+                Response::Continue { .. } => {
+                    if let Some(text) = literal.take() {
+                        s.run_command_untagged(text).await.map_err(|e| broken(&e))?;
+                    }
+                }
+                Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } if *done == tag => {
+                    let words = outcome.information.as_deref().unwrap_or("(no text)");
                     return match status {
                         Status::Ok => Ok(()),
-                        _ => Err(refusal(
-                            &what,
-                            outcome.information.as_deref().unwrap_or("(no text)"),
-                        )),
+                        _ => Err(refusal(what, words)),
                     };
                 }
+                _ => {}
             }
         }
     };
-    let secs = t.max(messages.len() as u64 / 10);
     match tokio::time::timeout(Duration::from_secs(secs), exchange).await {
         Ok(r) => r,
         Err(_) => Err(Trouble::Broken(format!("{what}: no answer in {secs} s"))),

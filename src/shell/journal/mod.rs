@@ -43,6 +43,16 @@ pub struct MessageRef<'a> {
     pub uid: u32,
 }
 
+impl<'a> MessageRef<'a> {
+    pub fn new(mailbox: &'a str, uidvalidity: u32, uid: u32) -> MessageRef<'a> {
+        MessageRef {
+            mailbox,
+            uidvalidity,
+            uid,
+        }
+    }
+}
+
 /// What an audit record says beyond the plan: the outcome, its detail, the message sent
 /// (recipients, template, documents) and the server's words when it refused.
 #[derive(Clone, Copy)]

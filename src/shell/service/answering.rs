@@ -48,6 +48,20 @@ pub(super) struct Answer<'a> {
     pub before: Option<Outbox>,
 }
 
+impl Answer<'_> {
+    /// The audit record's detail for an answer that went out: where, and `then`.
+    pub fn detail(&self, then: &str) -> String {
+        let out = self.out;
+        let (to, cc) = (out.to.join(","), out.cc.join(","));
+        format!("{} to {to} cc {cc}{then}", self.msg_id)
+    }
+}
+
+/// Why a message goes to a person when its answer went out but Sent refused the copy.
+pub(super) fn copy_refused(what: &str, words: &str) -> String {
+    format!("the {what} went out, but its copy could not be saved: {words}")
+}
+
 impl Shell<'_> {
     /// One message, start to end: plan, record, send what it says, file or set aside.
     pub async fn handle(
@@ -119,7 +133,7 @@ impl Shell<'_> {
         Ok((self.plan_for(at, &raw)?, Some(raw)))
     }
 
-    pub(super) fn record_planned(
+    fn record_planned(
         &self,
         at: MessageRef,
         key: &str,
@@ -144,7 +158,7 @@ impl Shell<'_> {
     }
 
     /// The same message under another UID (mailbox rebuilt, copied back) was answered.
-    pub(super) fn answered_elsewhere(&self, at: MessageRef, key: &str) -> Result<bool, Error> {
+    fn answered_elsewhere(&self, at: MessageRef, key: &str) -> Result<bool, Error> {
         let journal = self.journal;
         Ok(journal
             .state_by_message_id(key)?
@@ -318,11 +332,7 @@ impl Shell<'_> {
         }
         if !recorded {
             let (out, msg_id) = (answer.out, &answer.msg_id);
-            let detail = format!(
-                "{msg_id} to {} cc {}{note}{server_said}",
-                out.to.join(","),
-                out.cc.join(",")
-            );
+            let detail = answer.detail(&format!("{note}{server_said}"));
             self.journal
                 .record_sent(msg_id, key, at, plan, out, &detail)?;
         }
@@ -417,10 +427,7 @@ impl Shell<'_> {
             // the next message goes on.
             Err(Trouble::Refused(w)) => {
                 error!(uid = at.uid, "{w}");
-                sending.copy_refused = Some(format!(
-                    "the {} went out, but its copy could not be saved: {w}",
-                    answer.what
-                ));
+                sending.copy_refused = Some(copy_refused(answer.what, &w));
                 Ok(())
             }
             Err(broken) => Err(broken.into()),

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use lettre::Message;
 use tracing::{debug, error, info};
 
-use super::answering::{parse_for_attachments, Answer, Sending};
+use super::answering::{copy_refused, parse_for_attachments, Answer, Sending};
 use super::inbox::{message_key, Acting, Shell};
 use super::{kept_documents, Error};
 use crate::core::plan::Plan;
@@ -52,11 +52,7 @@ impl Shell<'_> {
         uidvalidity: u32,
         acting: Vec<Acting<'_>>,
     ) -> Result<(), Error> {
-        let at = |uid| MessageRef {
-            mailbox: inbox,
-            uidvalidity,
-            uid,
-        };
+        let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         let mut fresh = Vec::new();
         for Acting { item, plan, raw } in acting {
             if self.opts.stopping() {
@@ -148,11 +144,7 @@ impl Shell<'_> {
         uidvalidity: u32,
         group: Vec<Fresh<'l>>,
     ) -> Result<(Vec<(Fresh<'l>, Outcome)>, Option<Error>), Error> {
-        let at = |uid| MessageRef {
-            mailbox: inbox,
-            uidvalidity,
-            uid,
-        };
+        let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         // Recorded as planned when decided; now as being sent.
         let journal = self.journal;
         journal.together(|| {
@@ -242,12 +234,7 @@ impl Shell<'_> {
             else {
                 break;
             };
-            let detail = format!(
-                "{} to {} cc {}; the server said {said}",
-                answer.msg_id,
-                out.to.join(","),
-                out.cc.join(",")
-            );
+            let detail = answer.detail(&format!("; the server said {said}"));
             self.journal
                 .record_sent(&answer.msg_id, &f.key, at, &f.plan, out, &detail)?;
             sent.push((answer.msg_id, message, answer.what));
@@ -315,9 +302,7 @@ impl Shell<'_> {
                     for (_, o) in done.iter_mut() {
                         let why = match o.sent.as_slice() {
                             [] => continue,
-                            [(_, _, what)] => {
-                                format!("the {what} went out, but its copy could not be saved: {w}")
-                            }
+                            [(_, _, what)] => copy_refused(what, &w),
                             more => format!(
                                 "the {} answers went out, but their copies could not be saved: {w}",
                                 more.len()
@@ -384,11 +369,7 @@ impl Shell<'_> {
         if !uids.is_empty() {
             self.set_aside(session, &uids).await?;
         }
-        let at = |uid| MessageRef {
-            mailbox: inbox,
-            uidvalidity,
-            uid,
-        };
+        let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         let journal = self.journal;
         journal.together(|| {
             for (f, folder) in &filed {

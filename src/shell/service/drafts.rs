@@ -203,11 +203,7 @@ struct Waiting {
 
 impl Waiting {
     fn at<'a>(&self, inbox: &'a str) -> MessageRef<'a> {
-        MessageRef {
-            mailbox: inbox,
-            uidvalidity: self.uidvalidity,
-            uid: self.uid,
-        }
+        MessageRef::new(inbox, self.uidvalidity, self.uid)
     }
 
     /// Its copy in Sent: a client may keep the draft's Message-ID or give a new one; a

@@ -36,11 +36,7 @@ impl Shell<'_> {
         if quiet.is_empty() {
             return Ok(());
         }
-        let at = |uid| MessageRef {
-            mailbox: inbox,
-            uidvalidity,
-            uid,
-        };
+        let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         let keys: Vec<String> = quiet
             .iter()
             .map(|q| message_key(&q.plan, Some(&q.raw), at(q.uid)))
@@ -79,7 +75,7 @@ impl Shell<'_> {
     }
 
     /// Decisions made durable in one transaction: (uid, size, plan, bytes).
-    pub fn record_group_planned<'p>(
+    pub(super) fn record_group_planned<'p>(
         &self,
         uidvalidity: u32,
         decided: impl Iterator<Item = (u32, u32, &'p Plan, &'p [u8])>,
@@ -89,11 +85,7 @@ impl Shell<'_> {
         let inbox = &self.config().folders.inbox;
         journal.together(|| {
             for (uid, size, plan, raw) in decided {
-                let at = MessageRef {
-                    mailbox: inbox,
-                    uidvalidity,
-                    uid,
-                };
+                let at = MessageRef::new(inbox, uidvalidity, uid);
                 let key = message_key(plan, Some(raw), at);
                 journal.advance(
                     uidvalidity,

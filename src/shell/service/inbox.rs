@@ -160,11 +160,7 @@ impl Shell<'_> {
                 }
                 continue;
             }
-            let at = MessageRef {
-                mailbox: &inbox,
-                uidvalidity,
-                uid: item.uid,
-            };
+            let at = MessageRef::new(&inbox, uidvalidity, item.uid);
             if self.needs_work(session, at, &item).await? {
                 todo.push(item);
             }
@@ -297,11 +293,7 @@ impl Shell<'_> {
             }
             if self.opts.shadow {
                 for item in chunk {
-                    let at = MessageRef {
-                        mailbox: inbox,
-                        uidvalidity,
-                        uid: item.uid,
-                    };
+                    let at = MessageRef::new(inbox, uidvalidity, item.uid);
                     self.handle(session, at, item, None).await?;
                 }
                 continue;
@@ -319,11 +311,7 @@ impl Shell<'_> {
         uidvalidity: u32,
         chunk: &[Listed],
     ) -> Result<(), Error> {
-        let at = |uid| MessageRef {
-            mailbox: inbox,
-            uidvalidity,
-            uid,
-        };
+        let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         let started = Instant::now();
         let decided = self.decide_batch(session, uidvalidity, chunk).await?;
         debug!(
@@ -523,19 +511,15 @@ impl Shell<'_> {
         }
     }
 
-    /// A copy handled earlier in this same pass (same Message-ID) is known now.
+    /// A copy handled earlier in this same pass (same Message-ID, listed more than once)
+    /// is known now.
     async fn handled_earlier_in_pass(
         &mut self,
         session: &mut Imap,
         at: MessageRef<'_>,
         item: &Listed,
     ) -> Result<bool, Error> {
-        let repeated = item
-            .message_id
-            .as_ref()
-            .is_some_and(|id| self.repeated_ids.contains(id));
-        Ok(repeated
-            && self.journal.state(at.uidvalidity, at.uid)?.is_none()
+        Ok(self.journal.state(at.uidvalidity, at.uid)?.is_none()
             && self.seen_elsewhere(session, at, item).await?)
     }
 
@@ -630,11 +614,7 @@ fn settle_vanished(
         } else {
             "filed"
         };
-        let at = MessageRef {
-            mailbox: inbox,
-            uidvalidity,
-            uid,
-        };
+        let at = MessageRef::new(inbox, uidvalidity, uid);
         journal.conclude(
             at,
             plan.message_id.as_deref(),
