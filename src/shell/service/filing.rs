@@ -9,15 +9,21 @@ use tracing::{error, info};
 use super::inbox::{message_key, Quiet, Shell};
 use super::Error;
 use crate::core::plan::Plan;
+use crate::core::rules::Respond;
 use crate::shell::journal::{MessageRef, State};
 use crate::shell::mailbox::{self, Imap, Trouble};
 
 /// The flags of a message filed with its plan done: answered when something went out.
-fn filing_flags(plan: &Plan) -> &'static str {
-    if plan.outgoing.is_empty() {
-        "\\Seen"
+/// A sort-only rule (`respond: file`) sets none, as Sieve's `fileinto` and imapfilter
+/// do: nobody has read or answered it, and the folder's unread count is the person's
+/// work list. (Setting \Seen also renamed every Maildir file once more.)
+fn filing_flags(plan: &Plan) -> Option<&'static str> {
+    if plan.respond == Respond::File {
+        None
+    } else if plan.outgoing.is_empty() {
+        Some("\\Seen")
     } else {
-        "\\Seen \\Answered"
+        Some("\\Seen \\Answered")
     }
 }
 
@@ -37,10 +43,6 @@ impl Shell<'_> {
             return Ok(());
         }
         let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
-        let keys: Vec<String> = quiet
-            .iter()
-            .map(|q| message_key(&q.plan, Some(&q.raw), at(q.uid)))
-            .collect();
         let started = std::time::Instant::now();
         let filed_to = self.move_group(session, inbox, &mut quiet).await?;
         tracing::debug!(
@@ -50,7 +52,8 @@ impl Shell<'_> {
         );
         let journal = self.journal;
         journal.together(|| {
-            for (q, key) in quiet.iter().zip(&keys) {
+            for q in &quiet {
+                let key = &q.key;
                 let plan = &q.plan;
                 if plan.original.human {
                     journal.conclude_human(at(q.uid), key, plan, &plan.reason, None)?;
@@ -122,10 +125,9 @@ impl Shell<'_> {
                 human.push(q.uid);
                 continue;
             }
-            by_flags
-                .entry(filing_flags(&q.plan))
-                .or_default()
-                .push(q.uid);
+            if let Some(flags) = filing_flags(&q.plan) {
+                by_flags.entry(flags).or_default().push(q.uid);
+            }
             if let Some(folder) = self.filing_target(&q.plan) {
                 filed_to.insert(q.uid, folder.clone());
                 by_folder.entry(folder).or_default().push(q.uid);
@@ -160,7 +162,9 @@ impl Shell<'_> {
         key: &str,
         plan: &Plan,
     ) -> Result<Option<String>, Error> {
-        mailbox::store(session, at.uid, filing_flags(plan), self.t()).await?;
+        if let Some(flags) = filing_flags(plan) {
+            mailbox::store(session, at.uid, flags, self.t()).await?;
+        }
         let target = self.filing_target(plan);
         if let Some(folder) = &target {
             if let Some(why) = self

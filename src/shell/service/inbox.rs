@@ -27,6 +27,11 @@ const BATCH_BYTES: usize = 16 << 20;
 /// whichever comes first: a service killed every second must still keep what it
 /// decided, and after a restart the recorded plans are carried out, not made again.
 const GROUP_COMMIT: usize = 25;
+/// What sends nothing is filed once this many have been decided (or the pass ends):
+/// each UID MOVE costs the server a rescan of the inbox, on Maildir ~18 ms at 10,000
+/// messages however few it carries. Waiting costs a plan's memory per message, not
+/// its bytes.
+const FILE_EVERY: usize = 5000;
 const GROUP_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One pass over the inbox and the state it needs between messages.
@@ -90,7 +95,22 @@ pub(super) struct Quiet {
     pub uid: u32,
     pub size: u32,
     pub plan: Plan,
+    /// Its bytes until its decision is recorded; then let go while it waits.
     pub raw: Vec<u8>,
+    pub key: String,
+}
+
+impl Quiet {
+    fn new(at: MessageRef, size: u32, plan: Plan, raw: Vec<u8>) -> Quiet {
+        let key = message_key(&plan, Some(&raw), at);
+        Quiet {
+            uid: at.uid,
+            size,
+            plan,
+            raw,
+            key,
+        }
+    }
 }
 
 /// The journal's key for a message: its Message-ID, or for mail without one a digest of
@@ -287,9 +307,10 @@ impl Shell<'_> {
         todo: Vec<Listed>,
     ) -> Result<(), Error> {
         let limit = self.config().limits.max_message_bytes;
+        let mut unfiled: Vec<Quiet> = Vec::new();
         for chunk in batches(&todo, limit) {
             if self.opts.stopping() {
-                return Ok(());
+                break;
             }
             if self.opts.shadow {
                 for item in chunk {
@@ -298,19 +319,44 @@ impl Shell<'_> {
                 }
                 continue;
             }
-            self.work_through_batch(session, inbox, uidvalidity, chunk)
+            let quiet = self
+                .work_through_batch(session, inbox, uidvalidity, chunk)
                 .await?;
+            unfiled.extend(quiet);
+            if unfiled.len() >= FILE_EVERY {
+                self.file_unfiled(session, inbox, uidvalidity, &mut unfiled)
+                    .await?;
+            }
         }
+        // Also when stopping: what was decided is filed before the service goes.
+        self.file_unfiled(session, inbox, uidvalidity, &mut unfiled)
+            .await
+    }
+
+    async fn file_unfiled(
+        &mut self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        unfiled: &mut Vec<Quiet>,
+    ) -> Result<(), Error> {
+        let (quiet, started) = (std::mem::take(unfiled), Instant::now());
+        let n = quiet.len();
+        self.file_quietly(session, inbox, uidvalidity, quiet)
+            .await?;
+        debug!("{n} messages filed in {:?}", started.elapsed());
         Ok(())
     }
 
+    /// One batch fetched, decided and its answers sent; what sends nothing comes back
+    /// recorded as planned, to be filed with the next batches'.
     async fn work_through_batch(
         &mut self,
         session: &mut Imap,
         inbox: &str,
         uidvalidity: u32,
         chunk: &[Listed],
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<Quiet>, Error> {
         let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         let started = Instant::now();
         let decided = self.decide_batch(session, uidvalidity, chunk).await?;
@@ -352,20 +398,14 @@ impl Shell<'_> {
                 self.handle(session, at(item.uid), item, Some((plan, raw)))
                     .await?;
             } else {
-                quiet.push(Quiet {
-                    uid: item.uid,
-                    size: item.size,
-                    plan,
-                    raw,
-                });
+                quiet.push(Quiet::new(at(item.uid), item.size, plan, raw));
                 self.record_decided(uidvalidity, &quiet[quiet.len() - 1..], &[])?;
             }
         }
-        let (n, started) = (quiet.len(), Instant::now());
-        self.file_quietly(session, inbox, uidvalidity, quiet)
-            .await?;
-        debug!("{n} messages filed in {:?}", started.elapsed());
-        Ok(())
+        for q in &mut quiet {
+            q.raw = Vec::new();
+        }
+        Ok(quiet)
     }
 
     /// The batch fetched and decided as it arrives (by the deciders, while the fetch goes
@@ -458,12 +498,8 @@ impl Shell<'_> {
                 self.count_pending(&plan);
                 decided.acting.push(Acting { item, plan, raw });
             } else {
-                decided.quiet.push(Quiet {
-                    uid,
-                    size: item.size,
-                    plan,
-                    raw,
-                });
+                let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
+                decided.quiet.push(Quiet::new(at, item.size, plan, raw));
             }
             let (q, a) = decided.recorded;
             let (quiet, acting) = (&decided.quiet[q..], &decided.acting[a..]);
