@@ -23,6 +23,10 @@ use crate::shell::mailbox::{self, Imap, Listed, Trouble};
 /// Messages answered together: their answers in flight at once, their Sent copies in
 /// one command. Bounded so that a kill leaves little half done.
 const GROUP: usize = 50;
+/// Groups sent and waiting for their copies and filing, and how many of them are
+/// copied and filed together: bounds memory while SMTP and IMAP each go at their pace.
+const QUEUED: usize = 2;
+const MERGED: usize = 3;
 /// Copies for Sent are APPENDed in commands of about this many bytes.
 const APPEND_BYTES: usize = 4 << 20;
 
@@ -71,42 +75,83 @@ impl Shell<'_> {
             self.handle(session, at(item.uid), item, Some((plan, raw)))
                 .await?;
         }
-        // Each group is sent while the one before has its copies saved and is filed:
-        // SMTP and IMAP work at the same time.
-        let mut previous: Option<Vec<(Fresh, Outcome)>> = None;
-        let mut failed = None;
-        while !fresh.is_empty() && !self.opts.stopping() && failed.is_none() {
-            let rest = fresh.split_off(fresh.len().min(GROUP));
-            let group = std::mem::replace(&mut fresh, rest);
-            let this = &*self;
-            let filing = async {
-                match previous.take() {
-                    Some(done) => this.copy_and_file(session, inbox, uidvalidity, done).await,
-                    None => Ok(()),
-                }
-            };
-            let (sent, filed) = tokio::join!(this.send_group(inbox, uidvalidity, group), filing);
-            let (done, error) = sent?;
-            self.await_copies(&done);
-            previous = Some(done);
-            filed?;
-            failed = error;
-        }
-        if let Some(done) = previous {
-            self.copy_and_file(session, inbox, uidvalidity, done)
-                .await?;
+        let (failed, copies) = self
+            .send_and_file(session, inbox, uidvalidity, fresh)
+            .await?;
+        if self.config().smtp.as_ref().is_some_and(|c| c.self_copy) {
+            self.awaiting_copies.extend(copies);
         }
         failed.map_or(Ok(()), Err)
     }
 
-    /// `--once` waits for the own copies of what was sent.
-    fn await_copies(&mut self, done: &[(Fresh, Outcome)]) {
-        if self.config().smtp.as_ref().is_some_and(|c| c.self_copy) {
-            for (_, o) in done {
-                self.awaiting_copies
-                    .extend(o.sent.iter().map(|(id, ..)| id.clone()));
+    /// Groups are sent one after another without waiting for IMAP; whatever groups have
+    /// been sent meanwhile get their copies saved in Sent together, on the IMAP session,
+    /// at the same time. The originals are filed once all are sent: a move waits for
+    /// the inbox's lock, which the own copies being delivered hold again and again.
+    /// Returns the first SMTP failure (sending stops there) and the Message-IDs sent.
+    async fn send_and_file(
+        &self,
+        session: &mut Imap,
+        inbox: &str,
+        uidvalidity: u32,
+        mut fresh: Vec<Fresh<'_>>,
+    ) -> Result<(Option<Error>, Vec<String>), Error> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Fresh, Outcome)>>(QUEUED);
+        let copying_failed = std::cell::Cell::new(false);
+        let sending = async {
+            let (mut failed, mut copies) = (None, Vec::new());
+            while !fresh.is_empty() && !self.opts.stopping() && !copying_failed.get() {
+                let rest = fresh.split_off(fresh.len().min(GROUP));
+                let group = std::mem::replace(&mut fresh, rest);
+                let (done, error) = self.send_group(inbox, uidvalidity, group).await?;
+                for (_, o) in &done {
+                    copies.extend(o.sent.iter().map(|(id, ..)| id.clone()));
+                }
+                // A closed channel: copying failed and its error is the one returned.
+                if tx.send(done).await.is_err() || error.is_some() {
+                    failed = error;
+                    break;
+                }
             }
-        }
+            drop(tx);
+            Ok::<_, Error>((failed, copies))
+        };
+        let copying = async {
+            let mut settled = Vec::new();
+            while let Some(mut done) = rx.recv().await {
+                for _ in 1..MERGED {
+                    match rx.try_recv() {
+                        Ok(more) => done.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                let started = std::time::Instant::now();
+                if let Err(e) = self.copy_group_to_sent(session, &mut done).await {
+                    copying_failed.set(true);
+                    rx.close();
+                    return Err(e);
+                }
+                debug!(
+                    "{} messages: copies in Sent after {:?}",
+                    done.len(),
+                    started.elapsed()
+                );
+                // Only what filing needs is kept meanwhile.
+                for (f, o) in &mut done {
+                    f.raw = Vec::new();
+                    o.sent = Vec::new();
+                }
+                settled.extend(done);
+            }
+            Ok(settled)
+        };
+        let (sent, settled) = tokio::join!(sending, copying);
+        let settled = settled?;
+        let (n, started) = (settled.len(), std::time::Instant::now());
+        self.file_group(session, inbox, uidvalidity, settled)
+            .await?;
+        debug!("{n} messages answered: filed in {:?}", started.elapsed());
+        sent
     }
 
     /// A plain automatic answer, no CRM step, nothing of it ever sent or started.
@@ -181,26 +226,6 @@ impl Shell<'_> {
             started.elapsed()
         );
         Ok((done, failed))
-    }
-
-    /// A sent group's copies saved in Sent, then its originals filed.
-    async fn copy_and_file(
-        &self,
-        session: &mut Imap,
-        inbox: &str,
-        uidvalidity: u32,
-        mut done: Vec<(Fresh<'_>, Outcome)>,
-    ) -> Result<(), Error> {
-        let started = std::time::Instant::now();
-        self.copy_group_to_sent(session, &mut done).await?;
-        let copied_after = started.elapsed();
-        let n = done.len();
-        self.file_group(session, inbox, uidvalidity, done).await?;
-        debug!(
-            "{n} messages: copies in Sent after {copied_after:?}, filed after {:?}",
-            started.elapsed()
-        );
-        Ok(())
     }
 
     /// One message's answers in order, each recorded as it goes; its documents kept
