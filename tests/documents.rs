@@ -1,5 +1,5 @@
 //! Documents read under limits: a zip bomb, a PDF bomb and a reader that would run
-//! forever are cut off in the child process (`triage read-document`) with a reason, and
+//! forever are cut off in the child process (`triage-read-document`) with a reason, and
 //! the caller gets its answer within the time limit. No network.
 // A test is one scenario read top to bottom, however long.
 #![allow(clippy::too_many_lines)]
@@ -181,4 +181,48 @@ fn documents_are_read_once_per_content_within_one_budget_and_only_for_a_verified
         plan.guards
     );
     assert!(plan.outgoing.is_empty() && plan.original.human);
+}
+
+/// A one-paragraph DOCX.
+fn docx(text: &str) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("word/document.xml", options).unwrap();
+    let xml = format!(
+        r#"<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>"#
+    );
+    zip.write_all(xml.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+/// The small `triage-read-document` beside `triage` is what the service starts; where it
+/// is not installed, `triage read-document` reads the same text and gives the same
+/// reasons.
+#[test]
+fn the_small_reader_and_the_service_binary_read_alike() {
+    let small = std::path::Path::new(env!("CARGO_BIN_EXE_triage-read-document"));
+    assert!(
+        small.is_file(),
+        "{} is built beside triage",
+        small.display()
+    );
+    let alone = std::env::temp_dir().join(format!("triage-alone-{}", std::process::id()));
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_triage"), alone.join("triage")).unwrap();
+    let without = Reader::Child {
+        program: alone.join("triage"),
+        limits: Limits::default(),
+    };
+    let beside = child(5, 256);
+    let po = docx("Purchase order PO-4711 for quote Q-100234");
+    let text = beside.read(Kind::Docx, &po).unwrap();
+    assert!(text.contains("PO-4711"), "{text}");
+    assert_eq!(without.read(Kind::Docx, &po).unwrap(), text);
+    let garbage = b"PK\x03\x04 not really a zip";
+    let why = beside.read(Kind::Docx, garbage).unwrap_err();
+    assert!(!why.is_empty());
+    assert_eq!(without.read(Kind::Docx, garbage).unwrap_err(), why);
+    let _ = std::fs::remove_dir_all(&alone);
 }

@@ -4,7 +4,8 @@
 //!
 //! Parsing a stranger's PDF or ZIP can take forever or all memory (PDF bombs, zip bombs),
 //! and parsers can panic. So the service and `triage classify` read each document in a
-//! child process (`triage read-document`) with a CPU-time, memory and wall-clock limit:
+//! child process (`triage-read-document`, or `triage read-document` where that small
+//! binary is not installed) with a CPU-time, memory and wall-clock limit:
 //! whatever happens there, the message is left for a human with the reason and the
 //! service goes on. The reading itself ([`text_of`]) is plain code, used by that child
 //! and by tests.
@@ -301,6 +302,9 @@ impl Default for Limits {
     }
 }
 
+/// The document reader's own binary, looked for beside the running one.
+const READER: &str = "triage-read-document";
+
 /// How documents are read: in this process (tests, fuzzing), or in a child process under
 /// limits (the service, `classify`).
 #[derive(Debug, Clone)]
@@ -318,12 +322,24 @@ impl Reader {
         }
     }
 
-    /// The running `triage` binary as the child.
+    /// The small `triage-read-document` installed beside the running binary as the
+    /// child, else the running `triage` binary itself (`triage read-document`).
     pub fn child(limits: Limits) -> Reader {
         match std::env::current_exe() {
             Ok(program) => Reader::Child { program, limits },
             Err(_) => Reader::InProcess,
         }
+    }
+
+    /// The program started and the arguments before the kind.
+    fn command(program: &std::path::Path) -> Command {
+        let small = program.with_file_name(READER);
+        if small.is_file() {
+            return Command::new(small);
+        }
+        let mut cmd = Command::new(program);
+        cmd.arg("read-document");
+        cmd
     }
 
     pub fn read(&self, kind: Kind, bytes: &[u8]) -> Result<String, String> {
@@ -358,8 +374,8 @@ fn read_in_child(
     kind: Kind,
     bytes: &[u8],
 ) -> Result<String, String> {
-    let mut cmd = Command::new(program);
-    cmd.args(["read-document", kind.as_str()])
+    let mut cmd = Reader::command(program);
+    cmd.arg(kind.as_str())
         .arg(format!("--cpu-seconds={}", limits.seconds))
         .arg(format!("--memory-bytes={}", limits.memory_bytes))
         .stdin(Stdio::piped())

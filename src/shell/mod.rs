@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod clock;
 pub mod consent;
 pub mod crm;
+pub mod document_reader;
 pub mod folders;
 pub mod health;
 pub mod journal;
