@@ -75,6 +75,9 @@ impl Shell<'_> {
             self.handle(session, at(item.uid), item, Some((plan, raw)))
                 .await?;
         }
+        if fresh.is_empty() {
+            return Ok(());
+        }
         let (failed, copies) = self
             .send_and_file(session, inbox, uidvalidity, fresh)
             .await?;
