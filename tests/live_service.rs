@@ -213,3 +213,46 @@ fn documents_are_read_and_unwrapped_through_the_real_servers() {
         "{reasons:?}"
     );
 }
+
+/// Mail that arrives while the service is still working through earlier mail, after
+/// its listing, is answered within seconds, not at the next IDLE refresh: the server
+/// announced it during the pass, and that announcement must not be thrown away.
+#[test]
+fn mail_arriving_during_a_pass_is_answered_without_waiting_for_the_idle_refresh() {
+    use std::time::Duration;
+    let Some(stack) = Stack::start("mid-pass") else {
+        return;
+    };
+    let mut wiring = Wiring::plain(&stack);
+    // No polling and no own copies coming back to wake IDLE: only the server's
+    // announcement of the new message can bring it in before the refresh.
+    wiring.imap = wiring.imap.replace(
+        "poll_seconds: 1",
+        "poll_seconds: 600, idle_refresh_seconds: 300",
+    );
+    wiring.smtp = wiring.smtp.replace('}', ", self_copy: false}");
+    let cfg = config(&stack, &wiring);
+    let mut service = start_service(&stack, &cfg, "service.log");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A pass long enough to still be running when the late message comes.
+    let backlog: Vec<Vec<u8>> = (0..300)
+        .map(|i| numbered_case("en-quote-request-ops-copied", i))
+        .collect();
+    append_all(&stack, DESK, "INBOX", &backlog);
+    wait_for(&stack, PARTNER, "INBOX", 1, Duration::from_secs(30));
+    deliver(&stack, &numbered_case("en-quote-request-ops-copied", 1000));
+    let got = wait_for(&stack, PARTNER, "INBOX", 301, Duration::from_secs(30));
+
+    signal(&service, "TERM");
+    let status = wait_exit(&mut service, Duration::from_secs(20));
+    let log = std::fs::read_to_string(stack.dir.join("service.log")).unwrap();
+    assert!(status.success(), "SIGTERM: exit 0, got {status}\n{log}");
+    assert_eq!(got, 301, "each answered once");
+    assert!(
+        replied_to(&stack)
+            .iter()
+            .any(|id| id == "case-en-quote-request-ops-copied-1000@reseller.example"),
+        "the late message was answered"
+    );
+}

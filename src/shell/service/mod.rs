@@ -388,8 +388,22 @@ async fn serve(
 async fn wait_idle(session: Imap, cfg: &ImapConfig, opts: &Options) -> Result<Imap, Trouble> {
     let t = cfg.timeout_seconds;
     let unsolicited = session.unsolicited_responses.clone();
-    // What the drain itself caused (EXPUNGE after MOVE, …) is not news.
-    while unsolicited.try_recv().is_ok() {}
+    // What the drain itself caused (EXPUNGE after MOVE, flag changes) is not news; mail
+    // that arrived after its listing is, and the server announced it with the answer to
+    // one of the drain's later commands, not again when IDLE starts: drain again now
+    // (thrown away, it waited for the IDLE refresh, minutes).
+    let mut arrived = false;
+    while let Ok(r) = unsolicited.try_recv() {
+        arrived |= matches!(
+            r,
+            async_imap::types::UnsolicitedResponse::Exists(_)
+                | async_imap::types::UnsolicitedResponse::Recent(_)
+        );
+    }
+    if arrived {
+        debug!("new mail announced during the pass");
+        return Ok(session);
+    }
     let mut idle = session.idle();
     mailbox::within(t, "IDLE", idle.init()).await?;
     // Mail that arrived between the drain's listing and IDLE is announced while IDLE
