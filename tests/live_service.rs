@@ -256,3 +256,70 @@ fn mail_arriving_during_a_pass_is_answered_without_waiting_for_the_idle_refresh(
         "the late message was answered"
     );
 }
+
+/// A sort-only rule set (`respond: file`, as the benchmark's) files each message into its
+/// folder unread, as Sieve's `fileinto` would: a person still has to read it there. What
+/// the shipped rules answer is filed read and answered.
+#[test]
+fn sort_only_rules_file_unread_and_answered_mail_is_marked_read() {
+    let Some(stack) = Stack::start("sort-only") else {
+        return;
+    };
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("rules: {}/rules", repo().display()),
+        &format!("rules: {}/benches/sort/rules", repo().display()),
+    );
+    assert!(text.contains("benches/sort/rules"), "{text}");
+    let sort_cfg = stack.dir.join("sort.yaml");
+    std::fs::write(&sort_cfg, text).unwrap();
+    append_all(
+        &stack,
+        DESK,
+        "INBOX",
+        &[
+            numbered_case("en-purchase-order-direct", 1),
+            numbered_case("en-quote-request-ops-copied", 1),
+        ],
+    );
+    let out = run_once(&stack, &sort_cfg);
+    assert!(out.status.success(), "{out:?}");
+    let orders = folder(&stack, DESK, "Sort/Orders");
+    let quotes = folder(&stack, DESK, "Sort/Quotes");
+    assert_eq!((orders.len(), quotes.len()), (1, 1), "each in its folder");
+    for held in orders.iter().chain(&quotes) {
+        assert!(
+            !held
+                .flags
+                .iter()
+                .any(|f| f.contains("Seen") || f.contains("Answered")),
+            "filed unread: {:?}",
+            held.flags
+        );
+    }
+    assert!(
+        mailbox(&stack, PARTNER, "INBOX").is_empty(),
+        "nothing answered"
+    );
+
+    // The shipped rules answer the same mail: filed read and answered.
+    let shipped = config(&stack, &Wiring::plain(&stack));
+    append_all(
+        &stack,
+        DESK,
+        "INBOX",
+        &[numbered_case("en-quote-request-ops-copied", 2)],
+    );
+    let out = run_once(&stack, &shipped);
+    assert!(out.status.success(), "{out:?}");
+    let answered: Vec<Held> = ["Triage/Answered", "Triage/Orders"]
+        .iter()
+        .flat_map(|f| folder(&stack, DESK, f))
+        .collect();
+    assert_eq!(answered.len(), 1, "the quote request filed once");
+    let flags = &answered[0].flags;
+    assert!(
+        flags.iter().any(|f| f.contains("Seen")) && flags.iter().any(|f| f.contains("Answered")),
+        "{flags:?}"
+    );
+}
