@@ -23,8 +23,8 @@ use crate::shell::mailbox::{self, Imap, Listed, Trouble};
 /// Messages answered together: their answers in flight at once, their Sent copies in
 /// one command. Bounded so that a kill leaves little half done.
 const GROUP: usize = 50;
-/// Groups sent and waiting for their copies and filing, and how many of them are
-/// copied and filed together: bounds memory while SMTP and IMAP each go at their pace.
+/// Groups sent and waiting for their copies in Sent, and how many of them are copied
+/// together: bounds memory while SMTP and IMAP each go at their pace.
 const QUEUED: usize = 2;
 const MERGED: usize = 3;
 /// Copies for Sent are APPENDed in commands of about this many bytes.

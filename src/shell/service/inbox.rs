@@ -18,21 +18,19 @@ use crate::shell::journal::{Journal, MessageRef, Outbox, State};
 use crate::shell::mailbox::{self, Imap, Listed};
 
 /// Messages fetched and decided together: at most this many, and about this many
-/// bytes (the RSS a backlog may cost). Their filing (one UID STORE / UID MOVE per
-/// folder) is done once per batch: a server's move costs a few milliseconds however
-/// many messages it carries.
+/// bytes (the RSS a backlog may cost).
 const BATCH: usize = 1000;
 const BATCH_BYTES: usize = 16 << 20;
 /// Decisions are made durable in the journal after this many messages or this long,
 /// whichever comes first: a service killed every second must still keep what it
 /// decided, and after a restart the recorded plans are carried out, not made again.
 const GROUP_COMMIT: usize = 25;
+const GROUP_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 /// What sends nothing is filed once this many have been decided (or the pass ends):
 /// each UID MOVE costs the server a rescan of the inbox, on Maildir ~18 ms at 10,000
 /// messages however few it carries. Waiting costs a plan's memory per message, not
 /// its bytes.
 const FILE_EVERY: usize = 5000;
-const GROUP_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One pass over the inbox and the state it needs between messages.
 pub(super) struct Shell<'a> {
@@ -298,7 +296,8 @@ impl Shell<'_> {
 
     /// Decides the messages in batches: one UID FETCH per batch, each message decided as
     /// it arrives; what sends nothing (filed, or left for a human) recorded in group
-    /// commits and flagged or moved with one UID STORE / UID MOVE per folder per batch.
+    /// commits and flagged or moved with one UID STORE / UID MOVE per folder for every
+    /// `FILE_EVERY` of them, and for the rest at the end.
     async fn work_through(
         &mut self,
         session: &mut Imap,
@@ -340,6 +339,9 @@ impl Shell<'_> {
         uidvalidity: u32,
         unfiled: &mut Vec<Quiet>,
     ) -> Result<(), Error> {
+        if unfiled.is_empty() {
+            return Ok(());
+        }
         let (quiet, started) = (std::mem::take(unfiled), Instant::now());
         let n = quiet.len();
         self.file_quietly(session, inbox, uidvalidity, quiet)
