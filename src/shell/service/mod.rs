@@ -338,6 +338,7 @@ async fn serve(
     let mut awaiting_copies = HashSet::new();
     let mut expired_at = tokio::time::Instant::now();
     let mut drafts_followed = tokio::time::Instant::now() - DRAFTS_EVERY;
+    let mut quick_passes = 0;
     loop {
         if expired_at.elapsed() > Duration::from_secs(24 * 3600) {
             history::expire_audit(desk.journal, &desk.book.config)?;
@@ -370,7 +371,7 @@ async fn serve(
             return Ok(session);
         }
         session = if use_idle {
-            let s = wait_idle(session, imap_cfg, opts).await?;
+            let s = wait_idle(session, imap_cfg, opts, &mut quick_passes).await?;
             opts.health.beat();
             s
         } else {
@@ -383,9 +384,18 @@ async fn serve(
     }
 }
 
+/// Passes started at once, one after another, for mail announced during the pass
+/// before; then IDLE again (which reports what arrives from then on).
+const QUICK_PASSES: u32 = 3;
+
 /// Waits in IDLE until the server reports a change, the refresh interval passes, or we
 /// are asked to stop; then ends IDLE (DONE, under a timeout) and hands the session back.
-async fn wait_idle(session: Imap, cfg: &ImapConfig, opts: &Options) -> Result<Imap, Trouble> {
+async fn wait_idle(
+    session: Imap,
+    cfg: &ImapConfig,
+    opts: &Options,
+    quick_passes: &mut u32,
+) -> Result<Imap, Trouble> {
     let t = cfg.timeout_seconds;
     let unsolicited = session.unsolicited_responses.clone();
     // What the drain itself caused (EXPUNGE after MOVE, flag changes) is not news; mail
@@ -400,10 +410,14 @@ async fn wait_idle(session: Imap, cfg: &ImapConfig, opts: &Options) -> Result<Im
                 | async_imap::types::UnsolicitedResponse::Recent(_)
         );
     }
-    if arrived {
+    // Bounded: a server that repeats EXISTS after every command must not keep the
+    // service passing over the inbox without a pause.
+    if arrived && *quick_passes < QUICK_PASSES {
+        *quick_passes += 1;
         debug!("new mail announced during the pass");
         return Ok(session);
     }
+    *quick_passes = 0;
     let mut idle = session.idle();
     mailbox::within(t, "IDLE", idle.init()).await?;
     // Mail that arrived between the drain's listing and IDLE is announced while IDLE
