@@ -265,6 +265,11 @@ fn prefixed(wrapper: &str, wrapper_args: &[&str], cmd: &Command) -> Command {
     c
 }
 
+/// VERSUS_LOG=triage=debug: triage's log level in the runs (warn by default).
+fn triage_log() -> String {
+    std::env::var("VERSUS_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 /// VERSUS_PERF=FILE: triage's runs recorded by perf (FILE, and FILE.full for the full job).
 fn perf(cmd: Command, suffix: &str) -> Command {
     // VERSUS_STRACE=FILE: the system calls instead, with times (where the waits are).
@@ -322,14 +327,7 @@ fn sort_config(stack: &Stack) -> PathBuf {
         .replace("timeout_seconds: 10", "timeout_seconds: 120");
     // VERSUS_SERVICE=", keep_messages_days: 0" and the like, for experiments.
     wiring.service = std::env::var("VERSUS_SERVICE").unwrap_or_default();
-    let cfg = config(stack, &wiring);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        &format!("rules: {}/rules", repo().display()),
-        &format!("rules: {}/benches/sort/rules", repo().display()),
-    );
-    let path = stack.dir.join("sort.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    sort_only(&config(stack, &wiring))
 }
 
 fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> Command {
@@ -340,10 +338,7 @@ fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> 
             let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-wal"));
             let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-shm"));
             let mut c = triage(stack, sort_cfg, &["run", "--once"]);
-            c.env(
-                "TRIAGE_LOG",
-                std::env::var("VERSUS_LOG").unwrap_or_else(|_| "warn".into()),
-            );
+            c.env("TRIAGE_LOG", triage_log());
             perf(c, "")
         }
         "imapfilter" => {
@@ -617,10 +612,7 @@ fn main() {
         seed(&stack, &backlog, "full");
         let _ = std::fs::remove_file(stack.dir.join("triage.sqlite"));
         let mut run = triage(&stack, &cfg, &["run", "--once"]);
-        run.env(
-            "TRIAGE_LOG",
-            std::env::var("VERSUS_LOG").unwrap_or_else(|_| "warn".into()),
-        );
+        run.env("TRIAGE_LOG", triage_log());
         let began = std::time::SystemTime::now();
         let (wall, full_rss) = timed(perf(run, ".full"));
         let sent = mailbox(&stack, DESK, "Sent").len();

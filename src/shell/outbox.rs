@@ -421,8 +421,10 @@ impl Submission {
         // Each step bounded; the whole exchange bounded too.
         let t = Duration::from_secs(self.cfg.timeout_seconds);
         let _permit = self.slots.acquire().await.expect("never closed");
-        let mut slot = self.take_idle().await;
+        let mut slot = None;
         let attempt = async {
+            // Inside the time limit: the NOOP that checks a kept connection can hang too.
+            slot = self.take_idle().await;
             if slot.is_none() {
                 slot = Some(self.connect().await?);
             }

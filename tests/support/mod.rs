@@ -571,6 +571,20 @@ pub fn repo_paths(example: &str) -> String {
         )
 }
 
+/// A config as `config` made it, with the benchmark's sort-only rules
+/// (`benches/sort/rules`, `respond: file`) instead of the shipped ones: `sort.yaml`
+/// beside it.
+pub fn sort_only(config: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        &format!("rules: {}/rules", repo().display()),
+        &format!("rules: {}/benches/sort/rules", repo().display()),
+    );
+    assert!(text.contains("benches/sort/rules"), "{text}");
+    let path = config.with_file_name("sort.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// The example config (deploy/triage.yaml) pointed at this stack.
 pub fn config(stack: &Stack, wiring: &Wiring) -> PathBuf {
     let base = std::fs::read_to_string(repo().join("deploy/triage.yaml")).unwrap();

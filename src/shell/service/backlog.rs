@@ -12,7 +12,7 @@ use lettre::Message;
 use tracing::{debug, error, info};
 
 use super::answering::{copy_refused, parse_for_attachments, Answer, Sending};
-use super::inbox::{message_key, Acting, Shell};
+use super::inbox::{Acting, Shell};
 use super::{kept_documents, Error};
 use crate::core::plan::Plan;
 use crate::core::rules::Respond;
@@ -58,11 +58,16 @@ impl Shell<'_> {
     ) -> Result<(), Error> {
         let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         let mut fresh = Vec::new();
-        for Acting { item, plan, raw } in acting {
+        for Acting {
+            item,
+            plan,
+            raw,
+            key,
+        } in acting
+        {
             if self.opts.stopping() {
                 return Ok(());
             }
-            let key = message_key(&plan, Some(&raw), at(item.uid));
             if self.never_started(&key, &plan)? {
                 fresh.push(Fresh {
                     item,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tracing::{error, info};
 
-use super::inbox::{message_key, Quiet, Shell};
+use super::inbox::{Quiet, Shell};
 use super::Error;
 use crate::core::plan::Plan;
 use crate::core::rules::Respond;
@@ -77,23 +77,20 @@ impl Shell<'_> {
         Ok(())
     }
 
-    /// Decisions made durable in one transaction: (uid, size, plan, bytes).
+    /// Decisions made durable in one transaction: (uid, size, key, plan, bytes).
     pub(super) fn record_group_planned<'p>(
         &self,
         uidvalidity: u32,
-        decided: impl Iterator<Item = (u32, u32, &'p Plan, &'p [u8])>,
+        decided: impl Iterator<Item = (u32, u32, &'p str, &'p Plan, &'p [u8])>,
     ) -> Result<(), Error> {
         let journal = self.journal;
         let keep_raw = self.config().service.keep_messages_days > 0;
-        let inbox = &self.config().folders.inbox;
         journal.together(|| {
-            for (uid, size, plan, raw) in decided {
-                let at = MessageRef::new(inbox, uidvalidity, uid);
-                let key = message_key(plan, Some(raw), at);
+            for (uid, size, key, plan, raw) in decided {
                 journal.advance(
                     uidvalidity,
                     uid,
-                    Some(&key),
+                    Some(key),
                     State::Planned,
                     Some(plan),
                     &plan.reason,

@@ -62,6 +62,8 @@ pub(super) struct Acting<'l> {
     pub item: &'l Listed,
     pub plan: Plan,
     pub raw: Vec<u8>,
+    /// Its journal key (`message_key`).
+    pub key: String,
 }
 
 /// Decisions coming back from the deciders, taken in the order the messages came.
@@ -496,12 +498,24 @@ impl Shell<'_> {
             }
             let item = by_uid[&uid];
             let decided = &mut order.decided;
+            let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
+            let key = message_key(&plan, Some(&raw), at);
             if acts(&plan) {
                 self.count_pending(&plan);
-                decided.acting.push(Acting { item, plan, raw });
+                decided.acting.push(Acting {
+                    item,
+                    plan,
+                    raw,
+                    key,
+                });
             } else {
-                let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
-                decided.quiet.push(Quiet::new(at, item.size, plan, raw));
+                decided.quiet.push(Quiet {
+                    uid,
+                    size: item.size,
+                    plan,
+                    raw,
+                    key,
+                });
             }
             let (q, a) = decided.recorded;
             let (quiet, acting) = (&decided.quiet[q..], &decided.acting[a..]);
@@ -525,10 +539,11 @@ impl Shell<'_> {
     ) -> Result<(), Error> {
         let quiet = quiet
             .iter()
-            .map(|q| (q.uid, q.size, &q.plan, q.raw.as_slice()));
-        let acting = acting
-            .iter()
-            .map(|a| (a.item.uid, a.item.size, &a.plan, a.raw.as_slice()));
+            .map(|q| (q.uid, q.size, q.key.as_str(), &q.plan, q.raw.as_slice()));
+        let acting = acting.iter().map(|a| {
+            let Acting { item, key, .. } = a;
+            (item.uid, item.size, key.as_str(), &a.plan, a.raw.as_slice())
+        });
         self.record_group_planned(uidvalidity, quiet.chain(acting))
     }
 
