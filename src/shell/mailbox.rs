@@ -818,6 +818,15 @@ pub async fn holds_message_id(s: &mut Imap, message_id: &str, t: u64) -> Result<
     Ok(!found.is_empty())
 }
 
+/// Whether the folder holds a message with a UID above `uid`: mail that came in after
+/// a listing that went up to it. (`n:*` always names the last message, so the answer is
+/// filtered.)
+pub async fn holds_uid_above(s: &mut Imap, uid: u32, t: u64) -> Result<bool, Trouble> {
+    let query = format!("UID {}:*", uid.saturating_add(1));
+    let found = within(t, "UID SEARCH", s.uid_search(query)).await?;
+    Ok(found.iter().any(|&u| u > uid))
+}
+
 #[cfg(test)]
 mod trouble_tests {
     use super::*;

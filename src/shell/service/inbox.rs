@@ -44,6 +44,9 @@ pub(super) struct Shell<'a> {
     pub awaiting_copies: &'a mut HashSet<String>,
     /// Message-IDs that appear more than once in the current listing.
     pub repeated_ids: HashSet<String>,
+    /// The highest UID the pass's listing knew of (or the server had given out when
+    /// the inbox was selected): what came in later is news for the next pass.
+    pub listed_up_to: Option<u32>,
     /// Answers decided in this batch and not yet sent: the brakes count them as sent.
     pub pending: std::cell::RefCell<Pending>,
 }
@@ -158,6 +161,8 @@ impl Shell<'_> {
         // Messages left for a human stay in the inbox; the journal says they are done.
         let started = Instant::now();
         let list = mailbox::listing(session, t).await?;
+        let given_out = mb.uid_next.map_or(0, |n| n.saturating_sub(1));
+        self.listed_up_to = Some(list.iter().map(|i| i.uid).fold(given_out, u32::max));
         debug!(
             "{inbox}: {} messages listed in {:?}",
             list.len(),

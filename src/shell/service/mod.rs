@@ -338,7 +338,6 @@ async fn serve(
     let mut awaiting_copies = HashSet::new();
     let mut expired_at = tokio::time::Instant::now();
     let mut drafts_followed = tokio::time::Instant::now() - DRAFTS_EVERY;
-    let mut quick_passes = 0;
     loop {
         if expired_at.elapsed() > Duration::from_secs(24 * 3600) {
             history::expire_audit(desk.journal, &desk.book.config)?;
@@ -354,9 +353,11 @@ async fn serve(
             places: desk.places,
             awaiting_copies: &mut awaiting_copies,
             repeated_ids: HashSet::new(),
+            listed_up_to: None,
             pending: Default::default(),
         };
         shell.drain(&mut session).await?;
+        let listed_up_to = shell.listed_up_to;
         if opts.once {
             shell.collect_own_copies(&mut session).await?;
         }
@@ -371,7 +372,7 @@ async fn serve(
             return Ok(session);
         }
         session = if use_idle {
-            let s = wait_idle(session, imap_cfg, opts, &mut quick_passes).await?;
+            let s = wait_idle(session, imap_cfg, opts, listed_up_to).await?;
             opts.health.beat();
             s
         } else {
@@ -384,40 +385,28 @@ async fn serve(
     }
 }
 
-/// Passes started at once, one after another, for mail announced during the pass
-/// before; then IDLE again (which reports what arrives from then on).
-const QUICK_PASSES: u32 = 3;
-
 /// Waits in IDLE until the server reports a change, the refresh interval passes, or we
 /// are asked to stop; then ends IDLE (DONE, under a timeout) and hands the session back.
 async fn wait_idle(
-    session: Imap,
+    mut session: Imap,
     cfg: &ImapConfig,
     opts: &Options,
-    quick_passes: &mut u32,
+    listed_up_to: Option<u32>,
 ) -> Result<Imap, Trouble> {
     let t = cfg.timeout_seconds;
     let unsolicited = session.unsolicited_responses.clone();
-    // What the drain itself caused (EXPUNGE after MOVE, flag changes) is not news; mail
-    // that arrived after its listing is, and the server announced it with the answer to
-    // one of the drain's later commands, not again when IDLE starts: drain again now
-    // (thrown away, it waited for the IDLE refresh, minutes).
-    let mut arrived = false;
-    while let Ok(r) = unsolicited.try_recv() {
-        arrived |= matches!(
-            r,
-            async_imap::types::UnsolicitedResponse::Exists(_)
-                | async_imap::types::UnsolicitedResponse::Recent(_)
-        );
+    // What the drain itself caused (EXPUNGE after MOVE, …) is not news.
+    while unsolicited.try_recv().is_ok() {}
+    // Mail that came in after the pass's listing was announced with the answer to one
+    // of its later commands, not again when IDLE starts, and async-imap drops what does
+    // not fit its queue of 100 (a pass that moves hundreds fills it): asked for by UID,
+    // it starts the next pass now instead of waiting for the IDLE refresh (minutes).
+    if let Some(uid) = listed_up_to {
+        if mailbox::holds_uid_above(&mut session, uid, t).await? {
+            debug!("new mail came in during the pass");
+            return Ok(session);
+        }
     }
-    // Bounded: a server that repeats EXISTS after every command must not keep the
-    // service passing over the inbox without a pause.
-    if arrived && *quick_passes < QUICK_PASSES {
-        *quick_passes += 1;
-        debug!("new mail announced during the pass");
-        return Ok(session);
-    }
-    *quick_passes = 0;
     let mut idle = session.idle();
     mailbox::within(t, "IDLE", idle.init()).await?;
     // Mail that arrived between the drain's listing and IDLE is announced while IDLE
