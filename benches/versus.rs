@@ -3,7 +3,8 @@
 //!
 //! 1. Seeds partnersupport@'s INBOX with N generated partner messages (deterministic: the
 //!    desk's categories in five languages, loop bait, a quarter with an attachment of
-//!    2–150 KB, about 12 KB on average), written straight into the Maildir and indexed.
+//!    2–150 KB, about 12 KB on average), written straight into the Maildir under the
+//!    names Dovecot's delivery gives (size in the name), and indexed.
 //! 2. Sort job, each contender from the same restored snapshot, repeated: triage with a
 //!    filing-only rule set (benches/sort/rules) and imapfilter with the same rules in Lua
 //!    (benches/sort/sort.lua); floors: a client that only fetches every message, and one
@@ -169,6 +170,22 @@ fn chown_r(path: &Path, stack: &Stack) {
         .unwrap();
 }
 
+/// A file name as Dovecot's own delivery (LMTP, LDA) gives it: with the size and the
+/// size with CRLF line ends (`S=`, `W=`), which Dovecot then reads from the name instead
+/// of from the file. Mail delivered by Postfix through LMTP in the stack is named so.
+fn maildir_name(i: usize, raw: &[u8]) -> String {
+    let bare_lf = raw
+        .iter()
+        .enumerate()
+        .filter(|&(at, &b)| b == b'\n' && (at == 0 || raw[at - 1] != b'\r'))
+        .count();
+    format!(
+        "1795000000.{i}.bench,S={},W={}",
+        raw.len(),
+        raw.len() + bare_lf
+    )
+}
+
 /// Writes the messages into the desk's Maildir and has Dovecot index them; returns the
 /// snapshot folder to restore from.
 fn seed(stack: &Stack, messages: &[(Vec<u8>, String, &str)], tag: &str) -> PathBuf {
@@ -178,11 +195,7 @@ fn seed(stack: &Stack, messages: &[(Vec<u8>, String, &str)], tag: &str) -> PathB
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
     }
     for (i, (raw, _, _)) in messages.iter().enumerate() {
-        std::fs::write(
-            maildir.join("new").join(format!("1795000000.{i}.bench")),
-            raw,
-        )
-        .unwrap();
+        std::fs::write(maildir.join("new").join(maildir_name(i, raw)), raw).unwrap();
     }
     chown_r(&maildir, stack);
     doveadm(stack, &["index", "-u", DESK, "INBOX"]);

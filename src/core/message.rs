@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, HeaderName, HeaderValue, MessageParser, MimeHeaders, PartType};
 use regex::Regex;
 use serde::Serialize;
 
@@ -105,6 +105,17 @@ impl Mail {
 
     pub fn recipients(&self) -> impl Iterator<Item = &Mailbox> {
         self.to.iter().chain(self.cc.iter())
+    }
+
+    /// The Message-ID as `parse` reads it, from the header alone (nothing else parsed,
+    /// no body decoded): the shell recognises its own copies, restored copies and
+    /// repeats by it before a message is decided.
+    pub fn message_id_of(raw: &[u8]) -> Option<String> {
+        MessageParser::new()
+            .header_id(HeaderName::MessageId)
+            .parse_headers(raw)?
+            .message_id()
+            .map(str::to_string)
     }
 
     pub fn parse(raw: &[u8]) -> Result<Mail, Unreadable> {
@@ -772,6 +783,49 @@ pub fn new_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_id_read_alone_is_the_one_the_decision_reads() {
+        let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+        let mut files: Vec<_> = std::fs::read_dir(&cases).unwrap().flatten().collect();
+        files.extend(std::fs::read_dir(cases.join("clients")).unwrap().flatten());
+        let mut checked = 0;
+        for f in files
+            .iter()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "eml"))
+        {
+            let raw = std::fs::read(f.path()).unwrap();
+            let Ok(mail) = Mail::parse(&raw) else {
+                continue;
+            };
+            assert_eq!(Mail::message_id_of(&raw), mail.message_id, "{:?}", f.path());
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} cases read");
+        // Shapes a sender controls: folded, repeated, without angle brackets, none.
+        for (raw, id) in [
+            (
+                "From: a@b.c\r\nMessage-ID:\r\n <x.1@b.c>\r\n\r\nhi",
+                Some("x.1@b.c"),
+            ),
+            (
+                "Message-ID: <one@b.c>\nFrom: a@b.c\nMessage-ID: <two@b.c>\n\nhi",
+                None,
+            ),
+            ("From: a@b.c\nMessage-Id: bare@b.c\n\nhi", None),
+            (
+                "From: a@b.c\nSubject: none\n\nMessage-ID: <in-body@b.c>\n",
+                None,
+            ),
+        ] {
+            let parsed = Mail::parse(raw.as_bytes()).unwrap().message_id;
+            assert_eq!(Mail::message_id_of(raw.as_bytes()), parsed, "{raw:?}");
+            if let Some(id) = id {
+                assert_eq!(parsed.as_deref(), Some(id));
+            }
+        }
+        assert_eq!(Mail::message_id_of(b""), None);
+    }
 
     #[test]
     fn quoted_history_is_not_new_text() {

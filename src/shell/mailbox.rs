@@ -283,47 +283,60 @@ async fn open(cfg: &ImapConfig, credential: Credential<'_>) -> Result<Imap, Fail
 pub struct Listed {
     pub uid: u32,
     pub size: u32,
-    /// Without angle brackets, as mail-parser gives it.
+    /// Without angle brackets, as mail-parser gives it: read from the message once it is
+    /// fetched (`Mail::message_id_of`), not listed.
     pub message_id: Option<String>,
     /// Marked \Deleted (our own copy left behind on a server without UIDPLUS).
     pub deleted: bool,
 }
 
-/// Every message in the selected folder with its size and Message-ID, without
-/// downloading bodies: the size limit is checked before a fetch, and a message known
-/// by Message-ID from before a UIDVALIDITY change is recognised without one.
+/// Every message in the selected folder with its size and flags, without opening one:
+/// the size limit is checked before a fetch. Message-IDs are not listed: for ENVELOPE
+/// or a header field the server reads every message's file (0.35 s per 10,000 on
+/// Dovecot), while UID, FLAGS and size come from its index (Dovecot's Maildir keeps the
+/// size in the file name); they are read from the bodies as those arrive.
 pub async fn listing(s: &mut Imap, t: u64) -> Result<Vec<Listed>, Trouble> {
     within(t, "UID FETCH listing", async {
         let mut out = Vec::new();
-        let mut stream = s
-            .uid_fetch("1:*", "(UID FLAGS RFC822.SIZE ENVELOPE)")
-            .await?;
+        let mut stream = s.uid_fetch("1:*", "(UID FLAGS RFC822.SIZE)").await?;
         while let Some(item) = stream.next().await {
             let f = item?;
             if let (Some(uid), Some(size)) = (f.uid, f.size) {
-                let message_id = f
-                    .envelope()
-                    .and_then(|e| e.message_id.as_deref())
-                    .map(|m| {
-                        String::from_utf8_lossy(m)
-                            .trim()
-                            .trim_start_matches('<')
-                            .trim_end_matches('>')
-                            .to_string()
-                    })
-                    .filter(|m| !m.is_empty());
                 let deleted = f
                     .flags()
                     .any(|fl| matches!(fl, async_imap::types::Flag::Deleted));
                 out.push(Listed {
                     uid,
                     size,
-                    message_id,
+                    message_id: None,
                     deleted,
                 });
             }
         }
         Ok::<_, async_imap::error::Error>(out)
+    })
+    .await
+}
+
+/// The Message-ID of a message too big to download, from its header field alone.
+pub async fn message_id_alone(s: &mut Imap, uid: u32, t: u64) -> Result<Option<String>, Trouble> {
+    within(t, "UID FETCH Message-ID", async {
+        let mut id = None;
+        let mut stream = s
+            .uid_fetch(
+                uid.to_string(),
+                "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+            )
+            .await?;
+        while let Some(item) = stream.next().await {
+            let f = item?;
+            if f.uid == Some(uid) {
+                id = f
+                    .header()
+                    .and_then(crate::core::message::Mail::message_id_of);
+            }
+        }
+        Ok::<_, async_imap::error::Error>(id)
     })
     .await
 }

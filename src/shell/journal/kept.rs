@@ -5,18 +5,19 @@
 //! cost about a quarter of a backlog's time; here once, and a day expires by deleting
 //! one file. Not synced: a power cut may lose the last bytes, never a decision.
 
-use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::core::dates::day_of;
 use crate::shell::clock;
 
 pub struct Kept {
     dir: PathBuf,
-    /// Today's file, open for appending, and its length.
-    today: RefCell<Option<(String, File, u64)>>,
+    /// Today's file, open for appending, and its length. Shared with the deciders,
+    /// which keep each message's bytes as they decide it.
+    today: Mutex<Option<(String, File, u64)>>,
 }
 
 impl Kept {
@@ -24,14 +25,23 @@ impl Kept {
     pub fn beside(journal: &Path) -> Kept {
         Kept {
             dir: journal.with_extension("messages"),
-            today: RefCell::new(None),
+            today: Mutex::new(None),
         }
+    }
+
+    /// Today's file; after a panic while it was held, opened again (its length read anew).
+    fn today(&self) -> std::sync::MutexGuard<'_, Option<(String, File, u64)>> {
+        self.today.lock().unwrap_or_else(|poisoned| {
+            let mut today = poisoned.into_inner();
+            *today = None;
+            today
+        })
     }
 
     /// Appends the bytes; the reference to store with the message.
     pub fn write(&self, raw: &[u8]) -> std::io::Result<String> {
         let day = day_of(clock::now());
-        let mut today = self.today.borrow_mut();
+        let mut today = self.today();
         if today.as_ref().is_none_or(|(d, ..)| *d != day) {
             std::fs::create_dir_all(&self.dir)?;
             let file = OpenOptions::new()
@@ -42,7 +52,11 @@ impl Kept {
             *today = Some((day, file, len));
         }
         let (day, file, len) = today.as_mut().expect("opened above");
-        file.write_all(raw)?;
+        if let Err(e) = file.write_all(raw) {
+            // Part of it may be in the file: the length is read from the file again.
+            *today = None;
+            return Err(e);
+        }
         let reference = format!("{day}:{len}:{}", raw.len());
         *len += raw.len() as u64;
         Ok(reference)
@@ -80,7 +94,7 @@ impl Kept {
             }
         }
         if gone > 0 {
-            *self.today.borrow_mut() = None;
+            *self.today() = None;
         }
         gone
     }

@@ -17,6 +17,7 @@ use crate::core::plan::{Kind, Outgoing, Plan};
 
 mod crm;
 mod kept;
+pub use kept::Kept;
 mod migrations;
 mod review;
 pub use review::{BounceBlock, BreakerEvent, View};
@@ -24,7 +25,7 @@ pub use review::{BounceBlock, BreakerEvent, View};
 pub struct Journal {
     db: Connection,
     /// The messages' bytes, kept beside the journal for replay.
-    kept: kept::Kept,
+    kept: std::sync::Arc<Kept>,
 }
 
 /// The journal's error: SQLite's, named as the journal's so that the service can tell it
@@ -168,7 +169,7 @@ impl Journal {
         // each of them hundreds of times).
         db.set_prepared_statement_cache_capacity(64);
         migrations::apply(&db)?;
-        let kept = kept::Kept::beside(path);
+        let kept = std::sync::Arc::new(Kept::beside(path));
         Ok(Journal { db, kept })
     }
 
@@ -301,13 +302,37 @@ impl Journal {
     pub fn plan(&self, uidvalidity: u32, uid: u32) -> Result<Option<Plan>> {
         let text: Option<Option<String>> = self
             .db
-            .query_row(
-                "SELECT plan FROM messages WHERE uidvalidity = ?1 AND uid = ?2",
-                [uidvalidity, uid],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT plan FROM messages WHERE uidvalidity = ?1 AND uid = ?2")?
+            .query_row([uidvalidity, uid], |r| r.get(0))
             .optional()?;
         Ok(text.flatten().and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Where the messages' bytes are kept: the deciders write them as they decide.
+    pub fn kept(&self) -> std::sync::Arc<Kept> {
+        self.kept.clone()
+    }
+
+    /// A decision made durable in one statement: the plan, the message's size, and
+    /// where its bytes were kept (`Kept::write`), if they were.
+    pub fn record_planned(
+        &self,
+        at: (u32, u32),
+        key: &str,
+        plan: &Plan,
+        size: u32,
+        kept: Option<&str>,
+    ) -> Result<()> {
+        let (uidvalidity, uid) = at;
+        let json = serde_json::to_string(plan).unwrap_or_default();
+        self.db.prepare_cached("INSERT INTO messages(uidvalidity, uid, message_id, state, plan, reason, updated, size, raw_ref)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?7, ?8)
+             ON CONFLICT(uidvalidity, uid) DO UPDATE SET
+                 state = MAX(state, ?4), plan = ?5, reason = ?6, updated = strftime('%Y-%m-%dT%H:%M:%fZ','now'),
+                 size = ?7, raw_ref = COALESCE(raw_ref, ?8)")?.execute(
+            params![uidvalidity, uid, key, State::Planned as i64, json, plan.reason, size, kept],
+        )?;
+        Ok(())
     }
 
     /// Moves the message forward to `state`; never backward.

@@ -63,6 +63,7 @@ impl Shell<'_> {
             plan,
             raw,
             key,
+            ..
         } in acting
         {
             if self.opts.stopping() {

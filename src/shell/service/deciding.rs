@@ -1,18 +1,30 @@
 //! Deciders: threads that make the core's decisions on fetched messages while the IMAP
 //! task goes on fetching, recording and filing. Deciding is pure (reading a document
 //! waits on a child process); the brakes that need the journal are applied afterwards,
-//! in the order the messages came, on the service's own task.
+//! in the order the messages came, on the service's own task. The deciders also keep
+//! each message's bytes for replay (`service.keep_messages_days`): writing them was a
+//! sixth of that task's time.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use tracing::warn;
+
 use crate::core::plan::{Plan, Playbook};
+use crate::shell::journal::Kept;
 
 /// One message to decide: its place in the batch, its UID and its bytes.
 type Job = (usize, u32, Vec<u8>);
 /// The same, decided.
-pub(super) type Done = (usize, u32, Vec<u8>, Plan);
+pub(super) struct Done {
+    pub seq: usize,
+    pub uid: u32,
+    pub raw: Vec<u8>,
+    pub plan: Plan,
+    /// Where its bytes were kept (`Kept::write`), when they are kept.
+    pub kept: Option<String>,
+}
 
 pub(super) struct Deciders {
     jobs: Option<Sender<Job>>,
@@ -23,7 +35,7 @@ pub(super) struct Deciders {
 impl Deciders {
     /// As many threads as the machine has cores, at most four (the IMAP task and the
     /// servers need the rest).
-    pub fn start(book: &Arc<Playbook>) -> Deciders {
+    pub fn start(book: &Arc<Playbook>, keep: Option<Arc<Kept>>) -> Deciders {
         let n = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 4);
@@ -33,6 +45,7 @@ impl Deciders {
         let threads = (0..n)
             .map(|i| {
                 let (book, queue, finished) = (book.clone(), queue.clone(), finished.clone());
+                let keep = keep.clone();
                 std::thread::Builder::new()
                     .name(format!("decide-{i}"))
                     .spawn(move || loop {
@@ -42,7 +55,21 @@ impl Deciders {
                             return;
                         };
                         let plan = book.decide(&raw);
-                        if finished.send((seq, uid, raw, plan)).is_err() {
+                        let kept = keep.as_ref().and_then(|k| match k.write(&raw) {
+                            Ok(reference) => Some(reference),
+                            Err(e) => {
+                                warn!(uid, "the message's bytes are not kept for replay: {e}");
+                                None
+                            }
+                        });
+                        let done = Done {
+                            seq,
+                            uid,
+                            raw,
+                            plan,
+                            kept,
+                        };
+                        if finished.send(done).is_err() {
                             return;
                         }
                     })

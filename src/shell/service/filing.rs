@@ -10,7 +10,7 @@ use super::inbox::{Quiet, Shell};
 use super::Error;
 use crate::core::plan::Plan;
 use crate::core::rules::Respond;
-use crate::shell::journal::{MessageRef, State};
+use crate::shell::journal::MessageRef;
 use crate::shell::mailbox::{self, Imap, Trouble};
 
 /// The flags of a message filed with its plan done: answered when something went out.
@@ -25,6 +25,17 @@ fn filing_flags(plan: &Plan) -> Option<&'static str> {
     } else {
         Some("\\Seen \\Answered")
     }
+}
+
+/// A decision to record as planned: the message, its journal key, its plan, its bytes,
+/// and where they were kept if a decider kept them.
+pub(super) struct Planned<'p> {
+    pub uid: u32,
+    pub size: u32,
+    pub key: &'p str,
+    pub plan: &'p Plan,
+    pub raw: &'p [u8],
+    pub kept: Option<&'p str>,
 }
 
 impl Shell<'_> {
@@ -77,27 +88,19 @@ impl Shell<'_> {
         Ok(())
     }
 
-    /// Decisions made durable in one transaction: (uid, size, key, plan, bytes).
+    /// Decisions made durable in one transaction.
     pub(super) fn record_group_planned<'p>(
         &self,
         uidvalidity: u32,
-        decided: impl Iterator<Item = (u32, u32, &'p str, &'p Plan, &'p [u8])>,
+        decided: impl Iterator<Item = Planned<'p>>,
     ) -> Result<(), Error> {
         let journal = self.journal;
         let keep_raw = self.config().service.keep_messages_days > 0;
         journal.together(|| {
-            for (uid, size, key, plan, raw) in decided {
-                journal.advance(
-                    uidvalidity,
-                    uid,
-                    Some(key),
-                    State::Planned,
-                    Some(plan),
-                    &plan.reason,
-                )?;
-                journal.set_size(uidvalidity, uid, size)?;
-                if keep_raw {
-                    journal.keep_raw(uidvalidity, uid, raw)?;
+            for d in decided {
+                journal.record_planned((uidvalidity, d.uid), d.key, d.plan, d.size, d.kept)?;
+                if keep_raw && d.kept.is_none() {
+                    journal.keep_raw(uidvalidity, d.uid, d.raw)?;
                 }
             }
             Ok(())

@@ -8,9 +8,11 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use super::deciding::Deciders;
+use super::deciding::{Deciders, Done};
+use super::filing::Planned;
 use super::{Error, Options, Smtp};
 use crate::core::config::Config;
+use crate::core::message::Mail;
 use crate::core::plan::{hex, Plan, Playbook};
 use crate::core::rules::Respond;
 use crate::shell::folders::Places;
@@ -42,8 +44,11 @@ pub(super) struct Shell<'a> {
     pub places: &'a Places,
     /// Messages sent by this process whose own copy has not come back yet.
     pub awaiting_copies: &'a mut HashSet<String>,
-    /// Message-IDs that appear more than once in the current listing.
-    pub repeated_ids: HashSet<String>,
+    /// Message-IDs met in this pass: a second copy waits for the first to be handled.
+    pub ids_in_pass: std::cell::RefCell<HashSet<String>>,
+    /// UIDs of this pass the journal knows, not finished: only these can have a plan
+    /// from before (one lookup at listing instead of two per message).
+    pub in_journal: HashSet<u32>,
     /// The highest UID the pass's listing knew of (or the server had given out when
     /// the inbox was selected): what came in later is news for the next pass.
     pub listed_up_to: Option<u32>,
@@ -60,6 +65,15 @@ pub(super) struct Pending {
     pub outgoing: u32,
 }
 
+/// What a fetched message is, before it is decided.
+pub(super) enum Look {
+    New,
+    /// Our own copy of a message we sent, come back through the server.
+    OwnCopy,
+    /// Its Message-ID was met before: looked at after the rest of its batch.
+    Again,
+}
+
 /// A message decided in a batch whose plan sends mail or writes a draft.
 pub(super) struct Acting<'l> {
     pub item: &'l Listed,
@@ -67,18 +81,50 @@ pub(super) struct Acting<'l> {
     pub raw: Vec<u8>,
     /// Its journal key (`message_key`).
     pub key: String,
+    /// Where its bytes were kept, if the decider kept them.
+    pub kept: Option<String>,
 }
 
 /// Decisions coming back from the deciders, taken in the order the messages came.
 struct InOrder<'l> {
     decided: Decided<'l>,
-    /// Decided, waiting for the ones before them: (uid, bytes, plan, newly decided).
-    ready: BTreeMap<usize, (u32, Vec<u8>, Plan, bool)>,
+    /// Decided, waiting for the ones before them.
+    ready: BTreeMap<usize, Ready>,
     /// The next in order, and how many were handed out.
     next: usize,
     sent: usize,
     /// Since the last group commit.
     since: Instant,
+}
+
+/// A decision waiting for its turn.
+struct Ready {
+    uid: u32,
+    raw: Vec<u8>,
+    plan: Plan,
+    /// Made now (else carried over from before a restart): the brakes still apply.
+    new: bool,
+    /// Where its bytes were kept, if the decider kept them.
+    kept: Option<String>,
+}
+
+impl From<Done> for Ready {
+    fn from(d: Done) -> Ready {
+        let Done {
+            uid,
+            raw,
+            plan,
+            kept,
+            ..
+        } = d;
+        Ready {
+            uid,
+            raw,
+            plan,
+            new: true,
+            kept,
+        }
+    }
 }
 
 /// What deciding a fetched batch left to do, once the fetch is over.
@@ -88,8 +134,11 @@ struct Decided<'l> {
     acting: Vec<Acting<'l>>,
     /// How many of `quiet` and of `acting` are recorded as planned.
     recorded: (usize, usize),
-    /// Copies of a Message-ID listed twice: looked at one at a time, after the rest.
-    repeated: Vec<(&'l Listed, Vec<u8>)>,
+    /// Copies of a Message-ID met before (in this pass, or handled under another UID):
+    /// looked at one at a time, after the rest.
+    repeated: Vec<(Listed, Vec<u8>)>,
+    /// Our own copies come back.
+    own_copies: Vec<Listed>,
     fetched: HashSet<u32>,
 }
 
@@ -101,6 +150,8 @@ pub(super) struct Quiet {
     /// Its bytes until its decision is recorded; then let go while it waits.
     pub raw: Vec<u8>,
     pub key: String,
+    /// Where its bytes were kept, if the decider kept them.
+    pub kept: Option<String>,
 }
 
 impl Quiet {
@@ -112,6 +163,7 @@ impl Quiet {
             plan,
             raw,
             key,
+            kept: None,
         }
     }
 }
@@ -169,70 +221,140 @@ impl Shell<'_> {
             started.elapsed()
         );
         settle_vanished(journal, &inbox, uidvalidity, &list)?;
-        self.repeated_ids = repeated_ids(&list);
+        self.ids_in_pass.borrow_mut().clear();
+        self.in_journal.clear();
         let mut todo = Vec::new();
-        let mut own_copies = Vec::new();
         for item in list {
             if self.opts.stopping() {
                 return Ok(());
             }
-            if self.own_copy(&item)? {
-                // Without UIDPLUS a copy stays, marked \Deleted: not marked again. With
-                // it, one already marked (a run killed between the STORE and the UID
-                // EXPUNGE) is expunged now, not left in the inbox for ever.
-                if !item.deleted || self.caps.uidplus {
-                    own_copies.push(item.uid);
-                }
-                continue;
-            }
             let at = MessageRef::new(&inbox, uidvalidity, item.uid);
-            if self.needs_work(session, at, &item).await? {
+            if self.needs_work(at)? {
                 todo.push(item);
             }
         }
         debug!("{} to do, looked up in {:?}", todo.len(), started.elapsed());
-        // The receipts are recorded; the copies themselves go in one step.
-        mailbox::delete_many(session, &own_copies, self.caps.uidplus, t).await?;
         self.work_through(session, &inbox, uidvalidity, todo)
             .await?;
         journal.set_folder(&inbox, uidvalidity, 0)?;
         Ok(())
     }
 
-    /// Our own copy of a message we sent: the server's receipt, recorded as such.
-    fn own_copy(&mut self, item: &Listed) -> Result<bool, Error> {
-        let Some(id) = &item.message_id else {
-            return Ok(false);
-        };
-        let ours = format!("<{id}>");
-        let Some(state) = self.journal.outbox_state(&ours)? else {
-            return Ok(false);
-        };
-        if matches!(state, Outbox::Committing | Outbox::Sending) {
-            self.journal.set_outbox(&ours, None, Outbox::Received)?;
+    /// Whether a listed message still needs deciding or finishing (what it is, by its
+    /// Message-ID, is looked at once it is fetched: `first_look`).
+    fn needs_work(&mut self, at: MessageRef<'_>) -> Result<bool, Error> {
+        let journal = self.journal;
+        match journal.state(at.uidvalidity, at.uid)? {
+            Some(state) if state.is_final() => return Ok(false),
+            Some(_) => {
+                self.in_journal.insert(at.uid);
+            }
+            None => {}
         }
-        self.awaiting_copies.remove(&ours);
-        debug!(uid = item.uid, "own copy of {ours} received");
-        Ok(true)
+        Ok(!(self.opts.shadow && journal.shadowed(at.uidvalidity, at.uid)?))
     }
 
-    /// Whether a listed message still needs deciding or finishing.
-    async fn needs_work(
+    /// A fetched message, before it is decided: our own copy coming back, a copy of a
+    /// Message-ID met before (earlier in this pass, or handled under another UID), or new.
+    pub fn first_look(&self, at: MessageRef<'_>, item: &Listed) -> Result<Look, Error> {
+        let journal = self.journal;
+        let Some(id) = &item.message_id else {
+            return Ok(Look::New);
+        };
+        if journal.outbox_state(&format!("<{id}>"))?.is_some() {
+            return Ok(Look::OwnCopy);
+        }
+        if !self.ids_in_pass.borrow_mut().insert(id.clone()) {
+            return Ok(Look::Again);
+        }
+        if !self.in_journal.contains(&at.uid)
+            && journal
+                .seen_before(id, item.size)?
+                .is_some_and(|(state, _)| state.is_final())
+        {
+            return Ok(Look::Again);
+        }
+        Ok(Look::New)
+    }
+
+    /// Our own copies come back: the server's receipts recorded, the copies deleted in
+    /// one step. Without UIDPLUS a copy stays, marked \Deleted: not marked again, and
+    /// the journal keeps its UID so that it is not fetched again. With it, one already
+    /// marked (a run killed between the STORE and the UID EXPUNGE) is expunged now.
+    pub async fn own_copies_back(
+        &mut self,
+        session: &mut Imap,
+        uidvalidity: u32,
+        copies: Vec<Listed>,
+    ) -> Result<(), Error> {
+        let journal = self.journal;
+        let uidplus = self.caps.uidplus;
+        journal.together(|| {
+            for item in &copies {
+                let ours = format!("<{}>", item.message_id.as_deref().unwrap_or_default());
+                if let Some(Outbox::Committing | Outbox::Sending) = journal.outbox_state(&ours)? {
+                    journal.set_outbox(&ours, None, Outbox::Received)?;
+                }
+                if !uidplus {
+                    let why = "our own copy, left marked \\Deleted (no UIDPLUS)";
+                    journal.advance(uidvalidity, item.uid, None, State::Filed, None, why)?;
+                }
+            }
+            Ok(())
+        })?;
+        let mut delete = Vec::new();
+        for item in copies {
+            let ours = format!("<{}>", item.message_id.unwrap_or_default());
+            debug!(uid = item.uid, "own copy of {ours} received");
+            self.awaiting_copies.remove(&ours);
+            if !item.deleted || uidplus {
+                delete.push(item.uid);
+            }
+        }
+        mailbox::delete_many(session, &delete, uidplus, self.t()).await?;
+        Ok(())
+    }
+
+    /// A message handled on its own (shadow mode, over the size limit, or missing from
+    /// its batch's fetch): its Message-ID read first, as in a batch.
+    pub async fn handle_alone(
         &mut self,
         session: &mut Imap,
         at: MessageRef<'_>,
         item: &Listed,
-    ) -> Result<bool, Error> {
-        match self.journal.state(at.uidvalidity, at.uid)? {
-            Some(state) if state.is_final() => return Ok(false),
-            Some(_) => {}
-            None => {
-                if self.seen_elsewhere(session, at, item).await? {
-                    return Ok(false);
-                }
+    ) -> Result<(), Error> {
+        let t = self.t();
+        let raw = if item.size as usize > self.config().limits.max_message_bytes {
+            None
+        } else {
+            Some(
+                mailbox::fetch(session, at.uid, t)
+                    .await?
+                    .unwrap_or_default(),
+            )
+        };
+        let message_id = match &raw {
+            Some(raw) => Mail::message_id_of(raw),
+            None => mailbox::message_id_alone(session, at.uid, t).await?,
+        };
+        let item = Listed {
+            message_id,
+            ..item.clone()
+        };
+        match self.first_look(at, &item)? {
+            Look::OwnCopy => {
+                return self
+                    .own_copies_back(session, at.uidvalidity, vec![item])
+                    .await
             }
+            Look::Again if self.handled_earlier_in_pass(session, at, &item).await? => return Ok(()),
+            _ => {}
         }
-        Ok(!(self.opts.shadow && self.journal.shadowed(at.uidvalidity, at.uid)?))
+        let prepared = match raw {
+            Some(raw) => Some((self.plan_for(at, &raw)?, raw)),
+            None => None,
+        };
+        self.handle(session, at, &item, prepared).await
     }
 
     /// A message this journal knows by Message-ID from another UID: a restored copy
@@ -321,7 +443,7 @@ impl Shell<'_> {
             if self.opts.shadow {
                 for item in chunk {
                     let at = MessageRef::new(inbox, uidvalidity, item.uid);
-                    self.handle(session, at, item, None).await?;
+                    self.handle_alone(session, at, item).await?;
                 }
                 continue;
             }
@@ -379,15 +501,18 @@ impl Shell<'_> {
             recorded,
             acting,
             repeated,
+            own_copies,
             fetched,
         } = decided;
         self.record_decided(uidvalidity, &quiet[recorded.0..], &acting[recorded.1..])?;
+        self.own_copies_back(session, uidvalidity, own_copies)
+            .await?;
         // Oversized (or gone meanwhile): the one-at-a-time path says why.
         for item in chunk.iter().filter(|i| !fetched.contains(&i.uid)) {
             if self.opts.stopping() {
                 break;
             }
-            self.handle(session, at(item.uid), item, None).await?;
+            self.handle_alone(session, at(item.uid), item).await?;
         }
         let answered = self.answer_all(session, inbox, uidvalidity, acting).await;
         self.pending.take();
@@ -397,14 +522,14 @@ impl Shell<'_> {
                 break;
             }
             if self
-                .handled_earlier_in_pass(session, at(item.uid), item)
+                .handled_earlier_in_pass(session, at(item.uid), &item)
                 .await?
             {
                 continue;
             }
             let plan = self.plan_for(at(item.uid), &raw)?;
             if acts(&plan) {
-                self.handle(session, at(item.uid), item, Some((plan, raw)))
+                self.handle(session, at(item.uid), &item, Some((plan, raw)))
                     .await?;
             } else {
                 quiet.push(Quiet::new(at(item.uid), item.size, plan, raw));
@@ -443,38 +568,52 @@ impl Shell<'_> {
             sent: 0,
             since: Instant::now(),
         };
-        let deciders = Deciders::start(self.book);
+        let keep = self.config().service.keep_messages_days > 0;
+        let deciders = Deciders::start(self.book, keep.then(|| self.journal.kept()));
         let result = mailbox::fetch_each(session, &wanted, self.t(), |uid, raw| {
             if self.opts.stopping() {
                 return Ok(());
             }
-            let item = by_uid[&uid];
             order.decided.fetched.insert(uid);
-            if item
-                .message_id
-                .as_ref()
-                .is_some_and(|id| self.repeated_ids.contains(id))
-            {
-                order.decided.repeated.push((item, raw));
-                return Ok(());
-            }
-            let seq = order.sent;
-            order.sent += 1;
-            match self.stored_plan(uidvalidity, uid)? {
-                Some(plan) => {
-                    order.ready.insert(seq, (uid, raw, plan, false));
+            let item = Listed {
+                message_id: Mail::message_id_of(&raw),
+                ..by_uid[&uid].clone()
+            };
+            let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
+            match self.first_look(at, &item)? {
+                Look::OwnCopy => order.decided.own_copies.push(item),
+                Look::Again => order.decided.repeated.push((item, raw)),
+                Look::New => {
+                    let seq = order.sent;
+                    order.sent += 1;
+                    let before = match self.in_journal.contains(&uid) {
+                        true => self.stored_plan(uidvalidity, uid)?,
+                        false => None,
+                    };
+                    match before {
+                        Some(plan) => {
+                            let ready = Ready {
+                                uid,
+                                raw,
+                                plan,
+                                new: false,
+                                kept: None,
+                            };
+                            order.ready.insert(seq, ready);
+                        }
+                        None => deciders.submit(seq, uid, raw),
+                    }
                 }
-                None => deciders.submit(seq, uid, raw),
             }
-            for (seq, uid, raw, plan) in deciders.ready() {
-                order.ready.insert(seq, (uid, raw, plan, true));
+            for done in deciders.ready() {
+                order.ready.insert(done.seq, done.into());
             }
             self.take_in_order(&mut order, &by_uid, uidvalidity)
         })
         .await?;
         result?;
-        for (seq, uid, raw, plan) in deciders.finish() {
-            order.ready.insert(seq, (uid, raw, plan, true));
+        for done in deciders.finish() {
+            order.ready.insert(done.seq, done.into());
         }
         self.take_in_order(&mut order, &by_uid, uidvalidity)?;
         // A decider that died leaves its messages for the next pass, said here.
@@ -495,7 +634,14 @@ impl Shell<'_> {
         by_uid: &HashMap<u32, &'l Listed>,
         uidvalidity: u32,
     ) -> Result<(), Error> {
-        while let Some((uid, raw, mut plan, new)) = order.ready.remove(&order.next) {
+        while let Some(ready) = order.ready.remove(&order.next) {
+            let Ready {
+                uid,
+                raw,
+                mut plan,
+                new,
+                kept,
+            } = ready;
             order.next += 1;
             if new {
                 self.restrain(&mut plan)?;
@@ -512,6 +658,7 @@ impl Shell<'_> {
                     plan,
                     raw,
                     key,
+                    kept,
                 });
             } else {
                 decided.quiet.push(Quiet {
@@ -520,6 +667,7 @@ impl Shell<'_> {
                     plan,
                     raw,
                     key,
+                    kept,
                 });
             }
             let (q, a) = decided.recorded;
@@ -542,12 +690,21 @@ impl Shell<'_> {
         quiet: &[Quiet],
         acting: &[Acting],
     ) -> Result<(), Error> {
-        let quiet = quiet
-            .iter()
-            .map(|q| (q.uid, q.size, q.key.as_str(), &q.plan, q.raw.as_slice()));
-        let acting = acting.iter().map(|a| {
-            let Acting { item, key, .. } = a;
-            (item.uid, item.size, key.as_str(), &a.plan, a.raw.as_slice())
+        let quiet = quiet.iter().map(|q| Planned {
+            uid: q.uid,
+            size: q.size,
+            key: &q.key,
+            plan: &q.plan,
+            raw: &q.raw,
+            kept: q.kept.as_deref(),
+        });
+        let acting = acting.iter().map(|a| Planned {
+            uid: a.item.uid,
+            size: a.item.size,
+            key: &a.key,
+            plan: &a.plan,
+            raw: &a.raw,
+            kept: a.kept.as_deref(),
         });
         self.record_group_planned(uidvalidity, quiet.chain(acting))
     }
@@ -569,8 +726,8 @@ impl Shell<'_> {
         }
     }
 
-    /// A copy handled earlier in this same pass (same Message-ID, listed more than once)
-    /// is known now.
+    /// A copy of a Message-ID met before: handled under another UID (earlier in this
+    /// pass, or before), it needs nothing more; or it is another message reusing it.
     async fn handled_earlier_in_pass(
         &mut self,
         session: &mut Imap,
@@ -625,19 +782,6 @@ fn batches(todo: &[Listed], limit: usize) -> Vec<&[Listed]> {
 /// A plan that sends mail or writes drafts.
 fn acts(plan: &Plan) -> bool {
     matches!(plan.respond, Respond::Auto | Respond::Draft) && !plan.outgoing.is_empty()
-}
-
-/// Message-IDs listed more than once: only those need a second look when their turn
-/// comes (a copy earlier in this same pass may have been handled by then).
-fn repeated_ids(list: &[Listed]) -> HashSet<String> {
-    let mut ids: HashMap<&String, u32> = HashMap::new();
-    for id in list.iter().filter_map(|item| item.message_id.as_ref()) {
-        *ids.entry(id).or_insert(0) += 1;
-    }
-    ids.into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(id, _)| id.clone())
-        .collect()
 }
 
 /// A message whose last step was moving it out of the inbox, killed before the journal

@@ -352,7 +352,8 @@ async fn serve(
             caps,
             places: desk.places,
             awaiting_copies: &mut awaiting_copies,
-            repeated_ids: HashSet::new(),
+            ids_in_pass: Default::default(),
+            in_journal: HashSet::new(),
             listed_up_to: None,
             pending: Default::default(),
         };
