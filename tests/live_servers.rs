@@ -226,3 +226,40 @@ fn a_real_cyrus_imap_without_move_with_the_shipped_config_answers_files_and_neve
     assert_eq!(inbox.len(), 2, "only the two left for a human stay");
     assert!(inbox.iter().all(|h| h.flags.iter().any(|f| f == "Flagged")));
 }
+
+#[test]
+fn without_uidplus_our_own_copy_stays_marked_deleted_and_is_not_fetched_again() {
+    // Dovecot offering neither UIDPLUS nor MOVE: nothing can be expunged on its own, so
+    // the filed original and our own copy coming back both stay, marked \Deleted.
+    let shaped = [(
+        "MAILSTACK_IMAP_CAPABILITY",
+        "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE CHILDREN LITERAL+",
+    )];
+    let Some(stack) = Stack::start_shaped("no-uidplus", &shaped) else {
+        return;
+    };
+    let cfg = config(&stack, &Wiring::plain(&stack));
+    deliver(&stack, &numbered_case("en-quote-request-direct", 1));
+    wait_for(&stack, DESK, "INBOX", 1, secs(10));
+    let first = run_once(&stack, &cfg);
+    let log = String::from_utf8_lossy(&first.stderr);
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(10));
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), 2, "the original and our own copy: {log}");
+    assert!(
+        inbox.iter().all(|h| h.flags.iter().any(|f| f == "Deleted")),
+        "{:?}",
+        inbox.iter().map(|h| &h.flags).collect::<Vec<_>>()
+    );
+
+    // The next run knows both by UID: nothing is fetched, nothing is taken for new.
+    let second = triage(&stack, &cfg, &["run", "--once"])
+        .env("TRIAGE_LOG", "triage=debug")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{log}");
+    assert!(log.contains("0 to do"), "{log}");
+    assert!(!log.contains("own copy of"), "{log}");
+    assert_eq!(replied_to(&stack).len(), 1, "answered once");
+}
