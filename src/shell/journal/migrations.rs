@@ -60,6 +60,11 @@ const STEPS: &[&str] = &[
     // 7: the bytes kept for replay move out to day files (journal/kept.rs); the row
     // keeps where they are. Rows written before keep theirs in `raw`.
     "ALTER TABLE messages ADD COLUMN raw_ref TEXT",
+    // 8: shadow mode asks, for every message of every pass, whether it was decided
+    // already: without an index by message that read the whole audit log each time.
+    // (sender, category) is a prefix of audit_answers_by_sender: one index less to write.
+    "CREATE INDEX IF NOT EXISTS audit_by_message ON audit(uidvalidity, uid);
+     DROP INDEX IF EXISTS audit_by_sender;",
 ];
 
 /// Brings the journal's schema up to date.
@@ -148,6 +153,23 @@ mod tests {
         assert_eq!(version(&old).unwrap(), STEPS.len() as i64);
         assert!(has_column(&old, "messages", "raw").unwrap());
         assert!(has_column(&old, "audit", "attachments").unwrap());
+
+        // The questions asked on every message are answered from an index, not by
+        // reading the audit log.
+        for (query, index) in [
+            ("SELECT 1 FROM audit WHERE uidvalidity = 1 AND uid = 2 AND outcome = 'shadow'", "audit_by_message"),
+            ("SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome = 'replied' AND sender = 'a' AND category = 'b' AND time >= 'c'", "audit_answers_by_sender"),
+            ("SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded') AND time >= 'c'", "audit_by_outcome"),
+        ] {
+            let plan: Vec<String> = db
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(plan.iter().any(|p| p.contains(index)), "{query}: {plan:?}");
+        }
 
         let newer = Connection::open_in_memory().unwrap();
         newer.pragma_update(None, "user_version", 99).unwrap();
