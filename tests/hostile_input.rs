@@ -69,6 +69,11 @@ fn invariants(raw: &[u8], plan: &Plan) -> Result<(), TestCaseError> {
             prop_assert!(!own.contains(a), "sends to the desk itself: {a}");
         }
     }
+    // The shell recognises own copies, restored copies and repeats by the Message-ID it
+    // reads alone, before deciding: it must be the one the decision reads.
+    if let Ok(mail) = Mail::parse(raw) {
+        prop_assert_eq!(Mail::message_id_of(raw), mail.message_id);
+    }
     if !plan.outgoing.is_empty() {
         let mail = Mail::parse(raw).expect("answered mail parses");
         prop_assert!(
@@ -174,6 +179,29 @@ fn tree() -> impl Strategy<Value = Node> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Header blocks a sender controls around the Message-ID: repeated, folded, with
+    /// other case, garbage and bare line ends. Read alone or with the whole message, the
+    /// same Message-ID.
+    #[test]
+    fn message_id_alone_is_the_decisions(
+        fields in prop::collection::vec((
+            prop::sample::select(vec!["Message-ID", "Message-Id", "message-id", "MESSAGE-ID", "From", "Subject", "Content-Type", "X-Id"]),
+            "[ -~\t<>@]{0,30}",
+            prop::sample::select(vec!["\r\n", "\n", "\r\n ", "\n\t", "\r"]),
+        ), 0..8),
+        body in "[ -~\r\n]{0,40}",
+    ) {
+        let mut raw = String::from("From: a@reseller.example\r\n");
+        for (name, value, end) in fields {
+            raw.push_str(&format!("{name}:{value}{end}"));
+        }
+        raw.push_str("\r\n");
+        raw.push_str(&body);
+        if let Ok(mail) = Mail::parse(raw.as_bytes()) {
+            prop_assert_eq!(Mail::message_id_of(raw.as_bytes()), mail.message_id, "{:?}", raw);
+        }
+    }
 
     /// Fixtures with bytes flipped, inserted and cut out.
     #[test]
