@@ -62,6 +62,16 @@ impl Kept {
         Ok(reference)
     }
 
+    /// Appends the bytes, or says why not (a disk that refuses them costs the replay of
+    /// this message, not its handling): the reference to store with the message.
+    pub fn keep(&self, uid: u32, raw: &[u8]) -> Option<String> {
+        self.write(raw)
+            .inspect_err(|e| {
+                tracing::warn!(uid, "the message's bytes are not kept for replay: {e}")
+            })
+            .ok()
+    }
+
     /// The bytes a reference names; None when its day has expired or it cannot be read.
     pub fn read(&self, reference: &str) -> Option<Vec<u8>> {
         let mut parts = reference.split(':');

@@ -235,15 +235,12 @@ impl Journal {
         if kept {
             return Ok(());
         }
-        match self.kept.write(raw) {
-            Ok(reference) => {
-                self.db
-                    .prepare_cached(
-                        "UPDATE messages SET raw_ref = ?3 WHERE uidvalidity = ?1 AND uid = ?2",
-                    )?
-                    .execute(params![uidvalidity, uid, reference])?;
-            }
-            Err(e) => tracing::warn!(uid, "the message's bytes are not kept for replay: {e}"),
+        if let Some(reference) = self.kept.keep(uid, raw) {
+            self.db
+                .prepare_cached(
+                    "UPDATE messages SET raw_ref = ?3 WHERE uidvalidity = ?1 AND uid = ?2",
+                )?
+                .execute(params![uidvalidity, uid, reference])?;
         }
         Ok(())
     }
@@ -290,13 +287,6 @@ impl Journal {
             }
         }
         Ok(out)
-    }
-
-    pub fn set_size(&self, uidvalidity: u32, uid: u32, size: u32) -> Result<()> {
-        self.db
-            .prepare_cached("UPDATE messages SET size = ?3 WHERE uidvalidity = ?1 AND uid = ?2")?
-            .execute(params![uidvalidity, uid, size])?;
-        Ok(())
     }
 
     pub fn plan(&self, uidvalidity: u32, uid: u32) -> Result<Option<Plan>> {

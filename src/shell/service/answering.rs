@@ -7,6 +7,7 @@ use std::time::Duration;
 use lettre::Message;
 use tracing::{error, info, warn};
 
+use super::filing::Planned;
 use super::inbox::{message_key, Shell};
 use super::{kept_documents, Error};
 use crate::core::message::Mail;
@@ -76,7 +77,15 @@ impl Shell<'_> {
             None => self.fetch_and_plan(session, at, item).await?,
         };
         let key = message_key(&plan, raw.as_deref(), at);
-        self.record_planned(at, &key, &plan, item.size, raw.as_deref())?;
+        let planned = Planned {
+            uid: at.uid,
+            size: item.size,
+            key: &key,
+            plan: &plan,
+            raw: raw.as_deref(),
+            kept: None,
+        };
+        self.record_group_planned(at.uidvalidity, std::iter::once(planned))?;
         if self.opts.shadow {
             return self.record_shadow(at, &plan);
         }
@@ -131,30 +140,6 @@ impl Shell<'_> {
             .await?
             .unwrap_or_default();
         Ok((self.plan_for(at, &raw)?, Some(raw)))
-    }
-
-    fn record_planned(
-        &self,
-        at: MessageRef,
-        key: &str,
-        plan: &Plan,
-        size: u32,
-        raw: Option<&[u8]>,
-    ) -> Result<(), Error> {
-        let journal = self.journal;
-        journal.advance(
-            at.uidvalidity,
-            at.uid,
-            Some(key),
-            State::Planned,
-            Some(plan),
-            &plan.reason,
-        )?;
-        journal.set_size(at.uidvalidity, at.uid, size)?;
-        if let Some(raw) = raw.filter(|_| self.config().service.keep_messages_days > 0) {
-            journal.keep_raw(at.uidvalidity, at.uid, raw)?;
-        }
-        Ok(())
     }
 
     /// The same message under another UID (mailbox rebuilt, copied back) was answered.

@@ -9,8 +9,6 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use tracing::warn;
-
 use crate::core::plan::{Plan, Playbook};
 use crate::shell::journal::Kept;
 
@@ -55,13 +53,7 @@ impl Deciders {
                             return;
                         };
                         let plan = book.decide(&raw);
-                        let kept = keep.as_ref().and_then(|k| match k.write(&raw) {
-                            Ok(reference) => Some(reference),
-                            Err(e) => {
-                                warn!(uid, "the message's bytes are not kept for replay: {e}");
-                                None
-                            }
-                        });
+                        let kept = keep.as_ref().and_then(|k| k.keep(uid, &raw));
                         let done = Done {
                             seq,
                             uid,

@@ -34,7 +34,8 @@ pub(super) struct Planned<'p> {
     pub size: u32,
     pub key: &'p str,
     pub plan: &'p Plan,
-    pub raw: &'p [u8],
+    /// None for a message too big to download.
+    pub raw: Option<&'p [u8]>,
     pub kept: Option<&'p str>,
 }
 
@@ -88,7 +89,7 @@ impl Shell<'_> {
         Ok(())
     }
 
-    /// Decisions made durable in one transaction.
+    /// Decisions made durable in one transaction (one message's too).
     pub(super) fn record_group_planned<'p>(
         &self,
         uidvalidity: u32,
@@ -99,8 +100,8 @@ impl Shell<'_> {
         journal.together(|| {
             for d in decided {
                 journal.record_planned((uidvalidity, d.uid), d.key, d.plan, d.size, d.kept)?;
-                if keep_raw && d.kept.is_none() {
-                    journal.keep_raw(uidvalidity, d.uid, d.raw)?;
+                if let (true, None, Some(raw)) = (keep_raw, d.kept, d.raw) {
+                    journal.keep_raw(uidvalidity, d.uid, raw)?;
                 }
             }
             Ok(())

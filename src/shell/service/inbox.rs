@@ -397,15 +397,7 @@ impl Shell<'_> {
             item.size
         );
         let plan = Plan::for_human(Some(id.clone()), reason.clone(), self.config());
-        journal.advance(
-            at.uidvalidity,
-            at.uid,
-            Some(id),
-            State::Planned,
-            Some(&plan),
-            &reason,
-        )?;
-        journal.set_size(at.uidvalidity, at.uid, item.size)?;
+        journal.record_planned((at.uidvalidity, at.uid), id, &plan, item.size, None)?;
         if self.opts.shadow {
             self.record_shadow(at, &plan)?;
         } else {
@@ -695,7 +687,7 @@ impl Shell<'_> {
             size: q.size,
             key: &q.key,
             plan: &q.plan,
-            raw: &q.raw,
+            raw: Some(&q.raw),
             kept: q.kept.as_deref(),
         });
         let acting = acting.iter().map(|a| Planned {
@@ -703,7 +695,7 @@ impl Shell<'_> {
             size: a.item.size,
             key: &a.key,
             plan: &a.plan,
-            raw: &a.raw,
+            raw: Some(&a.raw),
             kept: a.kept.as_deref(),
         });
         self.record_group_planned(uidvalidity, quiet.chain(acting))
