@@ -402,3 +402,42 @@ fn a_rules_file_broken_while_running_leaves_the_last_good_rules_live() {
     let status = wait_exit(&mut service, secs(20));
     assert!(status.success(), "SIGTERM: exit 0, got {status}");
 }
+
+#[test]
+fn mail_over_the_size_limit_is_left_for_a_human_under_its_own_message_id() {
+    let Some(stack) = Stack::start("oversized") else {
+        return;
+    };
+    let mut wiring = Wiring::plain(&stack);
+    wiring.limits.push_str("  max_message_bytes: 4000\n");
+    let cfg = config(&stack, &wiring);
+    let good = "en-quote-request-direct";
+    // The same quote request padded past the limit, under a Message-ID of its own.
+    let big = String::from_utf8(numbered_case(good, 1))
+        .unwrap()
+        .replace("\r\n", "\n")
+        .replacen("\n\n", &format!("\n\n{}\n", "padding ".repeat(800)), 1);
+    append_all(
+        &stack,
+        DESK,
+        "INBOX",
+        &[big.into_bytes(), numbered_case(good, 2)],
+    );
+
+    run_once(&stack, &cfg);
+    wait_for(&stack, PARTNER, "INBOX", 1, secs(10));
+    assert_eq!(
+        replied_to(&stack),
+        [id(good, 2)],
+        "only the small one answered"
+    );
+    // Never downloaded, its Message-ID read from the header field alone.
+    let reasons = human_reasons(&stack);
+    let reason = reasons
+        .get(&id(good, 1))
+        .unwrap_or_else(|| panic!("{reasons:?}"));
+    assert!(reason.contains("over the limit of 4000 bytes"), "{reason}");
+    let inbox = folder(&stack, DESK, "INBOX");
+    assert_eq!(inbox.len(), 1);
+    assert!(inbox[0].flags.iter().any(|f| f == "Flagged"));
+}
