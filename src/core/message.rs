@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use mail_parser::{Address, HeaderName, HeaderValue, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders, PartType};
 use regex::Regex;
 use serde::Serialize;
 
@@ -107,12 +107,13 @@ impl Mail {
         self.to.iter().chain(self.cc.iter())
     }
 
-    /// The Message-ID as `parse` reads it, from the header alone (nothing else parsed,
-    /// no body decoded): the shell recognises its own copies, restored copies and
-    /// repeats by it before a message is decided.
+    /// The Message-ID as `parse` reads it, from the header alone (no body decoded): the
+    /// shell recognises its own copies, restored copies and repeats by it before a
+    /// message is decided. Every header field is parsed as `parse` parses it: a damaged
+    /// field can swallow the next one (a Date ending `+000A` takes the Message-ID line
+    /// with it), and the two must agree on that.
     pub fn message_id_of(raw: &[u8]) -> Option<String> {
-        MessageParser::new()
-            .header_id(HeaderName::MessageId)
+        MessageParser::default()
             .parse_headers(raw)?
             .message_id()
             .map(str::to_string)
