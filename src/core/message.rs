@@ -466,16 +466,17 @@ fn is_invisible(c: char) -> bool {
 }
 
 static HTML_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)<(?:/?(?:div|tr|li|h[1-6]|table|p)\b[^>]*|(?:hr|blockquote)\b[^>]*|[^>]*\b(?:id|class)\s*=\s*.?(?:divRplyFwdMsg|gmail_quote|moz-cite-prefix|OutlookMessageHeader)[^>]*)>")
+    Regex::new(r"(?i)<(?:/?(?:div|tr|li|h[1-6]|table|p)(?-u:\b)[^>]*|(?:hr|blockquote)(?-u:\b)[^>]*|[^>]*(?-u:\b)(?:id|class)\s*=\s*.?(?:divRplyFwdMsg|gmail_quote|moz-cite-prefix|OutlookMessageHeader)[^>]*)>")
         .expect("html block pattern")
 });
 
 /// A table cell, and the block tags inside one (Outlook wraps each cell's text in `<p>`).
 static TABLE_CELL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?is)<t[dh]\b[^>]*>(.*?)</t[dh]\s*>").expect("table cell pattern")
+    Regex::new(r"(?is)<t[dh](?-u:\b)[^>]*>(.*?)</t[dh]\s*>").expect("table cell pattern")
 });
-static CELL_BLOCK: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)</?(?:p|div|br|span)\b[^>]*>").expect("cell block pattern"));
+static CELL_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)</?(?:p|div|br|span)(?-u:\b)[^>]*>").expect("cell block pattern")
+});
 /// Stands for the end of a table cell until the text is made, then becomes a tab: a row
 /// "Customer Name | Acme Corp" reads as one line, as a labelled field.
 const CELL_END: char = '\u{e000}';
@@ -721,9 +722,9 @@ static DISCLAIMER_START: LazyLock<Regex> = LazyLock::new(|| {
           | this\s+(?:e-?mail|message|communication|transmission)(?:\s+and\s+(?:any|its)\s+(?:\w+\s+){0,3}?)?\s*
             (?:(?:is|are)\s+(?:strictly\s+|legally\s+|solely\s+|only\s+)?(?:confidential|privileged|intended)
               | (?:may\s+contain|contains?)\s+(?:confidential|privileged|proprietary|legally))
-          | (?:diese|die(?:se)?)\s+(?:e-?mail|nachricht)\b.{0,80}\bvertraulich
-          | (?:ce|le\s+pr[ée]sent)\s+(?:message|courriel|e-?mail)\b.{0,80}\bconfidenti
-          | (?:esta|a\s+presente)\s+(?:mensagem|e-?mail)\b.{0,80}\bconfidencia
+          | (?:diese|die(?:se)?)\s+(?:e-?mail|nachricht)(?-u:\b).{0,80}(?-u:\b)vertraulich
+          | (?:ce|le\s+pr[ée]sent)\s+(?:message|courriel|e-?mail)(?-u:\b).{0,80}(?-u:\b)confidenti
+          | (?:esta|a\s+presente)\s+(?:mensagem|e-?mail)(?-u:\b).{0,80}(?-u:\b)confidencia
           | この(?:電子)?メール.{0,40}(?:機密|秘密|守秘)
         )",
     )
