@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::core::plan::{Kind, Outgoing, Plan};
 
+mod checkpoint;
 mod crm;
 mod kept;
 pub use kept::Kept;
@@ -23,7 +24,11 @@ mod review;
 pub use review::{BounceBlock, BreakerEvent, View};
 
 pub struct Journal {
+    /// Stopped before `db` closes (fields drop in order), so that closing the last
+    /// connection makes the final checkpoint.
+    checkpointer: Option<checkpoint::Checkpointer>,
     db: Connection,
+    path: std::path::PathBuf,
     /// The messages' bytes, kept beside the journal for replay.
     kept: std::sync::Arc<Kept>,
 }
@@ -161,8 +166,8 @@ impl Journal {
         // "250 queued" and our `sent` record to microseconds, which is what matters
         // for answering exactly once; only a power cut can lose the last commits.
         db.pragma_update(None, "synchronous", "NORMAL")?;
-        // Checkpoint every ~16 MB of WAL rather than every 4 MB: a batch of messages (and
-        // their kept bytes) otherwise triggers several checkpoints.
+        // Without the service's checkpoint thread (the command-line tools, the review
+        // pages): checkpoint every ~16 MB of WAL rather than every 4 MB.
         db.pragma_update(None, "wal_autocheckpoint", 4000)?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         // Every statement here is prepared once and reused (a batch of 200 messages runs
@@ -170,7 +175,31 @@ impl Journal {
         db.set_prepared_statement_cache_capacity(64);
         migrations::apply(&db)?;
         let kept = std::sync::Arc::new(Kept::beside(path));
-        Ok(Journal { db, kept })
+        Ok(Journal {
+            checkpointer: None,
+            db,
+            path: path.to_path_buf(),
+            kept,
+        })
+    }
+
+    /// For the service: checkpoints every second in a thread of their own instead of
+    /// inside a commit (see `checkpoint`). Without the thread the automatic checkpoint
+    /// stays on.
+    pub fn checkpoint_in_background(&mut self) {
+        self.checkpoint_in_background_every(checkpoint::EVERY);
+    }
+
+    fn checkpoint_in_background_every(&mut self, every: std::time::Duration) {
+        match checkpoint::Checkpointer::start(&self.path, every) {
+            Ok(c) => match self.db.pragma_update(None, "wal_autocheckpoint", 0) {
+                Ok(()) => self.checkpointer = Some(c),
+                Err(e) => tracing::warn!("journal: automatic checkpoints stay on: {e}"),
+            },
+            Err(e) => tracing::warn!(
+                "journal: no checkpoint thread, checkpoints stay in the commits: {e}"
+            ),
+        }
     }
 
     /// The folder's UIDVALIDITY and last UID handled, if known.

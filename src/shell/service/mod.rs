@@ -133,8 +133,9 @@ pub async fn run(mut opts: Options) -> Result<(), Error> {
         (None, _) => return Err(Error::Start("the config has no `imap` section".into())),
         (_, None) => return Err(Error::Start("the config has no `smtp` section".into())),
     };
-    let journal = Journal::open(&config.service.state)
+    let mut journal = Journal::open(&config.service.state)
         .map_err(|e| Error::Start(format!("journal {}: {e}", config.service.state.display())))?;
+    journal.checkpoint_in_background();
     history::expire_audit(&journal, config)?;
     let (imap_in, smtp_in) =
         oauth::sign_ins(config, Some(opts.health.clone())).map_err(Error::Start)?;
