@@ -315,8 +315,15 @@ impl SmtpTalk {
 
     /// One message, dot-stuffed, in one write; returns once the server said 250.
     pub fn send(&mut self, from: &str, to: &str, raw: &[u8]) {
+        self.send_to_all(from, &[to], raw);
+    }
+
+    /// One message to several recipients (one RCPT each, as a Bcc goes).
+    pub fn send_to_all(&mut self, from: &str, to: &[&str], raw: &[u8]) {
         self.command(&format!("MAIL FROM:<{from}>"), "250");
-        self.command(&format!("RCPT TO:<{to}>"), "250");
+        for to in to {
+            self.command(&format!("RCPT TO:<{to}>"), "250");
+        }
         self.command("DATA", "354");
         let mut data = String::with_capacity(raw.len() + 64);
         for l in String::from_utf8_lossy(raw).replace("\r\n", "\n").lines() {
