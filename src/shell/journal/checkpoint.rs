@@ -32,11 +32,15 @@ impl Checkpointer {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
-            .spawn(move || loop {
-                let last = !matches!(stopped.recv_timeout(every), Err(RecvTimeoutError::Timeout));
-                checkpoint(&db);
-                if last {
-                    break;
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    let last =
+                        !matches!(stopped.recv_timeout(every), Err(RecvTimeoutError::Timeout));
+                    failing = checkpoint(&db, failing);
+                    if last {
+                        break;
+                    }
                 }
             })
             .map_err(|e| format!("checkpoint thread: {e}"))?;
@@ -56,15 +60,28 @@ impl Drop for Checkpointer {
     }
 }
 
-fn checkpoint(db: &Connection) {
+/// One checkpoint; whether it failed. A failure is said once, not every second, and so
+/// is the recovery: until then the WAL only grows (nothing is lost).
+fn checkpoint(db: &Connection, failing: bool) -> bool {
     let done = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     });
     match done {
-        Ok((0, _)) => {}
-        Ok((frames, copied)) => debug!("journal checkpoint: {copied} of {frames} WAL frames"),
-        // The next one tries again; until then the WAL only grows.
-        Err(e) => warn!("journal checkpoint: {e}"),
+        Ok((frames, copied)) => {
+            if failing {
+                warn!("journal checkpoints work again");
+            }
+            if frames > 0 {
+                debug!("journal checkpoint: {copied} of {frames} WAL frames");
+            }
+            false
+        }
+        Err(e) => {
+            if !failing {
+                warn!("journal checkpoint failed, the WAL grows until one works: {e}");
+            }
+            true
+        }
     }
 }
 
