@@ -2,7 +2,7 @@
 //! runs inside the commit that crosses its threshold: that commit then copies the WAL
 //! into the database and waits for an fsync, on the service's task, in the middle of a
 //! batch. `cargo bench --bench journal` (10,000 plans of 1.8 KB): decisions recorded in
-//! 290 → 120–128 ms, their filing outcomes in 750–775 → 315–320 ms with the checkpoints
+//! 290–292 → 119–128 ms, their filing outcomes in 749–773 → 315–321 ms with the checkpoints
 //! here; the sort job of 10,000 went from 2.4–3.1 s to 2.1–2.5 s (same hour).
 
 use std::path::Path;

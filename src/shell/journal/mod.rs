@@ -28,7 +28,6 @@ pub struct Journal {
     /// connection makes the final checkpoint.
     checkpointer: Option<checkpoint::Checkpointer>,
     db: Connection,
-    path: std::path::PathBuf,
     /// The messages' bytes, kept beside the journal for replay.
     kept: std::sync::Arc<Kept>,
 }
@@ -178,7 +177,6 @@ impl Journal {
         Ok(Journal {
             checkpointer: None,
             db,
-            path: path.to_path_buf(),
             kept,
         })
     }
@@ -191,7 +189,8 @@ impl Journal {
     }
 
     fn checkpoint_in_background_every(&mut self, every: std::time::Duration) {
-        match checkpoint::Checkpointer::start(&self.path, every) {
+        let path = Path::new(self.db.path().unwrap_or_default());
+        match checkpoint::Checkpointer::start(path, every) {
             Ok(c) => match self.db.pragma_update(None, "wal_autocheckpoint", 0) {
                 Ok(()) => self.checkpointer = Some(c),
                 Err(e) => tracing::warn!("journal: automatic checkpoints stay on: {e}"),
