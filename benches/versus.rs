@@ -296,7 +296,16 @@ fn perf(cmd: Command, suffix: &str) -> Command {
     match std::env::var("VERSUS_PERF") {
         Ok(file) => prefixed(
             "perf",
-            &["record", "-g", "-o", &format!("{file}{suffix}"), "--"],
+            &[
+                "record",
+                "--call-graph",
+                "dwarf,16384",
+                "-F",
+                "2000",
+                "-o",
+                &format!("{file}{suffix}"),
+                "--",
+            ],
             &cmd,
         ),
         Err(_) => cmd,
@@ -353,6 +362,17 @@ fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> 
             let mut c = triage(stack, sort_cfg, &["run", "--once"]);
             c.env("TRIAGE_LOG", triage_log());
             perf(c, "")
+        }
+        "triage-b" => {
+            for end in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(stack.dir.join(format!("triage.sqlite{end}")));
+            }
+            let mut c = Command::new(std::env::var_os("VERSUS_TRIAGE_B").unwrap());
+            c.args(["run", "--once", "--config"])
+                .arg(sort_cfg)
+                .env("LIVE_PASSWORD", stack.password())
+                .env("TRIAGE_LOG", triage_log());
+            c
         }
         "imapfilter" => {
             let mut c = Command::new("imapfilter");
@@ -593,10 +613,19 @@ fn main() {
     let sort_cfg = sort_config(&stack);
     // VERSUS_ONLY=triage (a comma list) runs only those contenders, for quick iterations.
     let only = std::env::var("VERSUS_ONLY").unwrap_or_default();
-    let contenders: Vec<&str> = ["triage", "imapfilter", "floor-fetch", "floor-move"]
-        .into_iter()
-        .filter(|c| only.is_empty() || only.split(',').any(|o| o.trim() == *c))
-        .collect();
+    // VERSUS_TRIAGE_B=BINARY adds "triage-b", another build of triage run right after
+    // triage on the same mailbox each round: A/B in the same minute, for experiments.
+    let contenders: Vec<&str> = [
+        "triage",
+        "triage-b",
+        "imapfilter",
+        "floor-fetch",
+        "floor-move",
+    ]
+    .into_iter()
+    .filter(|c| *c != "triage-b" || std::env::var_os("VERSUS_TRIAGE_B").is_some())
+    .filter(|c| only.is_empty() || only.split(',').any(|o| o.trim() == *c))
+    .collect();
     let mut peak_triage_10k = 0.0f64;
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -663,6 +692,9 @@ fn main() {
                 "  triage / fetch-and-move floor: {:.2}x",
                 triage_wall / floor_move
             );
+            if let Some(b) = walls.get_mut("triage-b").map(|w| median(w)) {
+                println!("  triage-b / fetch-and-move floor: {:.2}x", b / floor_move);
+            }
         }
     }
     println!("\nsort job, medians of {repeat} runs:");
