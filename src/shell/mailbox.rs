@@ -684,14 +684,17 @@ pub async fn exists(s: &mut Imap, folder: &str, t: u64) -> Result<bool, Trouble>
     Ok(names.iter().any(|n| n.name() == folder))
 }
 
-/// `LIST "" pattern`: the names that parse (a line async-imap cannot read is skipped).
+/// `LIST "" "pattern"`: the names that parse (a line async-imap cannot read is skipped).
+/// async-imap writes the pattern as given, so it is quoted here: unquoted, `""` went out
+/// as nothing (Dovecot: BAD) and "Sent Items" as two words.
 pub async fn list(
     s: &mut Imap,
     pattern: &str,
     t: u64,
 ) -> Result<Vec<async_imap::types::Name>, Trouble> {
     checked(t, &format!("LIST \"\" {pattern:?}"), async {
-        let names: Vec<_> = s.list(Some(""), Some(pattern)).await?.collect().await;
+        let pattern = quoted(pattern);
+        let names: Vec<_> = s.list(Some(""), Some(&pattern)).await?.collect().await;
         Ok(names.into_iter().filter_map(Result::ok).collect())
     })
     .await
