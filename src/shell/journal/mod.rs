@@ -227,6 +227,15 @@ impl Journal {
             .map_err(Error::from)
     }
 
+    /// The highest UID recorded under this UIDVALIDITY: nothing is known above it, so a
+    /// backlog's new mail needs no lookup at all (one per UID cost ~30 ms at 10,000).
+    pub fn highest_uid(&self, uidvalidity: u32) -> Result<Option<u32>> {
+        self.db
+            .prepare_cached("SELECT MAX(uid) FROM messages WHERE uidvalidity = ?1")?
+            .query_row([uidvalidity], |r| r.get::<_, Option<u32>>(0))
+            .map_err(Error::from)
+    }
+
     /// The furthest state any copy of this Message-ID reached (another UID, another
     /// UIDVALIDITY): a message already answered is never answered again.
     pub fn state_by_message_id(&self, message_id: &str) -> Result<Option<State>> {
@@ -971,4 +980,27 @@ pub struct AuditRow {
     /// The decision in full (fields, evidence, guards, outgoing), as `classify` shows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highest_uid_is_the_highest_recorded_under_that_uidvalidity_only() {
+        let dir = std::env::temp_dir().join(format!("triage-highest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal = Journal::open(&dir.join("journal.sqlite")).unwrap();
+        assert_eq!(journal.highest_uid(7).unwrap(), None);
+        for (uidvalidity, uid) in [(7, 3), (7, 41), (7, 12), (8, 900)] {
+            journal
+                .advance(uidvalidity, uid, None, State::Seen, None, "r")
+                .unwrap();
+        }
+        assert_eq!(journal.highest_uid(7).unwrap(), Some(41));
+        assert_eq!(journal.highest_uid(8).unwrap(), Some(900));
+        assert_eq!(journal.highest_uid(9).unwrap(), None);
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

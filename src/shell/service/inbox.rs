@@ -224,12 +224,13 @@ impl Shell<'_> {
         self.ids_in_pass.borrow_mut().clear();
         self.in_journal.clear();
         let mut todo = Vec::new();
+        let known_up_to = journal.highest_uid(uidvalidity)?;
         for item in list {
             if self.opts.stopping() {
                 return Ok(());
             }
             let at = MessageRef::new(&inbox, uidvalidity, item.uid);
-            if self.needs_work(at)? {
+            if self.needs_work(at, known_up_to)? {
                 todo.push(item);
             }
         }
@@ -241,10 +242,15 @@ impl Shell<'_> {
     }
 
     /// Whether a listed message still needs deciding or finishing (what it is, by its
-    /// Message-ID, is looked at once it is fetched: `first_look`).
-    fn needs_work(&mut self, at: MessageRef<'_>) -> Result<bool, Error> {
+    /// Message-ID, is looked at once it is fetched: `first_look`). Above the highest UID
+    /// the journal knows there is nothing to look up.
+    fn needs_work(&mut self, at: MessageRef<'_>, known_up_to: Option<u32>) -> Result<bool, Error> {
         let journal = self.journal;
-        match journal.state(at.uidvalidity, at.uid)? {
+        let recorded = match known_up_to {
+            Some(highest) if at.uid <= highest => journal.state(at.uidvalidity, at.uid)?,
+            _ => None,
+        };
+        match recorded {
             Some(state) if state.is_final() => return Ok(false),
             Some(_) => {
                 self.in_journal.insert(at.uid);
