@@ -355,24 +355,25 @@ fn sort_config(stack: &Stack) -> PathBuf {
 fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> Command {
     let me = std::env::current_exe().unwrap();
     match name {
-        "triage" => {
-            let _ = std::fs::remove_file(stack.dir.join("triage.sqlite"));
-            let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-wal"));
-            let _ = std::fs::remove_file(stack.dir.join("triage.sqlite-shm"));
-            let mut c = triage(stack, sort_cfg, &["run", "--once"]);
-            c.env("TRIAGE_LOG", triage_log());
-            perf(c, "")
-        }
-        "triage-b" => {
+        "triage" | "triage-b" => {
             for end in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(stack.dir.join(format!("triage.sqlite{end}")));
             }
-            let mut c = Command::new(std::env::var_os("VERSUS_TRIAGE_B").unwrap());
-            c.args(["run", "--once", "--config"])
-                .arg(sort_cfg)
-                .env("LIVE_PASSWORD", stack.password())
-                .env("TRIAGE_LOG", triage_log());
-            c
+            let args = ["run", "--once"];
+            let mut c = match name {
+                // Only a contender when VERSUS_TRIAGE_B is set.
+                "triage-b" => {
+                    let other = std::env::var_os("VERSUS_TRIAGE_B").unwrap();
+                    triage_built_at(other, stack, sort_cfg, &args)
+                }
+                _ => triage(stack, sort_cfg, &args),
+            };
+            c.env("TRIAGE_LOG", triage_log());
+            // Only triage's own build under perf: both would write the same file.
+            match name {
+                "triage" => perf(c, ""),
+                _ => c,
+            }
         }
         "imapfilter" => {
             let mut c = Command::new("imapfilter");

@@ -622,7 +622,17 @@ pub fn config(stack: &Stack, wiring: &Wiring) -> PathBuf {
 }
 
 pub fn triage(stack: &Stack, config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triage"));
+    triage_built_at(env!("CARGO_BIN_EXE_triage"), stack, config, args)
+}
+
+/// `triage` from another build (the versus bench's A/B runs).
+pub fn triage_built_at(
+    program: impl AsRef<std::ffi::OsStr>,
+    stack: &Stack,
+    config: &Path,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .arg("--config")
         .arg(config)
