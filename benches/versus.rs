@@ -142,21 +142,6 @@ fn generate(i: usize, rng: &mut Rng) -> (Vec<u8>, String, &'static str) {
 
 // ---- the mailbox --------------------------------------------------------------------------
 
-fn doveadm(stack: &Stack, args: &[&str]) -> String {
-    let out = Command::new("doveadm")
-        .arg("-c")
-        .arg(stack.setting("MAILSTACK_DOVECOT_CONF"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "doveadm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn chown_r(path: &Path, stack: &Stack) {
     let owner = format!(
         "{}:{}",
@@ -219,32 +204,6 @@ fn restore(stack: &Stack, snapshot: &Path) {
         .arg(&maildir)
         .status()
         .unwrap();
-}
-
-/// Message-ID → folder for every message of the desk's mailbox.
-fn where_is(stack: &Stack) -> Vec<(String, String)> {
-    doveadm(
-        stack,
-        &[
-            "-f",
-            "tab",
-            "fetch",
-            "-u",
-            DESK,
-            "mailbox hdr.message-id",
-            "ALL",
-        ],
-    )
-    .lines()
-    .skip(1)
-    .filter_map(|l| {
-        let (folder, id) = l.split_once('\t')?;
-        Some((
-            id.trim().trim_matches(['<', '>']).to_string(),
-            folder.to_string(),
-        ))
-    })
-    .collect()
 }
 
 /// (lost, duplicated, category disagreements) against the generator.
@@ -317,9 +276,10 @@ fn perf(cmd: Command, suffix: &str) -> Command {
 fn timed(cmd: Command) -> (f64, f64) {
     let program = cmd.get_program().to_owned();
     let mut timed = prefixed("/usr/bin/time", &["-v"], &cmd);
-    let t = Instant::now();
+    let (t, machine) = (Instant::now(), cpu_jiffies());
     let out = timed.output().unwrap();
     let wall = t.elapsed().as_secs_f64();
+    let after = cpu_jiffies();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{program:?} failed:\n{err}");
     let rss_kb: f64 = err
@@ -337,9 +297,34 @@ fn timed(cmd: Command) -> (f64, f64) {
             .map(str::trim)
             .collect();
         println!("    {program:?}: {}", cpu.join("; "));
+        // The whole machine (Dovecot and Postfix included): is a core left idle?
+        let spent: Vec<f64> = (0..4).map(|i| (after[i] - machine[i]) as f64).collect();
+        let all = spent.iter().sum::<f64>().max(1.0) / 100.0;
+        println!(
+            "    machine: busy {:.0} %, waiting for disk {:.0} %, idle {:.0} %, taken by the host {:.0} %",
+            spent[0] / all, spent[1] / all, spent[2] / all, spent[3] / all
+        );
         let _ = std::fs::write(std::env::temp_dir().join("versus-last.stderr"), &out.stderr);
     }
     (wall, rss_kb / 1024.0)
+}
+
+/// Jiffies of all cores since boot, from /proc/stat: busy, waiting for disk, idle, and
+/// stolen by the VM's host.
+fn cpu_jiffies() -> [u64; 4] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    [busy, at(4), at(3), at(7)]
 }
 
 fn sort_config(stack: &Stack) -> PathBuf {

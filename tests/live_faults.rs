@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::Duration;
 
 use support::cyrus::Cyrus;
@@ -363,6 +364,138 @@ fn killed_at_arbitrary_points_on_a_real_cyrus_imap() {
     );
 }
 
+/// A backlog of 2,500 messages under the sort-only rules: with `imap.connections: 2` what
+/// is decided is filed on a second IMAP session while the first fetches on. Every message
+/// ends where a one-session run puts it, exactly once, and also when the service is
+/// killed again and again (every 50–800 ms) while the two sessions work.
+#[test]
+fn a_backlog_filed_on_two_sessions_lands_as_on_one_even_under_kills() {
+    let Some(stack) = Stack::start("two-sessions") else {
+        return;
+    };
+    let mut one = Wiring::plain(&stack);
+    one.imap = one
+        .imap
+        .replace("timeout_seconds: 10", "timeout_seconds: 10, connections: 1");
+    assert!(one.imap.contains("connections: 1"), "{}", one.imap);
+    let one = std::fs::read_to_string(sort_only(&config(&stack, &one))).unwrap();
+    let two = std::fs::read_to_string(sort_only(&config(&stack, &Wiring::plain(&stack)))).unwrap();
+    let cfg = stack.dir.join("sort.yaml");
+    let backlog: Vec<Vec<u8>> = (0..417)
+        .flat_map(|n| {
+            ANSWERED
+                .iter()
+                .chain(&NOT_ANSWERED)
+                .map(move |name| numbered_case(name, n))
+        })
+        .collect();
+    let total = backlog.len();
+    append_all(&stack, DESK, "INBOX", &backlog);
+    let maildir = stack.maildir(DESK);
+    let snapshot = stack.dir.join("backlog-snapshot");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&maildir)
+        .arg(&snapshot)
+        .status()
+        .unwrap()
+        .success());
+    // The mailbox as it was and no journal: each run starts from the same backlog.
+    let afresh = || {
+        std::fs::remove_dir_all(&maildir).unwrap();
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(&snapshot)
+            .arg(&maildir)
+            .status()
+            .unwrap()
+            .success());
+        for end in ["sqlite", "sqlite-wal", "sqlite-shm", "messages"] {
+            let path = stack.dir.join(format!("triage.{end}"));
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
+    };
+    let placed = |what: &str| {
+        let mut found = where_is(&stack);
+        found.sort();
+        assert_eq!(
+            found.len(),
+            total,
+            "{what}: every message once in the mailbox"
+        );
+        found
+    };
+    // Done in the journal, each with its final audit record, by the run that filed it.
+    let settled = |what: &str| {
+        assert_eq!(
+            journal_done(&stack),
+            total,
+            "{what}: every message done in the journal"
+        );
+        let audited = journal_rows(
+            &stack,
+            "SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome IN ('filed', 'left for human')",
+        )[0][0]
+            .parse::<usize>()
+            .unwrap();
+        assert_eq!(
+            audited, total,
+            "{what}: every message has its final audit record"
+        );
+    };
+    let debug_run = |config: &str| {
+        std::fs::write(&cfg, config).unwrap();
+        let out = triage(&stack, &cfg, &["run", "--once"])
+            .env("TRIAGE_LOG", "triage=debug")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log
+    };
+
+    // One session: the reference.
+    let log = debug_run(&one);
+    assert!(
+        !log.contains("(second session)"),
+        "imap.connections: 1 opens no second session"
+    );
+    let reference = placed("one session");
+    let in_inbox = reference.iter().filter(|(_, f)| f == "INBOX").count();
+    assert!(
+        in_inbox < total / 2,
+        "the rules file most of the backlog: {in_inbox} left"
+    );
+
+    // Two sessions: the same places, and the second session did file.
+    afresh();
+    let log = debug_run(&two);
+    assert!(
+        log.contains("(second session)"),
+        "a second session filed part of the backlog:\n{log}"
+    );
+    assert_eq!(placed("two sessions"), reference);
+    settled("two sessions");
+
+    // Two sessions, killed at arbitrary points until the journal says all is done; three
+    // times from the same backlog, as a run gets through it in a second or two.
+    std::fs::write(&cfg, &two).unwrap();
+    let mut seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    for round in 0..3 {
+        afresh();
+        let log = format!("two-kill-{round}");
+        let kills = kill_until_journal_done(&stack, &cfg, total, &mut seed, &log);
+        println!("two sessions, round {round}: {kills} SIGKILLs");
+        run_once(&stack, &cfg);
+        assert_eq!(placed("two sessions under kills"), reference);
+        settled("two sessions under kills");
+    }
+}
+
 /// Where the desk's mailbox is.
 enum Desk<'a> {
     Dovecot(&'a Stack),
@@ -430,21 +563,7 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
                 .as_nanos() as u64
         });
     println!("TRIAGE_KILL_SEED={seed}");
-    let mut kills = 0;
-    for round in 0..400 {
-        if journal_done(stack) == total {
-            break;
-        }
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let ms = 50 + (seed >> 33) % 750;
-        let mut service = start_service(stack, &cfg, &format!("kill-{round}.log"));
-        std::thread::sleep(Duration::from_millis(ms));
-        service.kill().unwrap();
-        service.wait().unwrap();
-        kills += 1;
-    }
+    let kills = kill_until_journal_done(stack, &cfg, total, &mut seed, "kill");
     let done_under_kills = journal_done(stack);
     run_once(stack, &cfg);
 
@@ -542,6 +661,30 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
         unflagged, 0,
         "what is left in the inbox is flagged for a human"
     );
+}
+
+/// SIGKILL after a pseudo-random 50–800 ms, again and again, until the journal says
+/// all `total` messages are done (at most 400 times); how many kills it took.
+fn kill_until_journal_done(
+    stack: &Stack,
+    cfg: &std::path::Path,
+    total: usize,
+    seed: &mut u64,
+    log: &str,
+) -> usize {
+    let mut kills = 0;
+    while kills < 400 && journal_done(stack) < total {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let ms = 50 + (*seed >> 33) % 750;
+        let mut service = start_service(stack, cfg, &format!("{log}-{kills}.log"));
+        std::thread::sleep(Duration::from_millis(ms));
+        service.kill().unwrap();
+        service.wait().unwrap();
+        kills += 1;
+    }
+    kills
 }
 
 fn journal_done(stack: &Stack) -> usize {

@@ -318,6 +318,11 @@ pub struct ImapConfig {
     /// Seconds for any one network operation.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// IMAP sessions for a backlog: with 2, what is decided is filed on a second
+    /// session while the first fetches and decides the next messages; 1 keeps
+    /// everything on one (a server that allows a single session per mailbox).
+    #[serde(default = "default_imap_connections")]
+    pub connections: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -353,6 +358,10 @@ pub struct SmtpConfig {
     /// 365 and Gmail allow a few per mailbox): keep it small.
     #[serde(default = "default_smtp_connections")]
     pub connections: u32,
+}
+
+fn default_imap_connections() -> u32 {
+    2
 }
 
 fn default_smtp_connections() -> u32 {
@@ -792,6 +801,15 @@ fn check_imap(imap: &ImapConfig, at: &Located, problems: &mut Problems) {
         if v == 0 {
             problems.push(at.problem(key, format!("{key}: must be at least 1")));
         }
+    }
+    if !(1..=2).contains(&imap.connections) {
+        problems.push(at.problem(
+            "imap.connections",
+            format!(
+                "imap.connections: {} is out of range (1: one session, 2: a backlog filed on a second)",
+                imap.connections
+            ),
+        ));
     }
     match (&imap.password, &imap.oauth2) {
         (Some(_), Some(_)) | (None, None) => problems.push(at.problem(

@@ -748,6 +748,48 @@ pub fn journal_rows(stack: &Stack, sql: &str) -> Vec<Vec<String>> {
     .collect()
 }
 
+/// `doveadm` against the stack's Dovecot; its standard output.
+pub fn doveadm(stack: &Stack, args: &[&str]) -> String {
+    let out = Command::new("doveadm")
+        .arg("-c")
+        .arg(stack.setting("MAILSTACK_DOVECOT_CONF"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "doveadm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Message-ID → folder for every message of the desk's mailbox.
+pub fn where_is(stack: &Stack) -> Vec<(String, String)> {
+    doveadm(
+        stack,
+        &[
+            "-f",
+            "tab",
+            "fetch",
+            "-u",
+            DESK,
+            "mailbox hdr.message-id",
+            "ALL",
+        ],
+    )
+    .lines()
+    .skip(1)
+    .filter_map(|l| {
+        let (folder, id) = l.split_once('\t')?;
+        Some((
+            id.trim().trim_matches(['<', '>']).to_string(),
+            folder.to_string(),
+        ))
+    })
+    .collect()
+}
+
 /// APPENDs a message to a user's folder, as a restore from backup would.
 pub fn append(stack: &Stack, user: &str, name: &str, raw: &[u8]) {
     append_all(stack, user, name, &[raw.to_vec()])

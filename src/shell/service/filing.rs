@@ -11,7 +11,7 @@ use super::Error;
 use crate::core::plan::Plan;
 use crate::core::rules::Respond;
 use crate::shell::journal::MessageRef;
-use crate::shell::mailbox::{self, Imap, Trouble};
+use crate::shell::mailbox::{self, Caps, Imap, Trouble};
 
 /// The flags of a message filed with its plan done: answered when something went out.
 /// A sort-only rule (`respond: file`) sets none, as Sieve's `fileinto` and imapfilter
@@ -47,30 +47,56 @@ impl Shell<'_> {
     pub async fn file_quietly(
         &mut self,
         session: &mut Imap,
-        inbox: &str,
         uidvalidity: u32,
-        mut quiet: Vec<Quiet>,
+        quiet: Vec<Quiet>,
     ) -> Result<(), Error> {
         if quiet.is_empty() {
             return Ok(());
         }
-        let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
         let started = std::time::Instant::now();
-        let filed_to = self.move_group(session, inbox, &mut quiet).await?;
+        let order = self.filing_order(&quiet);
+        let refused = order.carry_out(session).await?;
         tracing::debug!(
             "{} messages flagged and moved in {:?}",
             quiet.len(),
             started.elapsed()
         );
+        self.record_filed(uidvalidity, quiet, &order, refused)
+    }
+
+    /// The outcomes of a filing carried out: filed where the order said, or left for a
+    /// person (by plan, or because the server refused the folder), in one transaction.
+    pub(super) fn record_filed(
+        &self,
+        uidvalidity: u32,
+        mut quiet: Vec<Quiet>,
+        order: &FilingOrder,
+        mut refused: HashMap<u32, String>,
+    ) -> Result<(), Error> {
+        if quiet.is_empty() {
+            return Ok(());
+        }
+        let inbox = order.inbox.as_str();
+        let at = |uid| MessageRef::new(inbox, uidvalidity, uid);
+        for q in quiet.iter_mut() {
+            if let Some(why) = refused.remove(&q.uid) {
+                q.plan.original.human = true;
+                q.plan.reason = why;
+            }
+        }
+        let filed_to: HashMap<u32, &str> = order
+            .by_folder
+            .iter()
+            .flat_map(|(folder, uids)| uids.iter().map(move |u| (*u, folder.as_str())))
+            .collect();
         let journal = self.journal;
         journal.together(|| {
             for q in &quiet {
-                let key = &q.key;
-                let plan = &q.plan;
+                let (key, plan) = (&q.key, &q.plan);
                 if plan.original.human {
                     journal.conclude_human(at(q.uid), key, plan, &plan.reason, None)?;
                 } else {
-                    let folder = filed_to.get(&q.uid).map(String::as_str).unwrap_or(inbox);
+                    let folder = filed_to.get(&q.uid).copied().unwrap_or(inbox);
                     journal.conclude_filed(at(q.uid), key, plan, folder)?;
                 }
             }
@@ -109,49 +135,30 @@ impl Shell<'_> {
         Ok(())
     }
 
-    /// Flags and moves the group with one command per flag set and per folder; returns
-    /// where each message was filed. A refused folder turns its messages over to a person.
-    async fn move_group(
-        &self,
-        session: &mut Imap,
-        inbox: &str,
-        quiet: &mut [Quiet],
-    ) -> Result<HashMap<u32, String>, Error> {
-        let mut human = Vec::new();
-        let mut by_flags: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        let mut by_folder: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut filed_to: HashMap<u32, String> = HashMap::new();
-        for q in quiet.iter() {
+    /// What filing the group asks of the server, from the plans and the current config.
+    pub(super) fn filing_order(&self, quiet: &[Quiet]) -> FilingOrder {
+        let mut order = FilingOrder {
+            by_flags: BTreeMap::new(),
+            by_folder: BTreeMap::new(),
+            human: Vec::new(),
+            human_folder: self.human_folder(),
+            inbox: self.config().folders.inbox.clone(),
+            caps: self.caps,
+            t: self.t(),
+        };
+        for q in quiet {
             if q.plan.original.human {
-                human.push(q.uid);
+                order.human.push(q.uid);
                 continue;
             }
             if let Some(flags) = filing_flags(&q.plan) {
-                by_flags.entry(flags).or_default().push(q.uid);
+                order.by_flags.entry(flags).or_default().push(q.uid);
             }
             if let Some(folder) = self.filing_target(&q.plan) {
-                filed_to.insert(q.uid, folder.clone());
-                by_folder.entry(folder).or_default().push(q.uid);
+                order.by_folder.entry(folder).or_default().push(q.uid);
             }
         }
-        for (flags, uids) in &by_flags {
-            mailbox::store_many(session, uids, flags, self.t()).await?;
-        }
-        let mut refused: HashMap<u32, String> = HashMap::new();
-        for (folder, uids) in &by_folder {
-            if let Some(why) = self.file_into(session, inbox, uids, folder).await? {
-                refused.extend(uids.iter().map(|uid| (*uid, why.clone())));
-                human.extend(uids);
-            }
-        }
-        for q in quiet.iter_mut() {
-            if let Some(why) = refused.remove(&q.uid) {
-                q.plan.original.human = true;
-                q.plan.reason = why;
-            }
-        }
-        self.set_aside(session, &human).await?;
-        Ok(filed_to)
+        order
     }
 
     /// Flags and files a handled message by its plan's role. Some(reason) when the
@@ -191,16 +198,7 @@ impl Shell<'_> {
         uids: &[u32],
         folder: &str,
     ) -> Result<Option<String>, Error> {
-        match mailbox::move_many(session, inbox, uids, folder, self.caps, self.t()).await {
-            Ok(()) => Ok(None),
-            Err(Trouble::Refused(w)) => {
-                error!("cannot file {} message(s) to {folder}: {w}", uids.len());
-                Ok(Some(format!(
-                    "cannot file it to {folder}: {w}; left for a human"
-                )))
-            }
-            Err(broken) => Err(broken.into()),
-        }
+        Ok(file_into(session, inbox, uids, folder, self.caps, self.t()).await?)
     }
 
     /// Where the original goes now, by its plan's role (the rule's own folder, else its
@@ -223,23 +221,15 @@ impl Shell<'_> {
         Some(self.places.resolve(&logical))
     }
 
-    /// Messages left for a human stay visible: moved to the configured folder, or
-    /// flagged in the inbox.
+    /// Where messages for a person go, in the server's names; None: flagged in the inbox.
+    fn human_folder(&self) -> Option<String> {
+        let folder = self.config().folders.human.as_ref()?;
+        Some(self.places.resolve(folder))
+    }
+
     pub(super) async fn set_aside(&self, session: &mut Imap, uids: &[u32]) -> Result<(), Error> {
-        let t = self.t();
-        if let Some(folder) = &self.config().folders.human {
-            let folder = self.places.resolve(folder);
-            let inbox = &self.config().folders.inbox;
-            match mailbox::move_many(session, inbox, uids, &folder, self.caps, t).await {
-                Ok(()) => return Ok(()),
-                // Still visible for a person: flagged in the inbox instead.
-                Err(Trouble::Refused(w)) => {
-                    error!("cannot move to the human folder {folder}: {w}; flagging in the inbox")
-                }
-                Err(broken) => return Err(broken.into()),
-            }
-        }
-        Ok(mailbox::store_many(session, uids, "\\Flagged", t).await?)
+        let (inbox, folder) = (&self.config().folders.inbox, self.human_folder());
+        Ok(set_aside(session, inbox, uids, folder.as_deref(), self.caps, self.t()).await?)
     }
 
     /// Sets the message aside for a person and records why (with the SMTP server's own
@@ -263,4 +253,84 @@ impl Shell<'_> {
         info!(uid = at.uid, category = %plan.category, "left for a human: {reason}");
         Ok(())
     }
+}
+
+/// A group's filing as the server is asked for it: one UID STORE per flag set, one
+/// UID MOVE per folder, the rest set aside for a person. Owned, so that a session of
+/// its own can carry it out while the next messages are fetched and decided.
+pub(super) struct FilingOrder {
+    by_flags: BTreeMap<&'static str, Vec<u32>>,
+    by_folder: BTreeMap<String, Vec<u32>>,
+    human: Vec<u32>,
+    human_folder: Option<String>,
+    inbox: String,
+    caps: Caps,
+    t: u64,
+}
+
+impl FilingOrder {
+    /// Flags, moves, sets aside. Returns the messages whose folder the server refused,
+    /// with its words: they were set aside for a person instead.
+    pub async fn carry_out(&self, session: &mut Imap) -> Result<HashMap<u32, String>, Trouble> {
+        let (inbox, caps, t) = (self.inbox.as_str(), self.caps, self.t);
+        for (flags, uids) in &self.by_flags {
+            mailbox::store_many(session, uids, flags, t).await?;
+        }
+        let mut refused: HashMap<u32, String> = HashMap::new();
+        let mut human = self.human.clone();
+        for (folder, uids) in &self.by_folder {
+            if let Some(why) = file_into(session, inbox, uids, folder, caps, t).await? {
+                refused.extend(uids.iter().map(|uid| (*uid, why.clone())));
+                human.extend(uids);
+            }
+        }
+        let folder = self.human_folder.as_deref();
+        set_aside(session, inbox, &human, folder, caps, t).await?;
+        Ok(refused)
+    }
+}
+
+/// Moves messages to their filing folder. Some(reason) when the server refuses the
+/// folder: those messages are then left for a person, and the rest go on.
+async fn file_into(
+    session: &mut Imap,
+    inbox: &str,
+    uids: &[u32],
+    folder: &str,
+    caps: Caps,
+    t: u64,
+) -> Result<Option<String>, Trouble> {
+    match mailbox::move_many(session, inbox, uids, folder, caps, t).await {
+        Ok(()) => Ok(None),
+        Err(Trouble::Refused(w)) => {
+            error!("cannot file {} message(s) to {folder}: {w}", uids.len());
+            Ok(Some(format!(
+                "cannot file it to {folder}: {w}; left for a human"
+            )))
+        }
+        Err(broken) => Err(broken),
+    }
+}
+
+/// Messages left for a human stay visible: moved to the human folder, or flagged in
+/// the inbox.
+async fn set_aside(
+    session: &mut Imap,
+    inbox: &str,
+    uids: &[u32],
+    folder: Option<&str>,
+    caps: Caps,
+    t: u64,
+) -> Result<(), Trouble> {
+    if let Some(folder) = folder {
+        match mailbox::move_many(session, inbox, uids, folder, caps, t).await {
+            Ok(()) => return Ok(()),
+            // Still visible for a person: flagged in the inbox instead.
+            Err(Trouble::Refused(w)) => {
+                error!("cannot move to the human folder {folder}: {w}; flagging in the inbox")
+            }
+            Err(broken) => return Err(broken),
+        }
+    }
+    mailbox::store_many(session, uids, "\\Flagged", t).await
 }

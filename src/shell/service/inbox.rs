@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use super::deciding::{Deciders, Done};
+use super::filer::Filer;
 use super::filing::Planned;
 use super::{Error, Options, Smtp};
 use crate::core::config::Config;
@@ -33,12 +34,18 @@ const GROUP_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis
 /// messages however few it carries. Waiting costs a plan's memory per message, not
 /// its bytes.
 const FILE_EVERY: usize = 5000;
+/// With a second session (`imap.connections: 2`), filed as soon as it is free and
+/// this many wait: the server moves while the service decides, and little is left
+/// for the end of the pass.
+const FILE_SOON: usize = 1000;
 
 /// One pass over the inbox and the state it needs between messages.
 pub(super) struct Shell<'a> {
     pub book: &'a Arc<Playbook>,
     pub journal: &'a Journal,
     pub smtp: &'a Smtp,
+    /// How to sign in to IMAP again: a second session files a backlog.
+    pub imap_in: &'a crate::shell::oauth::SignIn,
     pub opts: &'a Options,
     pub caps: mailbox::Caps,
     pub places: &'a Places,
@@ -434,7 +441,11 @@ impl Shell<'_> {
     ) -> Result<(), Error> {
         let limit = self.config().limits.max_message_bytes;
         let mut unfiled: Vec<Quiet> = Vec::new();
-        for chunk in batches(&todo, limit) {
+        let connections = self.config().imap.as_ref().map_or(1, |c| c.connections);
+        let mut filer = Filer::new(connections);
+        let chunks = batches(&todo, limit);
+        let last = chunks.len().saturating_sub(1);
+        for (n, chunk) in chunks.into_iter().enumerate() {
             if self.opts.stopping() {
                 break;
             }
@@ -449,32 +460,15 @@ impl Shell<'_> {
                 .work_through_batch(session, inbox, uidvalidity, chunk)
                 .await?;
             unfiled.extend(quiet);
-            if unfiled.len() >= FILE_EVERY {
-                self.file_unfiled(session, inbox, uidvalidity, &mut unfiled)
+            // After the last batch the rest is filed at once (`close_filer`).
+            if n < last && filer.due(unfiled.len(), FILE_SOON, FILE_EVERY) {
+                let quiet = std::mem::take(&mut unfiled);
+                self.file_behind(&mut filer, session, uidvalidity, quiet)
                     .await?;
             }
         }
         // Also when stopping: what was decided is filed before the service goes.
-        self.file_unfiled(session, inbox, uidvalidity, &mut unfiled)
-            .await
-    }
-
-    async fn file_unfiled(
-        &mut self,
-        session: &mut Imap,
-        inbox: &str,
-        uidvalidity: u32,
-        unfiled: &mut Vec<Quiet>,
-    ) -> Result<(), Error> {
-        if unfiled.is_empty() {
-            return Ok(());
-        }
-        let (quiet, started) = (std::mem::take(unfiled), Instant::now());
-        let n = quiet.len();
-        self.file_quietly(session, inbox, uidvalidity, quiet)
-            .await?;
-        debug!("{n} messages filed in {:?}", started.elapsed());
-        Ok(())
+        self.close_filer(filer, session, uidvalidity, unfiled).await
     }
 
     /// One batch fetched, decided and its answers sent; what sends nothing comes back

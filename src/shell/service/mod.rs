@@ -32,6 +32,7 @@ mod answering;
 mod backlog;
 mod deciding;
 mod drafts;
+mod filer;
 mod filing;
 mod history;
 mod inbox;
@@ -349,6 +350,7 @@ async fn serve(
             book: &current,
             journal: desk.journal,
             smtp: desk.smtp,
+            imap_in: desk.imap_in,
             opts,
             caps,
             places: desk.places,
