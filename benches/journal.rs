@@ -49,7 +49,12 @@ fn main() {
             .together(|| {
                 for &uid in &uids {
                     let at = MessageRef::new("INBOX", 7, uid);
-                    journal.conclude_filed(at, &keys[uid as usize - 1], &plan, "Triage/Orders")?;
+                    journal.conclude_filed_as_planned(
+                        at,
+                        &keys[uid as usize - 1],
+                        &plan,
+                        "Triage/Orders",
+                    )?;
                 }
                 Ok(())
             })

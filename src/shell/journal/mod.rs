@@ -629,6 +629,43 @@ impl Journal {
         )
     }
 
+    /// As `conclude_filed`, for a plan known to be the one recorded as planned for this
+    /// message: its audit record copies the stored JSON instead of writing the plan out
+    /// again (serializing was a sixth of the journal's CPU on a backlog). Falls back to
+    /// writing it out when no plan is stored.
+    pub fn conclude_filed_as_planned(
+        &self,
+        at: MessageRef,
+        key: &str,
+        plan: &Plan,
+        folder: &str,
+    ) -> Result<()> {
+        self.together(|| {
+            self.advance(at.uidvalidity, at.uid, Some(key), State::Filed, None, &plan.reason)?;
+            let copied = self.db.prepare_cached(
+                "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail, plan)
+                 SELECT strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'filed', ?11, plan
+                 FROM messages WHERE uidvalidity = ?2 AND uid = ?3 AND plan IS NOT NULL",
+            )?.execute(params![
+                at.mailbox,
+                at.uidvalidity,
+                at.uid,
+                plan.message_id,
+                plan.from,
+                plan.subject,
+                plan.category.as_str(),
+                plan.rule,
+                plan.respond.as_str(),
+                plan.reason,
+                folder,
+            ])?;
+            if copied == 0 {
+                self.audit(at, plan, "filed", folder)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Left for a person, with the reason (and the SMTP server's words, if it refused).
     pub fn conclude_human(
         &self,
@@ -1000,6 +1037,52 @@ mod tests {
         assert_eq!(journal.highest_uid(7).unwrap(), Some(41));
         assert_eq!(journal.highest_uid(8).unwrap(), Some(900));
         assert_eq!(journal.highest_uid(9).unwrap(), None);
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_plan_filed_as_planned_is_audited_as_if_written_out() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = crate::core::config::Config::load(&repo.join("deploy/triage.yaml")).unwrap();
+        let book = crate::core::plan::Playbook::load(config, None).unwrap();
+        let raw = std::fs::read(repo.join("tests/cases/en-quote-request-ops-copied.eml")).unwrap();
+        let plan = book.decide(&raw);
+        let dir = std::env::temp_dir().join(format!("triage-as-planned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal = Journal::open(&dir.join("journal.sqlite")).unwrap();
+        let at = |uid| MessageRef::new("INBOX", 7, uid);
+        for uid in [1, 2] {
+            journal
+                .record_planned((7, uid), "k", &plan, 100, None)
+                .unwrap();
+        }
+        journal.conclude_filed(at(1), "k", &plan, "Orders").unwrap();
+        journal
+            .conclude_filed_as_planned(at(2), "k", &plan, "Orders")
+            .unwrap();
+        // No plan stored: written out, not lost.
+        journal
+            .advance(7, 3, Some("k"), State::Seen, None, "r")
+            .unwrap();
+        journal
+            .conclude_filed_as_planned(at(3), "k", &plan, "Orders")
+            .unwrap();
+        let rows = journal.audit_rows(&AuditFilter::default()).unwrap();
+        assert_eq!(rows.len(), 3);
+        let shown = |r: &AuditRow| {
+            let mut v = serde_json::to_value(r).unwrap();
+            for volatile in ["id", "time", "uid"] {
+                v.as_object_mut().unwrap().remove(volatile);
+            }
+            v
+        };
+        assert!(rows.iter().all(|r| r.plan.as_ref() == Some(&plan)));
+        assert_eq!(shown(&rows[0]), shown(&rows[1]));
+        assert_eq!(shown(&rows[0]), shown(&rows[2]));
+        for uid in [1, 2, 3] {
+            assert_eq!(journal.state(7, uid).unwrap(), Some(State::Filed));
+        }
         drop(journal);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -97,7 +97,9 @@ impl Shell<'_> {
                     journal.conclude_human(at(q.uid), key, plan, &plan.reason, None)?;
                 } else {
                     let folder = filed_to.get(&q.uid).copied().unwrap_or(inbox);
-                    journal.conclude_filed(at(q.uid), key, plan, folder)?;
+                    // Unchanged since `record_group_planned` stored it (a refusal
+                    // changes it, and goes to the branch above).
+                    journal.conclude_filed_as_planned(at(q.uid), key, plan, folder)?;
                 }
             }
             Ok(())
