@@ -28,6 +28,9 @@ pub(super) struct Filer {
     /// everything on the main session.
     unavailable: bool,
     moving: Option<(Vec<Quiet>, JoinHandle<Carried>)>,
+    /// The second session being opened while the first batch is fetched and decided
+    /// (its login and SELECT took the first filing's place in the pass).
+    opening: Option<JoinHandle<Result<Imap, Trouble>>>,
 }
 
 impl Filer {
@@ -36,6 +39,7 @@ impl Filer {
             session: None,
             unavailable: connections < 2,
             moving: None,
+            opening: None,
         }
     }
 
@@ -55,6 +59,9 @@ impl Drop for Filer {
     /// A pass that ends on an error leaves no move running behind it (as a kill would).
     fn drop(&mut self) {
         if let Some((_, task)) = &self.moving {
+            task.abort();
+        }
+        if let Some(task) = &self.opening {
             task.abort();
         }
     }
@@ -97,7 +104,24 @@ impl Shell<'_> {
         }
     }
 
-    /// The second session, opened with the inbox selected on first use.
+    /// Starts opening the second session, in the background, for a pass that will
+    /// file while it decides.
+    pub(super) fn open_early(&self, filer: &mut Filer) {
+        if filer.unavailable || filer.session.is_some() || filer.opening.is_some() {
+            return;
+        }
+        let cfg = self.config().imap.clone().expect("checked");
+        let (sign_in, t) = (self.imap_in.clone(), self.t());
+        let inbox = self.config().folders.inbox.clone();
+        filer.opening = Some(tokio::spawn(async move {
+            let mut s = mailbox::connect(&cfg, &sign_in).await?;
+            mailbox::select(&mut s, &inbox, t).await?;
+            Ok(s)
+        }));
+    }
+
+    /// The second session, opened with the inbox selected on first use (or taken from
+    /// `open_early`).
     async fn second_session(&self, filer: &mut Filer) -> Option<Imap> {
         if let Some(s) = filer.session.take() {
             return Some(s);
@@ -105,14 +129,12 @@ impl Shell<'_> {
         if filer.unavailable {
             return None;
         }
-        let (cfg, t) = (self.config().imap.as_ref().expect("checked"), self.t());
-        let inbox = &self.config().folders.inbox;
-        let opened = async {
-            let mut s = mailbox::connect(cfg, self.imap_in).await?;
-            mailbox::select(&mut s, inbox, t).await?;
-            Ok::<_, Trouble>(s)
-        };
-        match opened.await {
+        self.open_early(filer);
+        let task = filer.opening.take().expect("just started");
+        let opened = task
+            .await
+            .unwrap_or_else(|e| Err(Trouble::Broken(format!("opening the filing session: {e}"))));
+        match opened {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!("a second IMAP session for filing is not available ({e}); filing on the main one");
@@ -150,6 +172,13 @@ impl Shell<'_> {
                 last.len(),
                 started.elapsed()
             );
+        }
+        // Opened early and never needed (nothing quiet, or a stop): closed all the same.
+        // Still opening: dropped (aborted) with the filer, not waited for.
+        if let Some(task) = filer.opening.take_if(|task| task.is_finished()) {
+            if let Ok(Ok(s)) = task.await {
+                filer.session = Some(s);
+            }
         }
         if let Some(mut s) = filer.session.take() {
             let t = Duration::from_secs(self.t());

@@ -445,6 +445,9 @@ impl Shell<'_> {
         let mut filer = Filer::new(connections);
         let chunks = batches(&todo, limit);
         let last = chunks.len().saturating_sub(1);
+        if todo.len() > FILE_SOON && !self.opts.shadow {
+            self.open_early(&mut filer);
+        }
         for (n, chunk) in chunks.into_iter().enumerate() {
             if self.opts.stopping() {
                 break;
