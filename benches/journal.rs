@@ -19,6 +19,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    // As the service's GROUP_COMMIT (src/shell/service/inbox.rs).
+    let group_commit: usize = std::env::var("JOURNAL_GROUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
     let json = serde_json::to_string(&plan).unwrap().len();
     println!("{n} plans of {json} bytes of JSON");
     for background in [false, true] {
@@ -32,7 +37,7 @@ fn main() {
         let keys: Vec<String> = (0..n).map(|i| format!("m{i}@bench")).collect();
         let t = Instant::now();
         let uids: Vec<u32> = (1..=n).collect();
-        for group in uids.chunks(25) {
+        for group in uids.chunks(group_commit) {
             journal
                 .together(|| {
                     for &uid in group {
