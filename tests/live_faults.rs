@@ -469,7 +469,9 @@ fn a_backlog_filed_on_two_sessions_lands_as_on_one_even_under_kills() {
 
     // Two sessions: the same places, and the second session did file.
     afresh();
+    let started = std::time::Instant::now();
     let log = debug_run(&two);
+    let took = started.elapsed().as_millis() as u64;
     assert!(
         log.contains("(second session)"),
         "a second session filed part of the backlog:\n{log}"
@@ -478,7 +480,9 @@ fn a_backlog_filed_on_two_sessions_lands_as_on_one_even_under_kills() {
     settled("two sessions");
 
     // Two sessions, killed at arbitrary points until the journal says all is done; three
-    // times from the same backlog, as a run gets through it in a second or two.
+    // times from the same backlog, as a run gets through it in a second or two. The kills
+    // fall within the first half of such a run, so that they find the sessions at work
+    // (50–800 ms let a fast machine finish before the first one).
     std::fs::write(&cfg, &two).unwrap();
     let mut seed: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -488,8 +492,13 @@ fn a_backlog_filed_on_two_sessions_lands_as_on_one_even_under_kills() {
     for round in 0..3 {
         afresh();
         let log = format!("two-kill-{round}");
-        let kills = kill_until_journal_done(&stack, &cfg, total, &mut seed, &log);
-        println!("two sessions, round {round}: {kills} SIGKILLs");
+        let window = (20, (took / 2).max(60));
+        let (kills, cut_short) =
+            kill_until_journal_done(&stack, &cfg, total, &mut seed, &log, window);
+        println!(
+            "two sessions, round {round}: {kills} SIGKILLs within {window:?} ms, {cut_short} with work left"
+        );
+        assert!(cut_short > 0, "a kill found the sessions at work");
         run_once(&stack, &cfg);
         assert_eq!(placed("two sessions under kills"), reference);
         settled("two sessions under kills");
@@ -563,7 +572,7 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
                 .as_nanos() as u64
         });
     println!("TRIAGE_KILL_SEED={seed}");
-    let kills = kill_until_journal_done(stack, &cfg, total, &mut seed, "kill");
+    let (kills, _) = kill_until_journal_done(stack, &cfg, total, &mut seed, "kill", (50, 800));
     let done_under_kills = journal_done(stack);
     run_once(stack, &cfg);
 
@@ -665,26 +674,31 @@ fn kill_until_done(stack: &Stack, desk: &Desk, cfg: &std::path::Path, folders: [
 
 /// SIGKILL after a pseudo-random 50–800 ms, again and again, until the journal says
 /// all `total` messages are done (at most 400 times); how many kills it took.
+/// Starts the service and kills it after a random time within `window` (ms), again
+/// and again until the journal says all `total` are done: (kills, kills that found
+/// work still to do).
 fn kill_until_journal_done(
     stack: &Stack,
     cfg: &std::path::Path,
     total: usize,
     seed: &mut u64,
     log: &str,
-) -> usize {
-    let mut kills = 0;
+    window: (u64, u64),
+) -> (usize, usize) {
+    let (mut kills, mut cut_short) = (0, 0);
     while kills < 400 && journal_done(stack) < total {
         *seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let ms = 50 + (*seed >> 33) % 750;
+        let ms = window.0 + (*seed >> 33) % (window.1 - window.0);
         let mut service = start_service(stack, cfg, &format!("{log}-{kills}.log"));
         std::thread::sleep(Duration::from_millis(ms));
         service.kill().unwrap();
         service.wait().unwrap();
         kills += 1;
+        cut_short += usize::from(journal_done(stack) < total);
     }
-    kills
+    (kills, cut_short)
 }
 
 fn journal_done(stack: &Stack) -> usize {
