@@ -656,20 +656,9 @@ impl Journal {
                 "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail, plan)
                  SELECT ?12, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'filed', ?11, plan
                  FROM messages WHERE uidvalidity = ?2 AND uid = ?3 AND plan IS NOT NULL",
-            )?.execute(params![
-                at.mailbox,
-                at.uidvalidity,
-                at.uid,
-                plan.message_id,
-                plan.from,
-                plan.subject,
-                plan.category.as_str(),
-                plan.rule,
-                plan.respond.as_str(),
-                plan.reason,
-                folder,
-                now(),
-            ])?;
+            )?.execute(rusqlite::params_from_iter(
+                audit_head(&at, plan).into_iter().chain(params![folder, now()].iter().copied()),
+            ))?;
             if copied == 0 {
                 self.audit(at, plan, "filed", folder)?;
             }
@@ -732,11 +721,6 @@ impl Journal {
             sent,
             error,
         } = *record;
-        let MessageRef {
-            mailbox,
-            uidvalidity,
-            uid,
-        } = at;
         let attachments = sent.map(|o| {
             let list: Vec<serde_json::Value> = o
                 .attachments
@@ -751,27 +735,21 @@ impl Journal {
         self.db.prepare_cached("INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail,
                                plan, to_addrs, cc_addrs, template, attachments, error)
              VALUES (?19, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?.execute(
-            params![
-                mailbox,
-                uidvalidity,
-                uid,
-                plan.message_id,
-                plan.from,
-                plan.subject,
-                plan.category.as_str(),
-                plan.rule,
-                plan.respond.as_str(),
-                plan.reason,
-                outcome,
-                detail,
-                serde_json::to_string(plan).ok(),
-                sent.map(|o| o.to.join(", ")),
-                sent.map(|o| o.cc.join(", ")),
-                sent.map(|o| o.template.as_str()),
-                attachments,
-                error,
-                now(),
-            ],
+            rusqlite::params_from_iter(audit_head(&at, plan).into_iter().chain(
+                params![
+                    outcome,
+                    detail,
+                    serde_json::to_string(plan).ok(),
+                    sent.map(|o| o.to.join(", ")),
+                    sent.map(|o| o.cc.join(", ")),
+                    sent.map(|o| o.template.as_str()),
+                    attachments,
+                    error,
+                    now(),
+                ]
+                .iter()
+                .copied(),
+            )),
         )?;
         Ok(())
     }
@@ -981,6 +959,36 @@ impl Journal {
             .prepare_cached("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1, ?2)")?
             .query_row(params![base, modifier], |r| r.get(0))
             .map_err(Error::from)
+    }
+}
+
+/// An audit record's first ten columns, as both INSERTs list them: where the message
+/// is (mailbox, uidvalidity, uid), then from the plan (message_id, sender, subject,
+/// category, rule, respond, reason).
+fn audit_head<'a>(at: &'a MessageRef<'a>, plan: &'a Plan) -> [&'a dyn rusqlite::ToSql; 10] {
+    [
+        &at.mailbox,
+        &at.uidvalidity,
+        &at.uid,
+        &plan.message_id,
+        &plan.from,
+        &plan.subject,
+        &plan.category,
+        &plan.rule,
+        &plan.respond,
+        &plan.reason,
+    ]
+}
+
+impl rusqlite::ToSql for crate::core::rules::Category {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::ToSql for crate::core::rules::Respond {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
     }
 }
 
