@@ -1,7 +1,8 @@
 //! The journal's writes on one core: `cargo bench --bench journal`. N decisions
 //! recorded in group commits of 200 (as a batch records them; JOURNAL_GROUP=25 as
-//! before 2026-12-03), then their N filing outcomes in one transaction (as a filing does), with SQLite's automatic checkpoint
-//! inside the commits, then with the service's checkpoint thread. JOURNAL_N=10000.
+//! before 2026-12-03), then their N filing outcomes in one transaction (as a filing
+//! does), with SQLite's automatic checkpoint inside the commits, then with the
+//! service's checkpoint thread. JOURNAL_N=10000.
 
 use std::time::Instant;
 

@@ -367,7 +367,8 @@ fn killed_at_arbitrary_points_on_a_real_cyrus_imap() {
 /// A backlog of 2,500 messages under the sort-only rules: with `imap.connections: 2` what
 /// is decided is filed on a second IMAP session while the first fetches on. Every message
 /// ends where a one-session run puts it, exactly once, and also when the service is
-/// killed again and again (every 50–800 ms) while the two sessions work.
+/// killed again and again (within the first half of a run, timed here) while the two
+/// sessions work.
 #[test]
 fn a_backlog_filed_on_two_sessions_lands_as_on_one_even_under_kills() {
     let Some(stack) = Stack::start("two-sessions") else {
