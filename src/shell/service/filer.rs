@@ -6,7 +6,8 @@
 //! next start. Without a second session (refused, or `imap.connections: 1`) the group
 //! is filed on the main session, as before.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -16,6 +17,11 @@ use super::filing::FilingOrder;
 use super::inbox::{Quiet, Shell};
 use super::Error;
 use crate::shell::mailbox::{self, Imap, Trouble};
+
+/// The last group of a pass is filed in parts of this many when a second session
+/// can take some: fewer, and each UID MOVE's rescan of the inbox costs more than the
+/// sharing saves.
+const PART: usize = 1000;
 
 /// What the filing session's task hands back: the session, the order, and what the
 /// server refused.
@@ -93,6 +99,9 @@ impl Shell<'_> {
                     (second, order, refused)
                 });
                 filer.moving = Some((quiet, task));
+                // On this one-thread runtime the task runs only when this one waits:
+                // let it send its commands before the records below take the thread.
+                tokio::task::yield_now().await;
             }
             None => {
                 self.file_quietly(session, uidvalidity, quiet).await?;
@@ -144,9 +153,11 @@ impl Shell<'_> {
         }
     }
 
-    /// The pass is over: its last group moved on the main session while the second
-    /// one finishes its own (the service has nothing else to do by now, the server
-    /// two processes), both recorded, the second session closed.
+    /// The pass is over: its last group is filed in parts, the main session taking
+    /// them from the front and the second, once its own filing is done and recorded,
+    /// from the back (the service has nothing else to do by now, the server two
+    /// processes). Each part is recorded as soon as it is moved, while the other
+    /// session still moves; then the second session is closed.
     pub(super) async fn close_filer(
         &self,
         mut filer: Filer,
@@ -154,38 +165,82 @@ impl Shell<'_> {
         uidvalidity: u32,
         last: Vec<Quiet>,
     ) -> Result<(), Error> {
-        let order = self.filing_order(&last);
-        let started = std::time::Instant::now();
-        // The second session's outcomes are recorded while the main one still moves.
-        let behind = async {
-            match finish_moving(&mut filer).await? {
-                Some((quiet, order, refused)) => {
-                    self.record_filed(uidvalidity, quiet, &order, refused)
-                }
-                None => Ok(()),
+        let helped = filer.session.is_some() || filer.moving.is_some() || filer.opening.is_some();
+        let part = if helped { PART } else { last.len().max(1) };
+        let parts: RefCell<VecDeque<Vec<Quiet>>> = RefCell::new(in_parts(last, part));
+        let next = |front: bool| {
+            let mut parts = parts.borrow_mut();
+            if front {
+                parts.pop_front()
+            } else {
+                parts.pop_back()
             }
         };
-        let (behind, refused) = tokio::join!(behind, order.carry_out(session));
-        if !last.is_empty() {
-            debug!(
-                "{} messages flagged and moved in {:?}",
-                last.len(),
-                started.elapsed()
-            );
-        }
-        // Opened early and never needed (nothing quiet, or a stop): closed all the same.
-        // Still opening: dropped (aborted) with the filer, not waited for.
-        if let Some(task) = filer.opening.take_if(|task| task.is_finished()) {
-            if let Ok(Ok(s)) = task.await {
-                filer.session = Some(s);
-            }
-        }
+        // The main session is polled first: its command goes out before any record.
+        let (mine, theirs) = tokio::join!(
+            biased;
+            async {
+                while let Some(part) = next(true) {
+                    self.file_and_record(session, uidvalidity, part, "").await?;
+                }
+                Ok::<(), Error>(())
+            },
+            async {
+                if let Some((quiet, order, refused)) = finish_moving(&mut filer).await? {
+                    self.record_filed(uidvalidity, quiet, &order, refused)?;
+                }
+                let Some(mut second) = self.second_if_opened(&mut filer).await else {
+                    return Ok::<(), Error>(());
+                };
+                while let Some(part) = next(false) {
+                    let which = " (second session)";
+                    self.file_and_record(&mut second, uidvalidity, part, which).await?;
+                }
+                filer.session = Some(second);
+                Ok(())
+            },
+        );
         if let Some(mut s) = filer.session.take() {
             let t = Duration::from_secs(self.t());
             let _ = tokio::time::timeout(t, s.logout()).await;
         }
-        behind?;
-        self.record_filed(uidvalidity, last, &order, refused?)
+        theirs?;
+        mine
+    }
+
+    /// The second session if it is open (its login done); None, without opening or
+    /// waiting for one, otherwise. One still opening is aborted with the filer.
+    async fn second_if_opened(&self, filer: &mut Filer) -> Option<Imap> {
+        let opened = filer
+            .opening
+            .as_ref()
+            .is_some_and(|task| task.is_finished());
+        if filer.session.is_none() && !opened {
+            return None;
+        }
+        self.second_session(filer).await
+    }
+
+    /// A group flagged and moved on this session, then its outcomes recorded.
+    async fn file_and_record(
+        &self,
+        session: &mut Imap,
+        uidvalidity: u32,
+        quiet: Vec<Quiet>,
+        which: &str,
+    ) -> Result<(), Error> {
+        if quiet.is_empty() {
+            return Ok(());
+        }
+        let order = self.filing_order(&quiet);
+        let started = std::time::Instant::now();
+        let refused = order.carry_out(session).await?;
+        debug!(
+            "{} messages flagged and moved in {:?}{which}",
+            quiet.len(),
+            started.elapsed()
+        );
+        self.record_filed(uidvalidity, quiet, &order, refused)
     }
 }
 
@@ -204,4 +259,17 @@ async fn finish_moving(
     let refused = refused?;
     filer.session = Some(second);
     Ok(Some((quiet, order, refused)))
+}
+
+/// The group in parts of `part` messages, in order.
+fn in_parts(mut group: Vec<Quiet>, part: usize) -> VecDeque<Vec<Quiet>> {
+    let mut parts = VecDeque::new();
+    while group.len() > part {
+        let rest = group.split_off(part);
+        parts.push_back(std::mem::replace(&mut group, rest));
+    }
+    if !group.is_empty() {
+        parts.push_back(group);
+    }
+    parts
 }
