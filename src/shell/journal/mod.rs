@@ -709,6 +709,28 @@ impl Journal {
         }
     }
 
+    /// Runs the lookups in one read transaction (or in the one already open). On its
+    /// own each lookup is a transaction of its own, and each takes and drops a lock on
+    /// the WAL index with two fcntl calls: 40,000 of them in a 10,000 backlog (`strace`).
+    /// Nothing may be written inside: a write would need the snapshot to be the newest.
+    pub fn reading<T, E: From<Error>>(
+        &self,
+        lookups: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        if !self.db.is_autocommit() {
+            return lookups();
+        }
+        self.db
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(Error::from)?;
+        let done = lookups();
+        // Only read: ending it cannot lose anything, and its error is not the caller's.
+        let _ = self
+            .db
+            .execute_batch(if done.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        done
+    }
+
     /// One audit record: a decision or an action. Append-only.
     pub fn audit(&self, at: MessageRef, plan: &Plan, outcome: &str, detail: &str) -> Result<()> {
         let record = Record {
@@ -1071,6 +1093,39 @@ mod tests {
         assert_eq!(journal.highest_uid(8).unwrap(), Some(900));
         assert_eq!(journal.highest_uid(9).unwrap(), None);
         drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lookups_read_together_leave_no_transaction_open_even_when_one_fails() {
+        let dir = std::env::temp_dir().join(format!("triage-reading-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let journal = Journal::open(&dir.join("journal.sqlite")).unwrap();
+        journal
+            .advance(7, 1, Some("a@x"), State::Filed, None, "r")
+            .unwrap();
+        let seen = journal
+            .reading(|| Ok::<_, Error>((journal.state(7, 1)?, journal.state(7, 2)?)))
+            .unwrap();
+        assert_eq!(seen, (Some(State::Filed), None));
+        assert!(journal.db.is_autocommit());
+        let failed: std::result::Result<(), Error> = journal.reading(|| {
+            journal.state(7, 1)?;
+            Err(rusqlite::Error::InvalidQuery.into())
+        });
+        assert!(failed.is_err());
+        assert!(
+            journal.db.is_autocommit(),
+            "a failed read left its transaction open"
+        );
+        // A write after them commits on its own, as before.
+        journal
+            .advance(7, 2, Some("b@x"), State::Seen, None, "r")
+            .unwrap();
+        drop(journal);
+        let again = Journal::open(&dir.join("journal.sqlite")).unwrap();
+        assert_eq!(again.state(7, 2).unwrap(), Some(State::Seen));
+        drop(again);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -40,6 +40,9 @@ const FILE_EVERY: usize = 5000;
 /// this many wait: the server moves while the service decides, and little is left
 /// for the end of the pass.
 const FILE_SOON: usize = 1000;
+/// Messages fetched are looked up in the journal (own copy? repeat?) this many at a
+/// time, in one read transaction: a few milliseconds of fetching.
+const LOOK_GROUP: usize = 32;
 
 /// One pass over the inbox and the state it needs between messages.
 pub(super) struct Shell<'a> {
@@ -567,40 +570,15 @@ impl Shell<'_> {
         };
         let keep = self.config().service.keep_messages_days > 0;
         let deciders = Deciders::start(self.book, keep.then(|| self.journal.kept()));
+        let mut fetched: Vec<(u32, Vec<u8>)> = Vec::with_capacity(LOOK_GROUP);
         let result = mailbox::fetch_each(session, &wanted, self.t(), |uid, raw| {
             if self.opts.stopping() {
                 return Ok(());
             }
             order.decided.fetched.insert(uid);
-            let item = Listed {
-                message_id: Mail::message_id_of(&raw),
-                ..by_uid[&uid].clone()
-            };
-            let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
-            match self.first_look(at, &item)? {
-                Look::OwnCopy => order.decided.own_copies.push(item),
-                Look::Again => order.decided.repeated.push((item, raw)),
-                Look::New => {
-                    let seq = order.sent;
-                    order.sent += 1;
-                    let before = match self.in_journal.contains(&uid) {
-                        true => self.stored_plan(uidvalidity, uid)?,
-                        false => None,
-                    };
-                    match before {
-                        Some(plan) => {
-                            let ready = Ready {
-                                uid,
-                                raw,
-                                plan,
-                                new: false,
-                                kept: None,
-                            };
-                            order.ready.insert(seq, ready);
-                        }
-                        None => deciders.submit(seq, uid, raw),
-                    }
-                }
+            fetched.push((uid, raw));
+            if fetched.len() >= LOOK_GROUP {
+                self.look_at(&mut fetched, &mut order, &deciders, &by_uid, uidvalidity)?;
             }
             for done in deciders.ready() {
                 order.ready.insert(done.seq, done.into());
@@ -609,6 +587,7 @@ impl Shell<'_> {
         })
         .await?;
         result?;
+        self.look_at(&mut fetched, &mut order, &deciders, &by_uid, uidvalidity)?;
         for done in deciders.finish() {
             order.ready.insert(done.seq, done.into());
         }
@@ -621,6 +600,54 @@ impl Shell<'_> {
             );
         }
         Ok(order.decided)
+    }
+
+    /// The first look at messages fetched, in order, their lookups in one read of the
+    /// journal: own copies and repeats set aside, the plan stored before a restart
+    /// taken up, the rest handed to the deciders.
+    fn look_at<'l>(
+        &self,
+        fetched: &mut Vec<(u32, Vec<u8>)>,
+        order: &mut InOrder<'l>,
+        deciders: &Deciders,
+        by_uid: &HashMap<u32, &'l Listed>,
+        uidvalidity: u32,
+    ) -> Result<(), Error> {
+        self.journal.reading(|| {
+            for (uid, raw) in fetched.drain(..) {
+                let item = Listed {
+                    message_id: Mail::message_id_of(&raw),
+                    ..by_uid[&uid].clone()
+                };
+                let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
+                match self.first_look(at, &item)? {
+                    Look::OwnCopy => order.decided.own_copies.push(item),
+                    Look::Again => order.decided.repeated.push((item, raw)),
+                    Look::New => {
+                        let seq = order.sent;
+                        order.sent += 1;
+                        let before = match self.in_journal.contains(&uid) {
+                            true => self.stored_plan(uidvalidity, uid)?,
+                            false => None,
+                        };
+                        match before {
+                            Some(plan) => {
+                                let ready = Ready {
+                                    uid,
+                                    raw,
+                                    plan,
+                                    new: false,
+                                    kept: None,
+                                };
+                                order.ready.insert(seq, ready);
+                            }
+                            None => deciders.submit(seq, uid, raw),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Decisions taken in the order the messages came: brakes applied to new ones, each
