@@ -657,17 +657,25 @@ impl Journal {
         folder: &str,
     ) -> Result<()> {
         self.together(|| {
-            self.advance(at.uidvalidity, at.uid, Some(key), State::Filed, None, &plan.reason)?;
-            let copied = self.db.prepare_cached(
-                "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail, plan)
-                 SELECT ?12, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'filed', ?11, plan
-                 FROM messages WHERE uidvalidity = ?2 AND uid = ?3 AND plan IS NOT NULL",
-            )?.execute(rusqlite::params_from_iter(
-                audit_head(&at, plan).into_iter().chain(params![folder, now()].iter().copied()),
-            ))?;
-            if copied == 0 {
-                self.audit(at, plan, "filed", folder)?;
+            // Single-row statements: an upsert or INSERT … SELECT may change several
+            // rows, and SQLite then keeps a statement journal of every page it changes
+            // (a third of an audit INSERT's time, `perf`).
+            let (now, state) = (now(), State::Filed as i64);
+            let stored = self.db.prepare_cached(
+                "UPDATE messages SET state = MAX(state, ?1), reason = ?2, updated = ?3
+                 WHERE uidvalidity = ?4 AND uid = ?5 AND plan IS NOT NULL",
+            )?.execute(params![state, plan.reason, now, at.uidvalidity, at.uid])?;
+            if stored == 0 {
+                self.advance(at.uidvalidity, at.uid, Some(key), State::Filed, None, &plan.reason)?;
+                return self.audit(at, plan, "filed", folder);
             }
+            self.db.prepare_cached(
+                "INSERT INTO audit(time, mailbox, uidvalidity, uid, message_id, sender, subject, category, rule, respond, reason, outcome, detail, plan)
+                 VALUES (?12, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'filed', ?11,
+                         (SELECT plan FROM messages WHERE uidvalidity = ?2 AND uid = ?3))",
+            )?.execute(rusqlite::params_from_iter(
+                audit_head(&at, plan).into_iter().chain(params![folder, now].iter().copied()),
+            ))?;
             Ok(())
         })
     }
