@@ -194,6 +194,13 @@ impl Journal {
         self.checkpoint_in_background_every(checkpoint::EVERY);
     }
 
+    /// With the checkpoint thread: its next checkpoint now (see `Checkpointer::soon`).
+    pub fn checkpoint_soon(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.soon();
+        }
+    }
+
     fn checkpoint_in_background_every(&mut self, every: std::time::Duration) {
         let path = Path::new(self.db.path().unwrap_or_default());
         match checkpoint::Checkpointer::start(path, every) {

@@ -165,6 +165,8 @@ impl Shell<'_> {
         uidvalidity: u32,
         last: Vec<Quiet>,
     ) -> Result<(), Error> {
+        // The server moves the last parts now: the WAL so far is copied meanwhile.
+        self.journal.checkpoint_soon();
         let helped = filer.session.is_some() || filer.moving.is_some() || filer.opening.is_some();
         let part = if helped { PART } else { last.len().max(1) };
         let parts: RefCell<VecDeque<Vec<Quiet>>> = RefCell::new(in_parts(last, part));
