@@ -291,22 +291,22 @@ fn damage(raw: &[u8], parsed: &mail_parser::Message<'_>) -> Vec<String> {
 
 /// What follows `--` on every line that starts with it (RFC 2046 §5.1.1 delimiters, trailing
 /// white space dropped), found in one pass: each part's boundary is then a set lookup, not
-/// a search of the whole message per part.
+/// a search of the whole message per part. Only the lines that start with `--` are
+/// looked at (`\n--` found by memmem): a base64 body's many lines are skipped whole.
 fn delimiter_lines(raw: &[u8]) -> std::collections::HashSet<&[u8]> {
-    let mut found = std::collections::HashSet::new();
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', raw).chain(std::iter::once(raw.len())) {
-        let line = &raw[start..end];
-        start = end + 1;
-        if let Some(rest) = line.strip_prefix(b"--") {
-            let trimmed = rest
-                .iter()
+    let first = raw.starts_with(b"--").then_some(0);
+    let others = memchr::memmem::find_iter(raw, b"\n--").map(|at| at + 1);
+    first
+        .into_iter()
+        .chain(others)
+        .map(|start| {
+            let rest = &raw[start + 2..];
+            let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
+            line.iter()
                 .rposition(|c| !matches!(c, b' ' | b'\t' | b'\r'))
-                .map_or(&rest[..0], |i| &rest[..=i]);
-            found.insert(trimmed);
-        }
-    }
-    found
+                .map_or(&line[..0], |i| &line[..=i])
+        })
+        .collect()
 }
 
 /// Reads the machine-readable parts of a bounce. Lenient on purpose: MTAs differ, and a
@@ -785,6 +785,56 @@ pub fn new_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line-by-line reading `delimiter_lines` replaced, kept as its oracle.
+    fn delimiter_lines_by_line(raw: &[u8]) -> std::collections::HashSet<&[u8]> {
+        let mut found = std::collections::HashSet::new();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', raw).chain(std::iter::once(raw.len())) {
+            let line = &raw[start..end];
+            start = end + 1;
+            if let Some(rest) = line.strip_prefix(b"--") {
+                let trimmed = rest
+                    .iter()
+                    .rposition(|c| !matches!(c, b' ' | b'\t' | b'\r'))
+                    .map_or(&rest[..0], |i| &rest[..=i]);
+                found.insert(trimmed);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn delimiter_lines_are_the_lines_that_start_with_two_hyphens() {
+        let pieces: [&[u8]; 12] = [
+            b"--", b"-", b"\n", b"\r\n", b"b1", b" \t", b"--b2--", b"x", b"\n--", b"\r", b"--\n",
+            b"",
+        ];
+        // Every sequence of up to five pieces (12^5 messages), and a real one.
+        let mut raw = Vec::new();
+        let mut n = 0u32;
+        while n < 12u32.pow(5) {
+            raw.clear();
+            let mut k = n;
+            for _ in 0..5 {
+                raw.extend_from_slice(pieces[(k % 12) as usize]);
+                k /= 12;
+            }
+            assert_eq!(
+                delimiter_lines(&raw),
+                delimiter_lines_by_line(&raw),
+                "{:?}",
+                String::from_utf8_lossy(&raw)
+            );
+            n += 1;
+        }
+        let case = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/cases/en-quote-request-ops-copied.eml"
+        ))
+        .unwrap();
+        assert_eq!(delimiter_lines(&case), delimiter_lines_by_line(&case));
+    }
 
     #[test]
     fn the_message_id_read_alone_is_the_one_the_decision_reads() {
