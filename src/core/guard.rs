@@ -163,7 +163,15 @@ pub fn in_our_thread(mail: &Mail, config: &Config) -> Option<String> {
 }
 
 /// Lower case, quote marks and whitespace removed: a quoted signature still matches.
+/// Mostly ASCII text goes byte by byte (the same result: an ASCII character's white
+/// space and lower case are its `char`'s), the rest char by char.
 fn squeeze(s: &str) -> String {
+    if s.is_ascii() {
+        let kept = s
+            .bytes()
+            .filter(|b| !(*b as char).is_whitespace() && *b != b'>');
+        return kept.map(|b| b.to_ascii_lowercase() as char).collect();
+    }
     s.chars()
         .filter(|c| !c.is_whitespace() && *c != '>')
         .flat_map(char::to_lowercase)
@@ -639,4 +647,30 @@ fn join_equals(words: Vec<String>) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squeezed_ascii_is_squeezed_as_any_text() {
+        let by_char = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !c.is_whitespace() && *c != '>')
+                .flat_map(char::to_lowercase)
+                .collect()
+        };
+        // Every ASCII character, among others.
+        let all: String = (0u8..128).map(char::from).collect();
+        for s in [
+            all.as_str(),
+            "> Best Regards,\n>  The Partner\x0BDesk\r\n",
+            "",
+            " \t>>",
+        ] {
+            assert_eq!(squeeze(s), by_char(s), "{s:?}");
+        }
+        assert_eq!(squeeze("> Grüße\u{85}DESK"), "grüßedesk");
+    }
 }
