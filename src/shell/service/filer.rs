@@ -167,9 +167,12 @@ impl Shell<'_> {
         uidvalidity: u32,
         last: Vec<Quiet>,
     ) -> Result<(), Error> {
-        // The server moves the last parts now: the WAL so far is copied meanwhile.
-        self.journal.checkpoint_soon();
         let helped = filer.session.is_some() || filer.moving.is_some() || filer.opening.is_some();
+        if helped {
+            // A backlog's last parts move now: its WAL so far is copied meanwhile. (A
+            // pass of a few messages leaves that to the thread's next second.)
+            self.journal.checkpoint_soon();
+        }
         let part = if helped { PART } else { last.len().max(1) };
         let last = RefCell::new(VecDeque::from(last));
         let next = |front: bool| take_part(&mut last.borrow_mut(), part, front);
