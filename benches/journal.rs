@@ -1,5 +1,5 @@
 //! The journal's writes on one core: `cargo bench --bench journal`. N decisions
-//! recorded in group commits of 200 (as a batch records them; JOURNAL_GROUP=25 as
+//! recorded in group commits of 500 (as a batch records them; JOURNAL_GROUP=25 as
 //! before 2026-12-03), then their N filing outcomes in one transaction (as a filing
 //! does), with SQLite's automatic checkpoint inside the commits, then with the
 //! service's checkpoint thread. JOURNAL_N=10000.
@@ -24,7 +24,7 @@ fn main() {
     let group_commit: usize = std::env::var("JOURNAL_GROUP")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(500);
     let json = serde_json::to_string(&plan).unwrap().len();
     println!("{n} plans of {json} bytes of JSON");
     for background in [false, true] {
