@@ -19,7 +19,8 @@ pub const EVERY: Duration = Duration::from_secs(1);
 
 /// The thread; stopped (after a last checkpoint) when dropped.
 pub struct Checkpointer {
-    stop: Option<mpsc::Sender<()>>,
+    /// A message asks for a checkpoint now; dropping the sender stops the thread.
+    now: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -29,15 +30,14 @@ impl Checkpointer {
     /// SQLite at the next open.
     pub fn start(path: &Path, every: Duration) -> Result<Checkpointer, String> {
         let db = Connection::open(path).map_err(|e| e.to_string())?;
-        let (stop, stopped) = mpsc::channel::<()>();
+        let (now, asked) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
                 let mut failing = false;
                 loop {
-                    // A message asks for one now; the sender dropped stops the thread.
                     let last = matches!(
-                        stopped.recv_timeout(every),
+                        asked.recv_timeout(every),
                         Err(RecvTimeoutError::Disconnected)
                     );
                     failing = checkpoint(&db, failing);
@@ -48,25 +48,23 @@ impl Checkpointer {
             })
             .map_err(|e| format!("checkpoint thread: {e}"))?;
         Ok(Checkpointer {
-            stop: Some(stop),
+            now: Some(now),
             thread: Some(thread),
         })
     }
-}
 
-impl Checkpointer {
     /// A checkpoint now rather than at the next second: the service is about to wait
     /// for the server, and the one at exit then has less to copy.
     pub fn soon(&self) {
-        if let Some(stop) = &self.stop {
-            let _ = stop.send(());
+        if let Some(now) = &self.now {
+            let _ = now.send(());
         }
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.now.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -27,10 +27,9 @@ const BATCH_BYTES: usize = 16 << 20;
 /// Decisions are made durable in the journal after this many messages or this long,
 /// whichever comes first: a service killed every second must still keep what it
 /// decided, and after a restart the recorded plans are carried out, not made again.
-/// 200 rather than 25: fewer commits, each writing its dirty pages (the Message-ID
-/// index's scattered leaves among them) to the WAL; the 200 ms bound keeps it prompt.
-/// 500 rather than 200 (2026-12-03, the 10,000 sort from a clean page cache, 7 pairs:
-/// medians 0.82/0.86 s); the 200 ms bound is what keeps a decision's wait short.
+/// 500 rather than 25 or 200: fewer commits, each writing its dirty pages (the
+/// Message-ID index's scattered leaves among them) to the WAL once (the 10,000 sort,
+/// 7 A/B pairs against 200: medians 0.82/0.86 s); the 200 ms bound keeps it prompt.
 const GROUP_COMMIT: usize = 500;
 const GROUP_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 /// What sends nothing is filed once this many have been decided (or the pass ends):
@@ -605,8 +604,7 @@ impl Shell<'_> {
     }
 
     /// The first look at messages fetched, in order, their lookups in one read of the
-    /// journal: own copies and repeats set aside, the plan stored before a restart
-    /// taken up, the rest handed to the deciders.
+    /// journal.
     fn look_at<'l>(
         &self,
         fetched: &mut Vec<(u32, Vec<u8>)>,
@@ -617,39 +615,54 @@ impl Shell<'_> {
     ) -> Result<(), Error> {
         self.journal.reading(|| {
             for (uid, raw) in fetched.drain(..) {
-                let item = Listed {
-                    message_id: Mail::message_id_of(&raw),
-                    ..by_uid[&uid].clone()
-                };
-                let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
-                match self.first_look(at, &item)? {
-                    Look::OwnCopy => order.decided.own_copies.push(item),
-                    Look::Again => order.decided.repeated.push((item, raw)),
-                    Look::New => {
-                        let seq = order.sent;
-                        order.sent += 1;
-                        let before = match self.in_journal.contains(&uid) {
-                            true => self.stored_plan(uidvalidity, uid)?,
-                            false => None,
-                        };
-                        match before {
-                            Some(plan) => {
-                                let ready = Ready {
-                                    uid,
-                                    raw,
-                                    plan,
-                                    new: false,
-                                    kept: None,
-                                };
-                                order.ready.insert(seq, ready);
-                            }
-                            None => deciders.submit(seq, uid, raw),
-                        }
-                    }
-                }
+                self.look_at_one(uid, raw, order, deciders, by_uid[&uid], uidvalidity)?;
             }
             Ok(())
         })
+    }
+
+    /// One message fetched: an own copy or a repeat set aside, the plan stored before
+    /// a restart taken up, or handed to the deciders.
+    fn look_at_one<'l>(
+        &self,
+        uid: u32,
+        raw: Vec<u8>,
+        order: &mut InOrder<'l>,
+        deciders: &Deciders,
+        listed: &'l Listed,
+        uidvalidity: u32,
+    ) -> Result<(), Error> {
+        let item = Listed {
+            message_id: Mail::message_id_of(&raw),
+            ..listed.clone()
+        };
+        let at = MessageRef::new(&self.config().folders.inbox, uidvalidity, uid);
+        match self.first_look(at, &item)? {
+            Look::OwnCopy => order.decided.own_copies.push(item),
+            Look::Again => order.decided.repeated.push((item, raw)),
+            Look::New => {
+                let seq = order.sent;
+                order.sent += 1;
+                let before = match self.in_journal.contains(&uid) {
+                    true => self.stored_plan(uidvalidity, uid)?,
+                    false => None,
+                };
+                match before {
+                    Some(plan) => {
+                        let ready = Ready {
+                            uid,
+                            raw,
+                            plan,
+                            new: false,
+                            kept: None,
+                        };
+                        order.ready.insert(seq, ready);
+                    }
+                    None => deciders.submit(seq, uid, raw),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Decisions taken in the order the messages came: brakes applied to new ones, each
