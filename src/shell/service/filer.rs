@@ -204,6 +204,10 @@ impl Shell<'_> {
                 Ok(())
             },
         );
+        if helped {
+            // Everything is recorded: the last copy runs while the sessions log out.
+            self.journal.checkpoint_soon();
+        }
         if let Some(mut s) = filer.session.take() {
             let t = Duration::from_secs(self.t());
             let _ = tokio::time::timeout(t, s.logout()).await;
