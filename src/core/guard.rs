@@ -163,8 +163,8 @@ pub fn in_our_thread(mail: &Mail, config: &Config) -> Option<String> {
 }
 
 /// Lower case, quote marks and whitespace removed: a quoted signature still matches.
-/// Mostly ASCII text goes byte by byte (the same result: an ASCII character's white
-/// space and lower case are its `char`'s), the rest char by char.
+/// ASCII text goes byte by byte (the same result: an ASCII character's white space
+/// and lower case are its `char`'s), any other text char by char.
 fn squeeze(s: &str) -> String {
     if s.is_ascii() {
         let kept = s
