@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use triage::core::documents::{Kind, Limits, Reader};
 
 fn child(seconds: u64, memory_mb: u64) -> Reader {
-    Reader::Child {
-        program: env!("CARGO_BIN_EXE_triage").into(),
-        limits: Limits {
+    Reader::child_of(
+        env!("CARGO_BIN_EXE_triage").into(),
+        Limits {
             seconds,
             memory_bytes: memory_mb << 20,
         },
-    }
+    )
 }
 
 /// A DOCX whose document.xml unpacks to `mb` MB of spaces (a few hundred KB packed).
@@ -211,10 +211,7 @@ fn the_small_reader_and_the_service_binary_read_alike() {
     let alone = std::env::temp_dir().join(format!("triage-alone-{}", std::process::id()));
     std::fs::create_dir_all(&alone).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_triage"), alone.join("triage")).unwrap();
-    let without = Reader::Child {
-        program: alone.join("triage"),
-        limits: Limits::default(),
-    };
+    let without = Reader::child_of(alone.join("triage"), Limits::default());
     let beside = child(5, 256);
     let po = docx("Purchase order PO-4711 for quote Q-100234");
     let text = beside.read(Kind::Docx, &po).unwrap();
@@ -225,4 +222,38 @@ fn the_small_reader_and_the_service_binary_read_alike() {
     assert!(!why.is_empty());
     assert_eq!(without.read(Kind::Docx, garbage).unwrap_err(), why);
     let _ = std::fs::remove_dir_all(&alone);
+}
+
+/// One fork server reads document after document, each in a child forked for it under
+/// its own limits: a bomb cut off or a reader that fails leaves the next document read
+/// as if it came alone, by the same server.
+#[test]
+fn one_server_reads_document_after_document_each_in_a_child_of_its_own() {
+    let reader = child(2, 128);
+    let po = docx("Purchase order PO-4711 for quote Q-100234");
+    let alone = Reader::InProcess.read(Kind::Docx, &po).unwrap();
+    for _ in 0..20 {
+        assert_eq!(reader.read(Kind::Docx, &po).unwrap(), alone);
+    }
+    let started = Instant::now();
+    let err = reader.read(Kind::Pdf, &pdf_bomb(1024)).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2 + 5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("cut off") || err.contains("memory limit"),
+        "{err}"
+    );
+    assert_eq!(reader.read(Kind::Docx, &po).unwrap(), alone);
+    let garbage = reader.read(Kind::Pdf, b"%PDF-1.4 cut").unwrap_err();
+    assert_eq!(
+        garbage,
+        Reader::InProcess
+            .read(Kind::Pdf, b"%PDF-1.4 cut")
+            .unwrap_err()
+    );
+    assert_eq!(reader.read(Kind::Docx, &po).unwrap(), alone);
+    assert_eq!(reader.servers_started(), 1, "one server for all");
 }

@@ -4,8 +4,10 @@
 //!
 //! Parsing a stranger's PDF or ZIP can take forever or all memory (PDF bombs, zip bombs),
 //! and parsers can panic. So the service and `triage classify` read each document in a
-//! child process (`triage-read-document`, or `triage read-document` where that small
-//! binary is not installed) with a CPU-time, memory and wall-clock limit:
+//! child process with a CPU-time, memory and wall-clock limit: forked for it by a kept
+//! `triage-read-document serve` ([`super::document_server`]), or else started for it
+//! (`triage-read-document`, or `triage read-document` where that small binary is not
+//! installed):
 //! whatever happens there, the message is left for a human with the reason and the
 //! service goes on. The reading itself ([`text_of`]) is plain code, used by that child
 //! and by tests.
@@ -14,6 +16,8 @@ use std::io::{Cursor, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::document_server::{Ending, Servers};
 
 /// The kinds of document read as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +314,12 @@ const READER: &str = "triage-read-document";
 #[derive(Debug, Clone)]
 pub enum Reader {
     InProcess,
-    Child { program: PathBuf, limits: Limits },
+    Child {
+        program: PathBuf,
+        limits: Limits,
+        /// Fork servers of `program`, kept between documents.
+        servers: Servers,
+    },
 }
 
 impl Reader {
@@ -326,13 +335,22 @@ impl Reader {
     /// child, else the running `triage` binary itself (`triage read-document`).
     pub fn child(limits: Limits) -> Reader {
         match std::env::current_exe() {
-            Ok(program) => Reader::Child { program, limits },
+            Ok(program) => Reader::child_of(program, limits),
             Err(_) => Reader::InProcess,
         }
     }
 
+    /// Documents read by `program` (`triage` or `triage-read-document` beside it).
+    pub fn child_of(program: PathBuf, limits: Limits) -> Reader {
+        Reader::Child {
+            program,
+            limits,
+            servers: Servers::default(),
+        }
+    }
+
     /// The program started and the arguments before the kind.
-    fn command(program: &std::path::Path) -> Command {
+    pub(super) fn command(program: &std::path::Path) -> Command {
         let small = program.with_file_name(READER);
         if small.is_file() {
             return Command::new(small);
@@ -340,6 +358,14 @@ impl Reader {
         let mut cmd = Command::new(program);
         cmd.arg("read-document");
         cmd
+    }
+
+    /// Fork servers started so far (none in process).
+    pub fn servers_started(&self) -> usize {
+        match self {
+            Reader::InProcess => 0,
+            Reader::Child { servers, .. } => servers.started(),
+        }
     }
 
     pub fn read(&self, kind: Kind, bytes: &[u8]) -> Result<String, String> {
@@ -355,12 +381,19 @@ impl Reader {
                     Err("the document reader failed on it (a malformed document)".into())
                 })
             }
-            Reader::Child { program, limits } => {
+            Reader::Child {
+                program,
+                limits,
+                servers,
+            } => {
                 let limits = Limits {
                     seconds: limits.seconds.min(seconds).max(1),
                     ..*limits
                 };
-                read_in_child(program, limits, kind, bytes)
+                let ending = servers
+                    .read(program, limits, kind, bytes)
+                    .unwrap_or_else(|| read_in_child(program, limits, kind, bytes));
+                ending.into_result(limits)
             }
         }
     }
@@ -368,12 +401,7 @@ impl Reader {
 
 /// The document read by `triage read-document` in a child process, which sets its own
 /// CPU and memory limits before it reads the document.
-fn read_in_child(
-    program: &std::path::Path,
-    limits: Limits,
-    kind: Kind,
-    bytes: &[u8],
-) -> Result<String, String> {
+fn read_in_child(program: &std::path::Path, limits: Limits, kind: Kind, bytes: &[u8]) -> Ending {
     let mut cmd = Reader::command(program);
     cmd.arg(kind.as_str())
         .arg(format!("--cpu-seconds={}", limits.seconds))
@@ -381,9 +409,10 @@ fn read_in_child(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("the document reader did not start ({e})"))?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return Ending::Cannot(format!("the document reader did not start ({e})")),
+    };
     // Feed stdin from a thread: a child that stops reading must not block us.
     let mut stdin = child.stdin.take().expect("piped");
     let input = bytes.to_vec();
@@ -423,26 +452,15 @@ fn read_in_child(
         let _ = e.read_to_string(&mut err);
     }
     match status {
-        None => Err(format!(
-            "reading the document took longer than {} s (cut off)",
-            limits.seconds
-        )),
-        Some(s) if s.success() => Ok(String::from_utf8_lossy(&out).into_owned()),
+        None => Ending::Late,
+        Some(s) if s.success() => Ending::Text(String::from_utf8_lossy(&out).into_owned()),
         Some(s) => {
             use std::os::unix::process::ExitStatusExt;
-            let why = err.lines().last().unwrap_or("").trim().to_string();
-            Err(match s.signal() {
-                Some(libc::SIGXCPU) | Some(libc::SIGKILL) => format!(
-                    "reading the document used more than {} s of CPU (cut off)",
-                    limits.seconds
-                ),
-                Some(_) => format!(
-                    "the document reader crashed on it (memory limit {} MB?)",
-                    limits.memory_bytes >> 20
-                ),
-                None if !why.is_empty() => why,
-                None => "the document reader failed on it".into(),
-            })
+            match s.signal() {
+                Some(libc::SIGXCPU) | Some(libc::SIGKILL) => Ending::OverCpu,
+                Some(_) => Ending::Crashed,
+                None => Ending::Cannot(err.lines().last().unwrap_or("").to_string()),
+            }
         }
     }
 }

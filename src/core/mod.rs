@@ -6,6 +6,7 @@ pub mod config;
 pub mod crm;
 pub mod dates;
 pub mod directory;
+pub mod document_server;
 pub mod documents;
 pub mod escape;
 pub mod guard;

@@ -5,7 +5,9 @@
 //!
 //! Run as `triage-read-document` (a small binary of its own: starting it costs a
 //! fraction of starting the whole service, and a backlog starts one per document) or,
-//! where that is not installed, as `triage read-document`.
+//! where that is not installed, as `triage read-document`. With the kind `serve` it is
+//! the fork server instead ([`super::document_server`]): started once, a child per
+//! document, so that a backlog does not start a program per document.
 
 use std::io::{Read, Write};
 
@@ -16,6 +18,9 @@ pub const CANNOT: i32 = 3;
 
 /// Reads one document of `kind` under the limits; the process's exit status.
 pub fn run(kind: &str, cpu: Option<u64>, memory: Option<u64>) -> i32 {
+    if kind == "serve" {
+        return super::document_server::serve();
+    }
     let Some(kind) = Kind::parse(kind) else {
         eprintln!("unknown document kind {kind:?}");
         return 2;
@@ -70,7 +75,7 @@ pub fn run_with_args(args: impl Iterator<Item = String>) -> i32 {
 // The one unsafe block in triage, audited: setrlimit on our own process, with values
 // we own; it touches no memory of ours.
 #[allow(unsafe_code)]
-fn limit(cpu: Option<u64>, memory: Option<u64>) -> std::io::Result<()> {
+pub(super) fn limit(cpu: Option<u64>, memory: Option<u64>) -> std::io::Result<()> {
     let set = |resource, soft: u64, hard: u64| {
         let l = libc::rlimit {
             rlim_cur: soft,

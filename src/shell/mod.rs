@@ -6,6 +6,7 @@ pub mod clock;
 pub mod consent;
 pub mod crm;
 pub mod document_reader;
+pub mod document_server;
 pub mod folders;
 pub mod health;
 pub mod journal;
