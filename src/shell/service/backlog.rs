@@ -385,15 +385,27 @@ impl Shell<'_> {
                 by_folder.entry(folder).or_default().push(f);
             }
         }
+        let started = std::time::Instant::now();
         mailbox::store_many(session, &answered, "\\Seen \\Answered", t).await?;
+        debug!(
+            "{} answered originals flagged in {:?}",
+            answered.len(),
+            started.elapsed()
+        );
         let mut filed = Vec::new();
         for (folder, fs) in by_folder {
             let uids: Vec<u32> = fs.iter().map(|f| f.item.uid).collect();
+            let started = std::time::Instant::now();
             let refused = if folder == inbox {
                 None
             } else {
                 self.file_into(session, inbox, &uids, &folder).await?
             };
+            debug!(
+                "{} originals filed into {folder} in {:?}",
+                uids.len(),
+                started.elapsed()
+            );
             match refused {
                 Some(why) => human.extend(fs.into_iter().map(|f| (f, why.clone(), None))),
                 None => filed.extend(fs.into_iter().map(|f| (f, folder.clone()))),

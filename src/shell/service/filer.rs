@@ -248,7 +248,7 @@ impl Shell<'_> {
     }
 
     /// A group flagged and moved on this session, then its outcomes recorded.
-    async fn file_and_record(
+    pub(super) async fn file_and_record(
         &self,
         session: &mut Imap,
         uidvalidity: u32,

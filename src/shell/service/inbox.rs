@@ -515,6 +515,13 @@ impl Shell<'_> {
             }
             self.handle_alone(session, at(item.uid), item).await?;
         }
+        if !acting.is_empty() && !quiet.is_empty() {
+            // Filed before the answers go out: their own copies, delivered into this
+            // inbox, then hold its lock again and again (the full job's 332 quiet ones
+            // took 3-5 ms before them, up to 620 ms after).
+            let now = std::mem::take(&mut quiet);
+            self.file_and_record(session, uidvalidity, now, "").await?;
+        }
         let answered = self.answer_all(session, inbox, uidvalidity, acting).await;
         self.pending.take();
         answered?;
