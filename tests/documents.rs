@@ -257,3 +257,45 @@ fn one_server_reads_document_after_document_each_in_a_child_of_its_own() {
     assert_eq!(reader.read(Kind::Docx, &po).unwrap(), alone);
     assert_eq!(reader.servers_started(), 1, "one server for all");
 }
+
+/// A fork server that dies at once, or answers nonsense, is not trusted: every document
+/// is still read, by a reader started for it, with the same text and reasons.
+#[test]
+fn a_server_that_fails_leaves_each_document_to_a_reader_started_for_it() {
+    let po = docx("Purchase order PO-4711 for quote Q-100234");
+    let alone = Reader::InProcess.read(Kind::Docx, &po).unwrap();
+    let dir = std::env::temp_dir().join(format!("triage-bad-server-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let triage = env!("CARGO_BIN_EXE_triage");
+    for (name, serve) in [
+        ("dies", "exit 1"),
+        ("babbles", "echo 'text 99999999999'; cat > /dev/null"),
+        ("mumbles", "echo 'words'; cat > /dev/null"),
+    ] {
+        // `triage read-document serve` misbehaves; any other reading is the real one.
+        let script = dir.join(name);
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\nif [ \"$2\" = serve ]; then {serve}; exit 0; fi\nexec {triage} \"$@\"\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let reader = Reader::child_of(script, Limits::default());
+        for _ in 0..3 {
+            assert_eq!(reader.read(Kind::Docx, &po).unwrap(), alone, "{name}");
+        }
+        let garbage = b"PK\x03\x04 not really a zip";
+        assert_eq!(
+            reader.read(Kind::Docx, garbage).unwrap_err(),
+            Reader::InProcess.read(Kind::Docx, garbage).unwrap_err(),
+            "{name}"
+        );
+        assert_eq!(
+            reader.servers_started(),
+            4,
+            "{name}: a new server tried each time"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
