@@ -1,5 +1,6 @@
-//! `triage-read-document KIND`: the document reader the service starts once per
-//! document, under limits it sets itself (see `triage::shell::document_reader`). A
+//! `triage-read-document serve`: the fork server the service keeps, one child per
+//! document; `triage-read-document KIND`: one document, where a server fails. Either
+//! way the reader sets its limits itself (see `triage::shell::document_reader`). A
 //! binary of its own because it is small: starting the whole service's binary was
 //! most of the CPU a backlog with documents cost.
 

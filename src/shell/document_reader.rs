@@ -4,7 +4,7 @@
 //! a `pre_exec` hook that forces a fork of the whole service.
 //!
 //! Run as `triage-read-document` (a small binary of its own: starting it costs a
-//! fraction of starting the whole service, and a backlog starts one per document) or,
+//! fraction of starting the whole service) or,
 //! where that is not installed, as `triage read-document`. With the kind `serve` it is
 //! the fork server instead ([`super::document_server`]): started once, a child per
 //! document, so that a backlog does not start a program per document.
@@ -72,8 +72,8 @@ pub fn run_with_args(args: impl Iterator<Item = String>) -> i32 {
 }
 
 /// The CPU-time and address-space limits on this process, before any untrusted byte.
-// The one unsafe block in triage, audited: setrlimit on our own process, with values
-// we own; it touches no memory of ours.
+// Audited unsafe (the fork server's are in document_server.rs): setrlimit on our own
+// process, with values we own; it touches no memory of ours.
 #[allow(unsafe_code)]
 pub(super) fn limit(cpu: Option<u64>, memory: Option<u64>) -> std::io::Result<()> {
     let set = |resource, soft: u64, hard: u64| {
