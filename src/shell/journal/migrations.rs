@@ -65,6 +65,13 @@ const STEPS: &[&str] = &[
     // (sender, category) is a prefix of audit_answers_by_sender: one index less to write.
     "CREATE INDEX IF NOT EXISTS audit_by_message ON audit(uidvalidity, uid);
      DROP INDEX IF EXISTS audit_by_sender;",
+    // 9: the brakes count only what was sent: their indexes hold only those records, so
+    // the other records (all of a sort job's) write two index entries fewer.
+    "DROP INDEX IF EXISTS audit_answers_by_sender;
+     CREATE INDEX audit_answers_by_sender ON audit(sender, category, time, message_id)
+         WHERE outcome = 'replied';
+     DROP INDEX IF EXISTS audit_by_outcome;
+     CREATE INDEX audit_sent ON audit(time) WHERE outcome IN ('replied', 'forwarded');",
 ];
 
 /// Brings the journal's schema up to date.
@@ -159,7 +166,7 @@ mod tests {
         for (query, index) in [
             ("SELECT 1 FROM audit WHERE uidvalidity = 1 AND uid = 2 AND outcome = 'shadow'", "audit_by_message"),
             ("SELECT COUNT(DISTINCT message_id) FROM audit WHERE outcome = 'replied' AND sender = 'a' AND category = 'b' AND time >= 'c'", "audit_answers_by_sender"),
-            ("SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded') AND time >= 'c'", "audit_by_outcome"),
+            ("SELECT COUNT(*) FROM audit WHERE outcome IN ('replied', 'forwarded') AND time >= 'c'", "audit_sent"),
         ] {
             let plan: Vec<String> = db
                 .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
