@@ -112,14 +112,7 @@ mod tests {
         for uid in 1..=500 {
             journal.set_folder("INBOX", 7, uid).unwrap();
             journal
-                .advance(
-                    7,
-                    uid,
-                    Some("m@x"),
-                    crate::shell::journal::State::Seen,
-                    None,
-                    "r",
-                )
+                .advance(7, uid, Some("m@x"), crate::shell::journal::State::Seen, "r")
                 .unwrap();
         }
         // Only a checkpoint writes the database file (the automatic one is off): wait

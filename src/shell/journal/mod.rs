@@ -128,8 +128,8 @@ impl Outbox {
 }
 
 /// An audit record's plan when it is the one its message's row holds (a filing done as
-/// planned): stored once, there. A finished message's plan is never replaced
-/// (`record_planned`), so the record keeps reading the plan it was made with.
+/// planned): stored once, there. Only `record_planned` writes a message's plan, and not
+/// once the message is finished, so the record keeps reading the plan it was made with.
 const AS_PLANNED: &str = "=";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -388,23 +388,21 @@ impl Journal {
         uid: u32,
         message_id: Option<&str>,
         state: State,
-        plan: Option<&Plan>,
         reason: &str,
     ) -> Result<()> {
-        let plan = plan.map(|p| serde_json::to_string(p).unwrap_or_default());
+        // The plan is `record_planned`'s alone to write.
         self.db
             .prepare_cached(
-                "INSERT INTO messages(uidvalidity, uid, message_id, state, plan, reason, updated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO messages(uidvalidity, uid, message_id, state, reason, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(uidvalidity, uid) DO UPDATE SET
-                 state = MAX(state, ?4), plan = COALESCE(?5, plan), reason = ?6, updated = ?7",
+                 state = MAX(state, ?4), reason = ?5, updated = ?6",
             )?
             .execute(params![
                 uidvalidity,
                 uid,
                 message_id,
                 state as i64,
-                plan,
                 reason,
                 now()
             ])?;
@@ -543,7 +541,7 @@ impl Journal {
         error: Option<&str>,
     ) -> Result<()> {
         self.together(|| {
-            self.advance(at.uidvalidity, at.uid, key, state, None, reason)?;
+            self.advance(at.uidvalidity, at.uid, key, state, reason)?;
             let record = Record {
                 outcome,
                 detail,
@@ -680,7 +678,7 @@ impl Journal {
                  WHERE uidvalidity = ?4 AND uid = ?5 AND plan IS NOT NULL",
             )?.execute(params![state, plan.reason, now, at.uidvalidity, at.uid])?;
             if stored == 0 {
-                self.advance(at.uidvalidity, at.uid, Some(key), State::Filed, None, &plan.reason)?;
+                self.advance(at.uidvalidity, at.uid, Some(key), State::Filed, &plan.reason)?;
                 return self.audit(at, plan, "filed", folder);
             }
             self.db.prepare_cached(
@@ -1115,7 +1113,7 @@ mod tests {
         assert_eq!(journal.highest_uid(7).unwrap(), None);
         for (uidvalidity, uid) in [(7, 3), (7, 41), (7, 12), (8, 900)] {
             journal
-                .advance(uidvalidity, uid, None, State::Seen, None, "r")
+                .advance(uidvalidity, uid, None, State::Seen, "r")
                 .unwrap();
         }
         assert_eq!(journal.highest_uid(7).unwrap(), Some(41));
@@ -1131,7 +1129,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let journal = Journal::open(&dir.join("journal.sqlite")).unwrap();
         journal
-            .advance(7, 1, Some("a@x"), State::Filed, None, "r")
+            .advance(7, 1, Some("a@x"), State::Filed, "r")
             .unwrap();
         let seen = journal
             .reading(|| Ok::<_, Error>((journal.state(7, 1)?, journal.state(7, 2)?)))
@@ -1149,7 +1147,7 @@ mod tests {
         );
         // A write after them commits on its own, as before.
         journal
-            .advance(7, 2, Some("b@x"), State::Seen, None, "r")
+            .advance(7, 2, Some("b@x"), State::Seen, "r")
             .unwrap();
         drop(journal);
         let again = Journal::open(&dir.join("journal.sqlite")).unwrap();
@@ -1179,9 +1177,7 @@ mod tests {
             .conclude_filed_as_planned(at(2), "k", &plan, "Orders")
             .unwrap();
         // No plan stored: written out, not lost.
-        journal
-            .advance(7, 3, Some("k"), State::Seen, None, "r")
-            .unwrap();
+        journal.advance(7, 3, Some("k"), State::Seen, "r").unwrap();
         journal
             .conclude_filed_as_planned(at(3), "k", &plan, "Orders")
             .unwrap();

@@ -170,7 +170,6 @@ impl Shell<'_> {
             at.uid,
             Some(key),
             State::Sending,
-            None,
             &plan.reason,
         )?;
         let crm_first = self.config().crm.is_some() && !plan.crm_actions.is_empty();
@@ -202,14 +201,8 @@ impl Shell<'_> {
                 self.keep_and_record(job, mail, sending, "the answer went out")
                     .await?;
             }
-            self.journal.advance(
-                at.uidvalidity,
-                at.uid,
-                Some(key),
-                State::Sent,
-                None,
-                &plan.reason,
-            )?;
+            self.journal
+                .advance(at.uidvalidity, at.uid, Some(key), State::Sent, &plan.reason)?;
         }
         // Everything went out and is recorded as such; only a Sent copy is missing.
         sending.human_reason = sending.human_reason.take().or(sending.copy_refused.take());

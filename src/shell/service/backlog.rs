@@ -204,7 +204,7 @@ impl Shell<'_> {
         journal.together(|| {
             for f in &group {
                 let (uid, key) = (f.item.uid, Some(f.key.as_str()));
-                journal.advance(uidvalidity, uid, key, State::Sending, None, &f.plan.reason)?;
+                journal.advance(uidvalidity, uid, key, State::Sending, &f.plan.reason)?;
             }
             Ok(())
         })?;
@@ -286,7 +286,6 @@ impl Shell<'_> {
                 at.uid,
                 Some(&f.key),
                 State::Sent,
-                None,
                 &f.plan.reason,
             )?;
         }

@@ -316,7 +316,7 @@ impl Shell<'_> {
                 }
                 if !uidplus {
                     let why = "our own copy, left marked \\Deleted (no UIDPLUS)";
-                    journal.advance(uidvalidity, item.uid, None, State::Filed, None, why)?;
+                    journal.advance(uidvalidity, item.uid, None, State::Filed, why)?;
                 }
             }
             Ok(())
@@ -402,7 +402,6 @@ impl Shell<'_> {
                 at.uid,
                 Some(id),
                 state,
-                None,
                 "handled before under another UID",
             )?;
             info!(
