@@ -455,6 +455,89 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
     .await
 }
 
+/// A group's flags and moves sent together, their answers read after. Dovecot syncs
+/// the mailbox after each command, but once after a pipelined series; on Maildir each
+/// sync takes the inbox's lock, which every delivery into the inbox takes too. While the
+/// desk's own copies are delivered, one command at a time waited 0.1-2.4 s for it (the
+/// STORE and the two folders' moves of a 1,000-message full job: median 282 ms, 5 of 11
+/// runs over 1 s); sent together, 32-624 ms (median 43 ms). Per move, in order: done, or
+/// the server's refusal, for the caller to try again alone (`move_many` creates a missing
+/// folder). A refused STORE is returned as the error once every answer is read.
+/// Untagged answers (EXPUNGE, EXISTS) are not kept: a pass lists the inbox anew.
+pub async fn store_and_move_at_once(
+    s: &mut Imap,
+    stores: &[(&str, &[u32])],
+    moves: &[(&str, &[u32])],
+    t: u64,
+) -> Result<Vec<Result<(), Trouble>>, Trouble> {
+    use async_imap::imap_proto::{Response, Status};
+    let mut commands = Vec::new();
+    for (flags, uids) in stores.iter().filter(|(_, u)| !u.is_empty()) {
+        let what = "UID STORE".to_string();
+        commands.push((
+            None,
+            what,
+            format!("UID STORE {} +FLAGS.SILENT ({flags})", uid_set(uids)),
+        ));
+    }
+    for (i, (folder, uids)) in moves.iter().enumerate().filter(|(_, (_, u))| !u.is_empty()) {
+        let what = format!("UID MOVE to {folder}");
+        // A line break would end the command (never in a name the server listed).
+        if folder.contains(['\r', '\n']) {
+            return Err(Trouble::Refused(format!(
+                "{what}: the folder's name has a line break"
+            )));
+        }
+        commands.push((
+            Some(i),
+            what,
+            format!("UID MOVE {} {}", uid_set(uids), quoted(folder)),
+        ));
+    }
+    let mut out: Vec<Result<(), Trouble>> = moves.iter().map(|_| Ok(())).collect();
+    let mut store_refused = None;
+    within(t, "UID STORE and UID MOVE", async {
+        let mut tags = Vec::new();
+        for (which, what, command) in &commands {
+            tags.push((s.run_command(command).await?, which, what));
+        }
+        let mut left = tags.len();
+        while left > 0 {
+            let Some(answer) = s.read_response().await? else {
+                return Err(async_imap::error::Error::ConnectionLost);
+            };
+            let Response::Done {
+                tag,
+                status,
+                outcome,
+            } = answer.parsed()
+            else {
+                continue;
+            };
+            let Some((_, which, what)) = tags.iter().find(|(t, ..)| t == tag) else {
+                continue;
+            };
+            left -= 1;
+            if *status == Status::Ok {
+                continue;
+            }
+            let words = outcome.information.as_deref().unwrap_or("refused");
+            let trouble = refusal(what, words);
+            match which {
+                Some(i) => out[*i] = Err(trouble),
+                // As `store_many` would: a session that cannot flag is broken.
+                None => store_refused = Some(Trouble::Broken(trouble.to_string())),
+            }
+        }
+        Ok::<_, async_imap::error::Error>(())
+    })
+    .await?;
+    match store_refused {
+        Some(trouble) => Err(trouble),
+        None => Ok(out),
+    }
+}
+
 /// What the server can do for filing, read once per session.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {

@@ -12,6 +12,7 @@ use lettre::Message;
 use tracing::{debug, error, info};
 
 use super::answering::{copy_refused, parse_for_attachments, Answer, Sending};
+use super::filing::flag_and_file;
 use super::inbox::{Acting, Shell};
 use super::{kept_documents, Error};
 use crate::core::plan::Plan;
@@ -369,7 +370,6 @@ impl Shell<'_> {
         uidvalidity: u32,
         done: Vec<(Fresh<'_>, Outcome)>,
     ) -> Result<(), Error> {
-        let t = self.t();
         let mut human: Vec<(&Fresh, String, Option<String>)> = Vec::new();
         let mut by_folder: BTreeMap<String, Vec<&Fresh>> = BTreeMap::new();
         let mut answered = Vec::new();
@@ -384,32 +384,9 @@ impl Shell<'_> {
                 by_folder.entry(folder).or_default().push(f);
             }
         }
-        let started = std::time::Instant::now();
-        mailbox::store_many(session, &answered, "\\Seen \\Answered", t).await?;
-        debug!(
-            "{} answered originals flagged in {:?}",
-            answered.len(),
-            started.elapsed()
-        );
-        let mut filed = Vec::new();
-        for (folder, fs) in by_folder {
-            let uids: Vec<u32> = fs.iter().map(|f| f.item.uid).collect();
-            let started = std::time::Instant::now();
-            let refused = if folder == inbox {
-                None
-            } else {
-                self.file_into(session, inbox, &uids, &folder).await?
-            };
-            debug!(
-                "{} originals filed into {folder} in {:?}",
-                uids.len(),
-                started.elapsed()
-            );
-            match refused {
-                Some(why) => human.extend(fs.into_iter().map(|f| (f, why.clone(), None))),
-                None => filed.extend(fs.into_iter().map(|f| (f, folder.clone()))),
-            }
-        }
+        let filed = self
+            .flag_and_file_answered(session, inbox, &answered, by_folder, &mut human)
+            .await?;
         let uids: Vec<u32> = human.iter().map(|(f, ..)| f.item.uid).collect();
         if !uids.is_empty() {
             self.set_aside(session, &uids).await?;
@@ -436,5 +413,50 @@ impl Shell<'_> {
             info!(uid = f.item.uid, category, "left for a human: {reason}");
         }
         Ok(())
+    }
+
+    /// The answered originals flagged and moved by folder in one go; those whose folder
+    /// the server refused join `human`. Returns the filed ones with their folder.
+    async fn flag_and_file_answered<'f>(
+        &self,
+        session: &mut Imap,
+        inbox: &str,
+        answered: &[u32],
+        mut by_folder: BTreeMap<String, Vec<&'f Fresh<'f>>>,
+        human: &mut Vec<(&'f Fresh<'f>, String, Option<String>)>,
+    ) -> Result<Vec<(&'f Fresh<'f>, String)>, Error> {
+        // Those filed in the inbox itself only get their flags.
+        let mut filed: Vec<(&Fresh, String)> = by_folder
+            .remove(inbox)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| (f, inbox.to_string()))
+            .collect();
+        let targets: Vec<(String, Vec<&Fresh>)> = by_folder.into_iter().collect();
+        let uids: Vec<Vec<u32>> = targets
+            .iter()
+            .map(|(_, fs)| fs.iter().map(|f| f.item.uid).collect())
+            .collect();
+        let moves: Vec<(&str, &[u32])> = targets
+            .iter()
+            .zip(&uids)
+            .map(|((folder, _), uids)| (folder.as_str(), uids.as_slice()))
+            .collect();
+        let started = std::time::Instant::now();
+        let stores = [("\\Seen \\Answered", answered)];
+        let outcome = flag_and_file(session, inbox, &stores, &moves, self.caps, self.t()).await?;
+        debug!(
+            "{} answered originals flagged and filed into {} folders in {:?}",
+            answered.len(),
+            moves.len(),
+            started.elapsed()
+        );
+        for ((folder, fs), refused) in targets.into_iter().zip(outcome) {
+            match refused {
+                Some(why) => human.extend(fs.into_iter().map(|f| (f, why.clone(), None))),
+                None => filed.extend(fs.into_iter().map(|f| (f, folder.clone()))),
+            }
+        }
+        Ok(filed)
     }
 }

@@ -275,21 +275,64 @@ impl FilingOrder {
     /// with its words: they were set aside for a person instead.
     pub async fn carry_out(&self, session: &mut Imap) -> Result<HashMap<u32, String>, Trouble> {
         let (inbox, caps, t) = (self.inbox.as_str(), self.caps, self.t);
-        for (flags, uids) in &self.by_flags {
-            mailbox::store_many(session, uids, flags, t).await?;
-        }
+        let stores: Vec<(&str, &[u32])> = self
+            .by_flags
+            .iter()
+            .map(|(flags, uids)| (*flags, uids.as_slice()))
+            .collect();
+        let moves: Vec<(&str, &[u32])> = self
+            .by_folder
+            .iter()
+            .map(|(folder, uids)| (folder.as_str(), uids.as_slice()))
+            .collect();
+        let filed = flag_and_file(session, inbox, &stores, &moves, caps, t).await?;
         let mut refused: HashMap<u32, String> = HashMap::new();
         let mut human = self.human.clone();
-        for (folder, uids) in &self.by_folder {
-            if let Some(why) = file_into(session, inbox, uids, folder, caps, t).await? {
+        for ((_, uids), why) in moves.iter().zip(filed) {
+            if let Some(why) = why {
                 refused.extend(uids.iter().map(|uid| (*uid, why.clone())));
-                human.extend(uids);
+                human.extend(*uids);
             }
         }
         let folder = self.human_folder.as_deref();
         set_aside(session, inbox, &human, folder, caps, t).await?;
         Ok(refused)
     }
+}
+
+/// Flags, then moves by folder: sent together where the server moves
+/// (`store_and_move_at_once`: one sync of the inbox), a refused move tried again alone
+/// (`file_into`, which creates a missing folder); one command at a time where it copies.
+/// Per folder, in order: None (filed) or why not (its messages then go to a person).
+pub(super) async fn flag_and_file(
+    session: &mut Imap,
+    inbox: &str,
+    stores: &[(&str, &[u32])],
+    moves: &[(&str, &[u32])],
+    caps: Caps,
+    t: u64,
+) -> Result<Vec<Option<String>>, Trouble> {
+    if !caps.r#move {
+        for (flags, uids) in stores {
+            mailbox::store_many(session, uids, flags, t).await?;
+        }
+        let mut filed = Vec::new();
+        for (folder, uids) in moves {
+            filed.push(file_into(session, inbox, uids, folder, caps, t).await?);
+        }
+        return Ok(filed);
+    }
+    let answers = mailbox::store_and_move_at_once(session, stores, moves, t).await?;
+    let mut filed = Vec::new();
+    for ((folder, uids), answer) in moves.iter().zip(answers) {
+        filed.push(match answer {
+            Ok(()) => None,
+            Err(Trouble::Refused(_)) => file_into(session, inbox, uids, folder, caps, t).await?,
+            // Throttled or cut off: the session ends, as with one command at a time.
+            Err(broken) => return Err(broken),
+        });
+    }
+    Ok(filed)
 }
 
 /// Moves messages to their filing folder. Some(reason) when the server refuses the
