@@ -496,7 +496,9 @@ pub async fn store_and_move_at_once(
     }
     let mut out: Vec<Result<(), Trouble>> = moves.iter().map(|_| Ok(())).collect();
     let mut store_refused = None;
-    within(t, "UID STORE and UID MOVE", async {
+    // Each command as long as it would have alone.
+    let all = t.saturating_mul(commands.len().max(1) as u64);
+    within(all, "UID STORE and UID MOVE", async {
         let mut tags = Vec::new();
         for (which, what, command) in &commands {
             tags.push((s.run_command(command).await?, which, what));
