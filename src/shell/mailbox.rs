@@ -462,7 +462,9 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
 /// STORE and the two folders' moves of a 1,000-message full job: median 282 ms, 5 of 11
 /// runs over 1 s); sent together, 32-624 ms (median 43 ms). Per move, in order: done, or
 /// the server's refusal, for the caller to try again alone (`move_many` creates a missing
-/// folder). A refused STORE is returned as the error once every answer is read.
+/// folder). A refused STORE is returned as the error once every answer is read; the
+/// moves sent with it have still been made, so those messages are filed without the flags
+/// (their records are settled at the next start, as after a kill between the two).
 /// Untagged answers (EXPUNGE, EXISTS) are not kept: a pass lists the inbox anew.
 pub async fn store_and_move_at_once(
     s: &mut Imap,
