@@ -465,7 +465,11 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
 /// folder). A refused STORE is returned as the error once every answer is read; the
 /// moves sent with it have still been made, so those messages are filed without the flags
 /// (their records are settled at the next start, as after a kill between the two).
-/// Untagged answers (EXPUNGE, EXISTS) are not kept: a pass lists the inbox anew.
+/// Untagged answers (EXPUNGE, EXISTS) are not kept: a pass lists the inbox anew. The
+/// moves' copies carry the STORE's flags, so the order matters: RFC 3501 (5.5) has a
+/// server that could run commands at once run such dependent ones in the order sent, as
+/// servers that run one command at a time do anyway; `live_service` checks the flags on
+/// an answered original in its folder.
 pub async fn store_and_move_at_once(
     s: &mut Imap,
     stores: &[(&str, &[u32])],
