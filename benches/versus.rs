@@ -342,15 +342,20 @@ fn sort_config(stack: &Stack) -> PathBuf {
     sort_only(&config(stack, &wiring))
 }
 
+/// triage's journal removed, its WAL and the bytes kept for replay with it (they refer
+/// to each other): the next run starts from nothing.
+fn fresh_journal(stack: &Stack) {
+    for end in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(stack.dir.join(format!("triage.sqlite{end}")));
+    }
+    let _ = std::fs::remove_dir_all(stack.dir.join("triage.messages"));
+}
+
 fn contender(stack: &Stack, name: &str, sort_cfg: &Path, expect_file: &Path) -> Command {
     let me = std::env::current_exe().unwrap();
     match name {
         "triage" | "triage-b" => {
-            for end in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(stack.dir.join(format!("triage.sqlite{end}")));
-            }
-            // The bytes kept for replay go with the journal that refers to them.
-            let _ = std::fs::remove_dir_all(stack.dir.join("triage.messages"));
+            fresh_journal(stack);
             let args = ["run", "--once"];
             let mut c = match name {
                 // Only a contender when VERSUS_TRIAGE_B is set.
@@ -575,8 +580,7 @@ fn full_job(stack: &Stack, full_n: usize, repeat: usize) {
         .map(|i| (numbered_case(kinds[i % kinds.len()], i), String::new(), ""))
         .collect();
     let snapshot = seed(stack, &backlog, "full");
-    println!("
-full job: triage run --once on {full_n} messages, against a bare SMTP client sending the same messages, {repeat} pairs:");
+    println!("\nfull job: triage run --once on {full_n} messages, against a bare SMTP client sending the same messages, {repeat} pairs:");
     let mut runs = Vec::new();
     for rep in 0..repeat {
         if rep > 0 {
@@ -632,10 +636,7 @@ full job: triage run --once on {full_n} messages, against a bare SMTP client sen
 
 /// One full job from the restored inbox, then the bare client sending what it sent.
 fn full_pair(stack: &Stack, cfg: &Path, under_perf: bool) -> FullRun {
-    for end in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(stack.dir.join(format!("triage.sqlite{end}")));
-    }
-    let _ = std::fs::remove_dir_all(stack.dir.join("triage.messages"));
+    fresh_journal(stack);
     let mut run = triage(stack, cfg, &["run", "--once"]);
     run.env("TRIAGE_LOG", triage_log());
     let began = std::time::SystemTime::now();

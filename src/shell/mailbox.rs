@@ -455,15 +455,14 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
     .await
 }
 
-/// A group's flags and moves sent together, their answers read after. Dovecot syncs
-/// the mailbox after each command, but once after a pipelined series; on Maildir each
-/// sync takes the inbox's lock, which every delivery into the inbox takes too. While the
-/// desk's own copies are delivered, one command at a time waited 0.1-2.4 s for it (the
-/// STORE and the two folders' moves of a 1,000-message full job: median 282 ms, 5 of 11
-/// runs over 1 s); sent together, 32-624 ms (median 43 ms). Per move, in order: done, or
-/// the server's refusal, for the caller to try again alone (`move_many` creates a missing
-/// folder). A refused STORE is returned as the error once every answer is read; the
-/// moves sent with it have still been made, so those messages are filed without the flags
+/// A group's flags and moves sent together, their answers read after. On Maildir every
+/// sync of the inbox takes its lock, which each delivery into it takes too; Dovecot waits
+/// for the commands in progress before it syncs (imap-sync.c), so the series meets that
+/// lock less often than one command at a time did while the desk's own copies were being
+/// delivered (README, "what limits the full job"). Per move, in order: done, or the
+/// server's refusal, for the caller to try again alone (`move_many` creates a missing
+/// folder). A refused STORE is returned as the error once every answer is read; the moves
+/// sent with it have still been made, so those messages are filed without the flags
 /// (their records are settled at the next start, as after a kill between the two).
 /// Untagged answers (EXPUNGE, EXISTS) are not kept: a pass lists the inbox anew. The
 /// moves' copies carry the STORE's flags, so the order matters: RFC 3501 (5.5) has a
@@ -530,11 +529,13 @@ pub async fn store_and_move_at_once(
                 continue;
             }
             let words = outcome.information.as_deref().unwrap_or("refused");
-            let trouble = refusal(what, words);
             match which {
-                Some(i) => out[*i] = Err(trouble),
+                Some(i) => out[*i] = Err(refusal(what, words)),
                 // As `store_many` would: a session that cannot flag is broken.
-                None => store_refused = Some(Trouble::Broken(trouble.to_string())),
+                None => {
+                    store_refused =
+                        Some(Trouble::Broken(format!("{what}: the server said: {words}")))
+                }
             }
         }
         Ok::<_, async_imap::error::Error>(())
