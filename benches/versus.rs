@@ -145,17 +145,18 @@ fn generate(i: usize, rng: &mut Rng) -> (Vec<u8>, String, &'static str) {
 
 // ---- the mailbox --------------------------------------------------------------------------
 
-fn chown_r(path: &Path, stack: &Stack) {
+/// Gives the path (with all below it when `recursive`) to the stack's mail user.
+fn chown(path: &Path, stack: &Stack, recursive: bool) {
     let owner = format!(
         "{}:{}",
         stack.setting("MAILSTACK_MAIL_UID"),
         stack.setting("MAILSTACK_MAIL_GID")
     );
-    Command::new("chown")
-        .args(["-R", &owner])
-        .arg(path)
-        .status()
-        .unwrap();
+    let mut c = Command::new("chown");
+    if recursive {
+        c.arg("-R");
+    }
+    c.arg(owner).arg(path).status().unwrap();
 }
 
 /// A file name as Dovecot's own delivery (LMTP, LDA) gives it: with the size and the
@@ -185,21 +186,13 @@ fn seed(stack: &Stack, messages: &[(Vec<u8>, String, &str)], tag: &str) -> PathB
     for (i, (raw, _, _)) in messages.iter().enumerate() {
         std::fs::write(maildir.join("new").join(maildir_name(i, raw)), raw).unwrap();
     }
-    chown_r(&maildir, stack);
+    chown(&maildir, stack, true);
     // The desk's folder and its domain's were just made by root; the domain's must stay
     // the mail user's, or the LMTP server cannot make the cc'd people's mailboxes when
     // their first answer comes (every such delivery deferred, and retried by Postfix
     // every 5 s through the rest of the bench).
     for dir in maildir.ancestors().skip(1).take(2) {
-        Command::new("chown")
-            .arg(format!(
-                "{}:{}",
-                stack.setting("MAILSTACK_MAIL_UID"),
-                stack.setting("MAILSTACK_MAIL_GID")
-            ))
-            .arg(dir)
-            .status()
-            .unwrap();
+        chown(dir, stack, false);
     }
     doveadm(stack, &["index", "-u", DESK, "INBOX"]);
     let snapshot = stack.dir.join(format!("snapshot-{tag}"));
