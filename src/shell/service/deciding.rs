@@ -36,13 +36,7 @@ impl Deciders {
     pub fn start(book: &Arc<Playbook>, keep: Option<Arc<Kept>>) -> Deciders {
         let n = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .clamp(1, 4)
-            .min(
-                std::env::var("TRIAGE_DECIDERS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(4),
-            );
+            .clamp(1, 4);
         let (jobs, queue) = channel::<Job>();
         let (finished, done) = channel::<Done>();
         let queue = Arc::new(Mutex::new(queue));
