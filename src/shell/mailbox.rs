@@ -460,8 +460,8 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
 /// for the commands in progress before it syncs (imap-sync.c), so the series meets that
 /// lock less often than one command at a time did while the desk's own copies were being
 /// delivered (README, "what limits the full job"). Per move, in order: done, or the
-/// server's refusal, for the caller to try again alone (`move_many` creates a missing
-/// folder). A refused STORE is returned as the error once every answer is read; the moves
+/// server's refusal, for the caller to try again alone (`move_after_refusal` creates a
+/// missing folder). A refused STORE is returned as the error once every answer is read; the moves
 /// sent with it have still been made, so those messages are filed without the flags
 /// (their records are settled at the next start, as after a kill between the two).
 /// Untagged answers (EXPUNGE, EXISTS) are not kept: a pass lists the inbox anew. The
@@ -578,10 +578,7 @@ pub async fn move_many(
         // with one more command before every move.
         let what = format!("UID MOVE to {folder}");
         return match checked(t, &what, s.uid_mv(&set, folder)).await {
-            Err(Trouble::Refused(_)) => {
-                ensure_folder(s, folder, t).await?;
-                checked(t, &what, s.uid_mv(&set, folder)).await
-            }
+            Err(Trouble::Refused(_)) => move_after_refusal(s, uids, folder, t).await,
             done => done,
         };
     }
@@ -610,6 +607,19 @@ pub async fn move_many(
         uid_expunge(s, &set, t).await?;
     }
     Ok(())
+}
+
+/// A UID MOVE the server refused, tried once more after making sure the folder exists
+/// (TRYCREATE); the server's words if it refuses again.
+pub async fn move_after_refusal(
+    s: &mut Imap,
+    uids: &[u32],
+    folder: &str,
+    t: u64,
+) -> Result<(), Trouble> {
+    ensure_folder(s, folder, t).await?;
+    let what = format!("UID MOVE to {folder}");
+    checked(t, &what, s.uid_mv(uid_set(uids), folder)).await
 }
 
 /// The keyword on a message being filed by COPY.

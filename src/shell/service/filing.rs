@@ -302,7 +302,7 @@ impl FilingOrder {
 
 /// Flags, then moves by folder: sent together where the server moves
 /// (`store_and_move_at_once`: one sync of the inbox), a refused move tried again alone
-/// (`file_into`, which creates a missing folder); one command at a time where it copies.
+/// once its folder is made (`move_after_refusal`); one command at a time where it copies.
 /// Per folder, in order: None (filed) or why not (its messages then go to a person).
 pub(super) async fn flag_and_file(
     session: &mut Imap,
@@ -327,7 +327,10 @@ pub(super) async fn flag_and_file(
     for ((folder, uids), answer) in moves.iter().zip(answers) {
         filed.push(match answer {
             Ok(()) => None,
-            Err(Trouble::Refused(_)) => file_into(session, inbox, uids, folder, caps, t).await?,
+            Err(Trouble::Refused(_)) => {
+                let again = mailbox::move_after_refusal(session, uids, folder, t).await;
+                for_person(again, uids.len(), folder)?
+            }
             // Throttled or cut off: the session ends, as with one command at a time.
             Err(broken) => return Err(broken),
         });
@@ -345,10 +348,21 @@ async fn file_into(
     caps: Caps,
     t: u64,
 ) -> Result<Option<String>, Trouble> {
-    match mailbox::move_many(session, inbox, uids, folder, caps, t).await {
+    let moved = mailbox::move_many(session, inbox, uids, folder, caps, t).await;
+    for_person(moved, uids.len(), folder)
+}
+
+/// A move's result as filing sees it: None when done, the reason for the person when the
+/// server refused the folder; a broken session stays an error.
+fn for_person(
+    moved: Result<(), Trouble>,
+    n: usize,
+    folder: &str,
+) -> Result<Option<String>, Trouble> {
+    match moved {
         Ok(()) => Ok(None),
         Err(Trouble::Refused(w)) => {
-            error!("cannot file {} message(s) to {folder}: {w}", uids.len());
+            error!("cannot file {n} message(s) to {folder}: {w}");
             Ok(Some(format!(
                 "cannot file it to {folder}: {w}; left for a human"
             )))
