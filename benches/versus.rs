@@ -793,11 +793,17 @@ fn main() {
             "\nN = {n}: seeded {n} messages ({avg:.1} KB average) into the Maildir and indexed in {:.1} s",
             t.elapsed().as_secs_f64()
         );
+        // One contender from the restored snapshot, timed and checked: (wall s, peak RSS
+        // MiB, lost, twice, other category).
+        let sort_run = |c: &str| {
+            restore(&stack, &snapshot);
+            let (wall, peak) = timed(contender(&stack, c, &sort_cfg, &expect_file));
+            let (lost, twice, disagree) = check(&stack, &expected, c != "floor-fetch");
+            (wall, peak, lost, twice, disagree)
+        };
         for round in 1..=warmup {
             for &c in &contenders {
-                restore(&stack, &snapshot);
-                let (wall, _) = timed(contender(&stack, c, &sort_cfg, &expect_file));
-                let (lost, twice, _) = check(&stack, &expected, c != "floor-fetch");
+                let (wall, _, lost, twice, _) = sort_run(c);
                 println!("  warm-up {round}: {c:<11} {wall:>7.2} s (not counted)");
                 assert_eq!((lost, twice), (0, 0), "{c} lost or duplicated mail");
             }
@@ -808,9 +814,7 @@ fn main() {
         for rep in 0..repeat {
             let mut this_run = HashMap::new();
             for &c in &contenders {
-                restore(&stack, &snapshot);
-                let (wall, peak) = timed(contender(&stack, c, &sort_cfg, &expect_file));
-                let (lost, twice, disagree) = check(&stack, &expected, c != "floor-fetch");
+                let (wall, peak, lost, twice, disagree) = sort_run(c);
                 println!(
                     "  run {}: {c:<11} {wall:>7.2} s {:>7.0} msg/s  peak RSS {peak:>6.1} MiB  lost {lost} twice {twice} other category {disagree}",
                     rep + 1,
