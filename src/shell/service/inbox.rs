@@ -159,7 +159,8 @@ struct Decided<'l> {
 pub(super) struct Quiet {
     pub uid: u32,
     pub size: u32,
-    pub plan: Plan,
+    /// Boxed: thousands wait to be filed, and a Vec of them grows by copying.
+    pub plan: Box<Plan>,
     /// Its bytes until its decision is recorded; then let go while it waits.
     pub raw: Vec<u8>,
     pub key: String,
@@ -173,7 +174,7 @@ impl Quiet {
         Quiet {
             uid: at.uid,
             size,
-            plan,
+            plan: Box::new(plan),
             raw,
             key,
             kept: None,
@@ -709,7 +710,7 @@ impl Shell<'_> {
                 decided.quiet.push(Quiet {
                     uid,
                     size: item.size,
-                    plan,
+                    plan: Box::new(plan),
                     raw,
                     key,
                     kept,
@@ -721,6 +722,11 @@ impl Shell<'_> {
                 || order.since.elapsed() >= GROUP_COMMIT_AFTER
             {
                 self.record_decided(uidvalidity, quiet, acting)?;
+                // What sends nothing needs its bytes no more: a batch holds at most a
+                // group's, not all of its own, while it waits for the rest.
+                for q in &mut decided.quiet[q..] {
+                    q.raw = Vec::new();
+                }
                 decided.recorded = (decided.quiet.len(), decided.acting.len());
                 order.since = Instant::now();
             }
