@@ -301,8 +301,9 @@ impl FilingOrder {
 }
 
 /// Flags, then moves by folder: sent together where the server moves
-/// (`store_and_move_at_once`: one sync of the inbox), a refused move tried again alone
-/// once its folder is made (`move_after_refusal`); one command at a time where it copies.
+/// (`store_and_move_at_once`, which meets the inbox's lock less often), a refused move
+/// tried again alone once its folder is made (`move_after_refusal`); one command at a
+/// time where it copies.
 /// Per folder, in order: None (filed) or why not (its messages then go to a person).
 pub(super) async fn flag_and_file(
     session: &mut Imap,

@@ -724,8 +724,8 @@ impl Shell<'_> {
                 self.record_decided(uidvalidity, quiet, acting)?;
                 // What sends nothing needs its bytes no more: a batch holds at most a
                 // group's, not all of its own, while it waits for the rest.
-                for q in &mut decided.quiet[q..] {
-                    q.raw = Vec::new();
+                for recorded in &mut decided.quiet[q..] {
+                    recorded.raw = Vec::new();
                 }
                 decided.recorded = (decided.quiet.len(), decided.acting.len());
                 order.since = Instant::now();
