@@ -54,10 +54,13 @@ impl Filer {
     /// Whether `unfiled` decided messages are to be filed now: at `every` in any case
     /// (what waits costs memory); at `soon` when the second session has nothing to do,
     /// so that the server moves while the service decides, and little is left at the end.
+    /// A second session still signing in is not idle: filing then would hold the next
+    /// batch until its login and SELECT are done (a slow login server's whole delay).
     pub fn due(&self, unfiled: usize, soon: usize, every: usize) -> bool {
-        let idle = match &self.moving {
-            Some((_, task)) => task.is_finished(),
-            None => !self.unavailable,
+        let idle = match (&self.moving, &self.opening) {
+            (Some((_, task)), _) => task.is_finished(),
+            (None, Some(opening)) => opening.is_finished(),
+            (None, None) => !self.unavailable,
         };
         unfiled >= every || (idle && unfiled >= soon)
     }
@@ -297,4 +300,39 @@ fn take_part(group: &mut VecDeque<Quiet>, n: usize, front: bool) -> Option<Vec<Q
     let n = n.min(group.len());
     let at = if front { 0 } else { group.len() - n };
     Some(group.drain(at..at + n).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The second session is opened while the first batches are decided; until its
+    /// login and SELECT are done, the decided messages wait (up to `every`) rather than
+    /// holding the next batch.
+    #[test]
+    fn a_session_still_signing_in_is_not_idle() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (done, signed_in) = tokio::sync::oneshot::channel::<()>();
+            let mut filer = Filer::new(2);
+            filer.opening = Some(tokio::spawn(async move {
+                let _ = signed_in.await;
+                Err(Trouble::Broken("not a real session".into()))
+            }));
+            tokio::task::yield_now().await;
+            assert!(!filer.due(1000, 1000, 5000), "filed while signing in");
+            assert!(filer.due(5000, 1000, 5000), "what waits is bounded");
+            done.send(()).unwrap();
+            while !filer.opening.as_ref().unwrap().is_finished() {
+                tokio::task::yield_now().await;
+            }
+            assert!(filer.due(1000, 1000, 5000), "not filed once signed in");
+            assert!(
+                !Filer::new(1).due(1000, 1000, 5000),
+                "one session files at `every`"
+            );
+        });
+    }
 }
