@@ -469,11 +469,17 @@ pub async fn store_many(s: &mut Imap, uids: &[u32], flags: &str, t: u64) -> Resu
 /// server that could run commands at once run such dependent ones in the order sent, as
 /// servers that run one command at a time do anyway; `live_service` checks the flags on
 /// an answered original in its folder.
+///
+/// `on_moved(i)` is called as soon as move `i` is done and every flag stored (the answers
+/// come one by one, a Maildir server taking ~20 ms a move): the caller records those
+/// while the server moves the next. A move done before the flags' answer is only in the
+/// result.
 pub async fn store_and_move_at_once(
     s: &mut Imap,
     stores: &[(&str, &[u32])],
     moves: &[(&str, &[u32])],
     t: u64,
+    mut on_moved: impl FnMut(usize),
 ) -> Result<Vec<Result<(), Trouble>>, Trouble> {
     use async_imap::imap_proto::{Response, Status};
     let mut commands = Vec::new();
@@ -509,6 +515,7 @@ pub async fn store_and_move_at_once(
             tags.push((s.run_command(command).await?, which, what));
         }
         let mut left = tags.len();
+        let mut stores_left = tags.iter().filter(|(_, which, _)| which.is_none()).count();
         while left > 0 {
             let Some(answer) = s.read_response().await? else {
                 return Err(async_imap::error::Error::ConnectionLost);
@@ -526,6 +533,11 @@ pub async fn store_and_move_at_once(
             };
             left -= 1;
             if *status == Status::Ok {
+                match which {
+                    Some(i) if stores_left == 0 => on_moved(*i),
+                    Some(_) => {}
+                    None => stores_left -= 1,
+                }
                 continue;
             }
             let words = outcome.information.as_deref().unwrap_or("refused");

@@ -444,7 +444,8 @@ impl Shell<'_> {
             .collect();
         let started = std::time::Instant::now();
         let stores = [("\\Seen \\Answered", answered)];
-        let outcome = flag_and_file(session, inbox, &stores, &moves, self.caps, self.t()).await?;
+        let outcome =
+            flag_and_file(session, inbox, &stores, &moves, self.caps, self.t(), |_| {}).await?;
         debug!(
             "{} answered originals flagged and filed into {} folders in {:?}",
             answered.len(),

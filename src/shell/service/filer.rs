@@ -7,7 +7,7 @@
 //! is filed on the main session, as before.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -96,7 +96,8 @@ impl Shell<'_> {
                 let n = quiet.len();
                 let task = tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let refused = order.carry_out(&mut second).await;
+                    // Recorded on the main task when the whole group is back.
+                    let refused = order.carry_out(&mut second, |_| {}).await;
                     debug!(
                         "{n} messages flagged and moved in {:?} (second session)",
                         started.elapsed()
@@ -263,13 +264,32 @@ impl Shell<'_> {
         }
         let order = self.filing_order(&quiet);
         let started = std::time::Instant::now();
-        let refused = order.carry_out(session).await?;
+        let n = quiet.len();
+        // Each folder's messages recorded as the server answers its move, while it moves
+        // the next: only the last folder's records are left when the last answer comes.
+        let (mut waiting, mut failed) = (quiet, None);
+        let refused = order
+            .carry_out(session, |uids| {
+                if failed.is_none() {
+                    let filed: HashSet<u32> = uids.iter().copied().collect();
+                    let (now, later) = std::mem::take(&mut waiting)
+                        .into_iter()
+                        .partition(|q| filed.contains(&q.uid));
+                    waiting = later;
+                    failed = self
+                        .record_filed(uidvalidity, now, &order, HashMap::new())
+                        .err();
+                }
+            })
+            .await?;
         debug!(
-            "{} messages flagged and moved in {:?}{which}",
-            quiet.len(),
+            "{n} messages flagged and moved in {:?}{which}",
             started.elapsed()
         );
-        self.record_filed(uidvalidity, quiet, &order, refused)
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.record_filed(uidvalidity, waiting, &order, refused)
     }
 }
 

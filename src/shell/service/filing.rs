@@ -50,18 +50,7 @@ impl Shell<'_> {
         uidvalidity: u32,
         quiet: Vec<Quiet>,
     ) -> Result<(), Error> {
-        if quiet.is_empty() {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let order = self.filing_order(&quiet);
-        let refused = order.carry_out(session).await?;
-        tracing::debug!(
-            "{} messages flagged and moved in {:?}",
-            quiet.len(),
-            started.elapsed()
-        );
-        self.record_filed(uidvalidity, quiet, &order, refused)
+        self.file_and_record(session, uidvalidity, quiet, "").await
     }
 
     /// The outcomes of a filing carried out: filed where the order said, or left for a
@@ -273,7 +262,13 @@ pub(super) struct FilingOrder {
 impl FilingOrder {
     /// Flags, moves, sets aside. Returns the messages whose folder the server refused,
     /// with its words: they were set aside for a person instead.
-    pub async fn carry_out(&self, session: &mut Imap) -> Result<HashMap<u32, String>, Trouble> {
+    ///
+    /// `on_filed` gets each folder's messages as soon as the server has moved them.
+    pub async fn carry_out(
+        &self,
+        session: &mut Imap,
+        mut on_filed: impl FnMut(&[u32]),
+    ) -> Result<HashMap<u32, String>, Trouble> {
         let (inbox, caps, t) = (self.inbox.as_str(), self.caps, self.t);
         let stores: Vec<(&str, &[u32])> = self
             .by_flags
@@ -285,7 +280,8 @@ impl FilingOrder {
             .iter()
             .map(|(folder, uids)| (folder.as_str(), uids.as_slice()))
             .collect();
-        let filed = flag_and_file(session, inbox, &stores, &moves, caps, t).await?;
+        let on_moved = |i: usize| on_filed(moves[i].1);
+        let filed = flag_and_file(session, inbox, &stores, &moves, caps, t, on_moved).await?;
         let mut refused: HashMap<u32, String> = HashMap::new();
         let mut human = self.human.clone();
         for ((_, uids), why) in moves.iter().zip(filed) {
@@ -312,6 +308,7 @@ pub(super) async fn flag_and_file(
     moves: &[(&str, &[u32])],
     caps: Caps,
     t: u64,
+    on_moved: impl FnMut(usize),
 ) -> Result<Vec<Option<String>>, Trouble> {
     if !caps.r#move {
         for (flags, uids) in stores {
@@ -323,7 +320,7 @@ pub(super) async fn flag_and_file(
         }
         return Ok(filed);
     }
-    let answers = mailbox::store_and_move_at_once(session, stores, moves, t).await?;
+    let answers = mailbox::store_and_move_at_once(session, stores, moves, t, on_moved).await?;
     let mut filed = Vec::new();
     for ((folder, uids), answer) in moves.iter().zip(answers) {
         filed.push(match answer {
