@@ -18,6 +18,12 @@ use crate::shell::journal::{MessageRef, Outbox, State};
 use crate::shell::mailbox::{self, Imap, Listed, Trouble};
 use crate::shell::outbox::{self, Refusal};
 
+/// After a crash, the copy in Sent may still be landing: the server finishes an APPEND
+/// it had whole when the connection dropped, and a MULTIAPPEND shows its messages only
+/// once all are saved. A missing copy is looked for again until this many seconds after
+/// the answer went out, before it is appended a second time.
+const COPY_SETTLES_SECONDS: f64 = 2.0;
+
 /// How sending went, for what happens to the original afterwards.
 #[derive(Default)]
 pub(super) struct Sending {
@@ -392,9 +398,8 @@ impl Shell<'_> {
         };
         let t = self.t();
         let restarted = answer.before.is_some();
-        let filed_before = restarted
-            && !sent_now
-            && mailbox::has_message_id(session, sent, &answer.msg_id, t).await?;
+        let filed_before =
+            restarted && !sent_now && self.copy_landed(session, sent, &answer.msg_id).await?;
         sending.left_inbox |= restarted;
         if filed_before {
             return Ok(());
@@ -409,6 +414,30 @@ impl Shell<'_> {
                 Ok(())
             }
             Err(broken) => Err(broken.into()),
+        }
+    }
+
+    /// Whether Sent holds the copy of an answer sent before a restart, given the time a
+    /// copy still in flight then needs to land (`COPY_SETTLES_SECONDS`).
+    async fn copy_landed(
+        &self,
+        session: &mut Imap,
+        sent: &str,
+        msg_id: &str,
+    ) -> Result<bool, Error> {
+        let t = self.t();
+        // Counted from when the answer went out, by this clock at most the whole time.
+        let age = self.journal.outbox_age_seconds(msg_id)?.unwrap_or(f64::MAX);
+        let left = (COPY_SETTLES_SECONDS - age.max(0.0)).max(0.0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(left);
+        loop {
+            if mailbox::has_message_id(session, sent, msg_id, t).await? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
