@@ -228,7 +228,7 @@ fn postfix_down_for_a_while_nothing_is_recorded_as_sent_and_sending_resumes() {
     let sent = |stack: &Stack| {
         journal_rows(
             stack,
-            "SELECT COUNT(*) FROM outbox WHERE state IN ('sent', 'received', 'filed')",
+            "SELECT COUNT(*) FROM outbox WHERE state IN ('sent', 'appending', 'received', 'filed')",
         )[0][0]
             .clone()
     };
@@ -747,8 +747,8 @@ fn without_idle_the_service_polls() {
 /// all 50 at 0.20 s). The restarted service, finding a copy missing, must not append a
 /// second one meanwhile (the SIGKILL test found one such twice in ~120 runs).
 /// Recreated without a kill: after a normal run the copy is taken out of Sent, the
-/// original put back in the inbox and the journal set back to "sent, copy not yet
-/// filed"; the copy comes back 1.2 s into the next run, as the old APPEND would.
+/// original put back in the inbox and the journal set back to "sent, its copy's APPEND
+/// begun"; the copy comes back 1.2 s into the next run, as the old APPEND would.
 #[test]
 fn a_copy_still_landing_in_sent_after_a_crash_is_not_appended_twice() {
     let Some(stack) = Stack::start("sent-late") else {
@@ -805,7 +805,7 @@ fn a_copy_still_landing_in_sent_after_a_crash_is_not_appended_twice() {
     assert_eq!(moved, 1, "the original's journal row");
     let reset = db
         .execute(
-            "UPDATE outbox SET state = 'sent', updated = datetime('now') WHERE message_id = ?1",
+            "UPDATE outbox SET state = 'appending', updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE message_id = ?1",
             [format!("<{answer_id}>")],
         )
         .unwrap();

@@ -79,6 +79,9 @@ pub enum Outbox {
     Received,
     /// The server said 250.
     Sent,
+    /// Its copy's APPEND to Sent is on its way: after a crash the server may still be
+    /// saving it (`COPY_SETTLES_SECONDS`).
+    Appending,
     /// The server refused it for good (5xx).
     Failed,
     /// Its copy is in Sent (or the server keeps its own): nothing more to do.
@@ -100,6 +103,7 @@ impl Outbox {
             Outbox::Committing => "committing",
             Outbox::Received => "received",
             Outbox::Sent => "sent",
+            Outbox::Appending => "appending",
             Outbox::Failed => "failed",
             Outbox::Filed => "filed",
             Outbox::Drafting => "drafting",
@@ -115,6 +119,7 @@ impl Outbox {
             Outbox::Committing,
             Outbox::Received,
             Outbox::Sent,
+            Outbox::Appending,
             Outbox::Failed,
             Outbox::Filed,
             Outbox::Drafting,

@@ -20,8 +20,8 @@ use crate::shell::outbox::{self, Refusal};
 
 /// After a crash, the copy in Sent may still be landing: the server finishes an APPEND
 /// it had whole when the connection dropped, and a MULTIAPPEND shows its messages only
-/// once all are saved. A missing copy is looked for again until this many seconds after
-/// the answer went out, before it is appended a second time.
+/// once all are saved. A copy whose APPEND had begun (`appending`) and is missing is
+/// looked for again until this many seconds after then, before it is appended again.
 const COPY_SETTLES_SECONDS: f64 = 2.0;
 
 /// How sending went, for what happens to the original afterwards.
@@ -283,7 +283,7 @@ impl Shell<'_> {
         // `sent`: accepted and recorded before a restart; only its Sent copy may be
         // missing. `sending`: killed before the final dot, so the server discarded it.
         // Only `committing` (or `received`) may have gone out.
-        let recorded = answer.before == Some(Outbox::Sent);
+        let recorded = matches!(answer.before, Some(Outbox::Sent | Outbox::Appending));
         let mut send_now = matches!(answer.before, None | Some(Outbox::Sending));
         let mut note = "";
         if !recorded && !send_now {
@@ -398,12 +398,19 @@ impl Shell<'_> {
         };
         let t = self.t();
         let restarted = answer.before.is_some();
-        let filed_before =
-            restarted && !sent_now && self.copy_landed(session, sent, &answer.msg_id).await?;
+        let filed_before = restarted
+            && !sent_now
+            && if answer.before == Some(Outbox::Appending) {
+                self.copy_landed(session, sent, &answer.msg_id).await?
+            } else {
+                mailbox::has_message_id(session, sent, &answer.msg_id, t).await?
+            };
         sending.left_inbox |= restarted;
         if filed_before {
             return Ok(());
         }
+        self.journal
+            .set_outbox(&answer.msg_id, None, Outbox::Appending)?;
         match mailbox::append(session, sent, &message.formatted(), "\\Seen", t).await {
             Ok(()) => Ok(()),
             // The answer went out; only its copy is missing: a person should know, and
@@ -417,8 +424,8 @@ impl Shell<'_> {
         }
     }
 
-    /// Whether Sent holds the copy of an answer sent before a restart, given the time a
-    /// copy still in flight then needs to land (`COPY_SETTLES_SECONDS`).
+    /// Whether Sent holds the copy of an answer whose APPEND had begun before a restart,
+    /// given the time a copy still in flight then needs to land (`COPY_SETTLES_SECONDS`).
     async fn copy_landed(
         &self,
         session: &mut Imap,
@@ -426,7 +433,7 @@ impl Shell<'_> {
         msg_id: &str,
     ) -> Result<bool, Error> {
         let t = self.t();
-        // Counted from when the answer went out, by this clock at most the whole time.
+        // Counted from when the APPEND began, by this clock at most the whole time.
         let age = self.journal.outbox_age_seconds(msg_id)?.unwrap_or(f64::MAX);
         let left = (COPY_SETTLES_SECONDS - age.max(0.0)).max(0.0);
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(left);

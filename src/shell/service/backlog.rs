@@ -329,6 +329,15 @@ impl Shell<'_> {
     ) -> Result<(), Error> {
         if let Some(sent) = self.places.sent.as_ref().filter(|_| !formatted.is_empty()) {
             let bytes: Vec<&[u8]> = formatted.iter().map(Vec::as_slice).collect();
+            let journal = self.journal;
+            journal.together(|| {
+                for (_, o) in done.iter() {
+                    for (id, ..) in &o.sent {
+                        journal.set_outbox(id, None, Outbox::Appending)?;
+                    }
+                }
+                Ok(())
+            })?;
             match mailbox::append_many(session, sent, &bytes, "\\Seen", self.caps, self.t()).await {
                 Ok(()) => {}
                 Err(Trouble::Refused(w)) => {
