@@ -398,13 +398,13 @@ impl Shell<'_> {
         };
         let t = self.t();
         let restarted = answer.before.is_some();
-        let filed_before = restarted
-            && !sent_now
-            && if answer.before == Some(Outbox::Appending) {
-                self.copy_landed(session, sent, &answer.msg_id).await?
-            } else {
-                mailbox::has_message_id(session, sent, &answer.msg_id, t).await?
-            };
+        // A copy whose APPEND had begun may still be landing; one never started is not.
+        let window = match answer.before {
+            Some(Outbox::Appending) => COPY_SETTLES_SECONDS,
+            _ => 0.0,
+        };
+        let filed_before =
+            restarted && !sent_now && self.turns_up(session, sent, &answer.msg_id, window).await?;
         sending.left_inbox |= restarted;
         if filed_before {
             return Ok(());
@@ -424,27 +424,28 @@ impl Shell<'_> {
         }
     }
 
-    /// Whether Sent holds the copy of an answer whose APPEND had begun before a restart,
-    /// given the time a copy still in flight then needs to land (`COPY_SETTLES_SECONDS`).
-    async fn copy_landed(
+    /// Whether `folder` holds `msg_id`, looked for again until `window` seconds after
+    /// its outbox row last changed (a restarted service does not wait the whole window
+    /// again; by this clock it waits at most the window).
+    async fn turns_up(
         &self,
         session: &mut Imap,
-        sent: &str,
+        folder: &str,
         msg_id: &str,
+        window: f64,
     ) -> Result<bool, Error> {
         let t = self.t();
-        // Counted from when the APPEND began, by this clock at most the whole time.
-        let age = self.journal.outbox_age_seconds(msg_id)?.unwrap_or(f64::MAX);
-        let left = (COPY_SETTLES_SECONDS - age.max(0.0)).max(0.0);
+        let age = self.journal.outbox_age_seconds(msg_id)?.unwrap_or(0.0);
+        let left = (window - age.max(0.0)).max(0.0);
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(left);
         loop {
-            if mailbox::has_message_id(session, sent, msg_id, t).await? {
+            if mailbox::has_message_id(session, folder, msg_id, t).await? {
                 return Ok(true);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 
@@ -486,20 +487,9 @@ impl Shell<'_> {
         if !smtp_cfg.self_copy {
             return Ok(false);
         }
-        // Not from this start: a service restarted again and again must not wait the
-        // full time each time.
-        let age = self.journal.outbox_age_seconds(msg_id)?.unwrap_or(0.0);
-        let left = (smtp_cfg.self_copy_wait_seconds as f64 - age.max(0.0)).max(0.0);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(left);
-        loop {
-            if mailbox::has_message_id(session, &config.folders.inbox, msg_id, t).await? {
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        let window = smtp_cfg.self_copy_wait_seconds as f64;
+        self.turns_up(session, &config.folders.inbox, msg_id, window)
+            .await
     }
 
     /// `--once` leaves the inbox as it found it, less what it handled: it waits for the
